@@ -1,0 +1,168 @@
+"""Run configuration: every setting of the reference method, with the papers' defaults.
+
+A run is described by a YAML file whose sections mirror the data flow. Every key has a default
+equal to seed 000/001 (or, where the papers are silent, a stated choice). Unknown keys are an
+error, so a typo never silently falls back to a default.
+
+Example ``run.yaml``::
+
+    seed: 42
+    data: {images: cohort/images, clinical: cohort/clinical.csv}
+    embed: {backbone: efficientnet-lite0}
+    train: {epochs: 100}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctsurv.exceptions import CtsurvError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    images: str | None = None  #: folder with one entry per patient (DICOM folder, NIfTI or NRRD)
+    clinical: str | None = None  #: LUNG1-format clinical CSV
+    horizon_months: float = 24.0  #: administrative censoring (seed 000: 2-year OS)
+    prepared: str | None = None  #: output folder of ``ctsurv prepare`` (default: <run>/prepared)
+
+
+@dataclass(frozen=True)
+class PreprocessSection:
+    spacing: tuple[float, float, float] = (3.0, 1.0, 1.0)  #: (z, y, x) mm, seed 000
+    interpolation: str = "linear"
+    min_lung_fraction: float = 0.02  #: keep slices with lung area > 2 % (seed 000)
+    size: int = 224
+    aspect: str = "pad"
+    window: tuple[float, float] = (-1000.0, 400.0)
+
+
+@dataclass(frozen=True)
+class EmbedSection:
+    backbone: str = "efficientnet-lite0"  #: offline default; seed 000 used efficientnet-b0
+    weights: str = "imagenet"  #: "imagenet", a local file path, or "random" (only by name)
+    strategy: str = "feature-extractor"  #: or "last-block"
+    embedding_dim: int = 256
+    engine: str = "onnx"  #: frozen trunk engine: "onnx" or "torch"
+    augment: bool = True  #: rotation <= 20 deg and flips, each p = 0.2 (precomputed views)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    aggregator: str = "soft"
+    head: str = "deephit"
+    shared_layers: int = 5
+    shared_width: int = 100
+    cs_layers: int = 5
+    cs_width: int = 100
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = 100
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    alpha: float = 0.5
+    beta: float = 0.5
+    sigma: float = 0.1
+    selection: str = "val_ctd"  #: model selection on validation Ctd (seed 000)
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class CVSection:
+    n_folds: int = 10
+    val_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessSection = field(default_factory=PreprocessSection)
+    embed: EmbedSection = field(default_factory=EmbedSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    cv: CVSection = field(default_factory=CVSection)
+    permute_labels: bool = False  #: honesty control: shuffle (time, event) across patients
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **sections: Any) -> "RunConfig":
+        """Return a copy with some values changed, e.g. ``replace(train={"epochs": 5})``."""
+        return from_dict(_merge(self.to_dict(), sections))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _build(cls, values: dict, where: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise CtsurvError(f"config section {where!r} must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise CtsurvError(
+            f"unknown config key(s) {', '.join(where + '.' + u if where else u for u in unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        f = known[name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}" if where else name)
+        elif isinstance(default, tuple) and isinstance(value, (list, tuple)):
+            kwargs[name] = tuple(float(v) for v in value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def from_dict(values: dict | None) -> RunConfig:
+    """Build a :class:`RunConfig` from a (possibly partial) nested mapping."""
+    return _build(RunConfig, values or {}, "")
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML run configuration; relative data paths are resolved against its folder."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CtsurvError(f"cannot read config {path}: {exc}") from exc
+    data = values.get("data") or {}
+    for key in ("images", "clinical", "prepared"):
+        if data.get(key) and not Path(data[key]).is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
+    if data:
+        values["data"] = data
+    return from_dict(values)
