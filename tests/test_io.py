@@ -215,7 +215,7 @@ def test_differing_duplicate_raises(tmp_path):
         # planes tilted by 15 degrees while positions step along z (the tilt tag says 0)
         ({"ImageOrientationPatient": [1, 0, 0, 0, np.cos(np.radians(15)), np.sin(np.radians(15))]}, "tilt of 15.00 degrees"),
         ({"PixelSpacing": None}, "lacks PixelSpacing.*never guessed"),
-        ({"SliceThickness": {4: None}}, "lacks SliceThickness"),
+        ({"SliceThickness": {4: "-2.0"}}, "malformed geometry tags"),
         ({"ImagePositionPatient": {0: None}}, "lacks ImagePositionPatient"),
     ],
 )
@@ -368,3 +368,9 @@ def test_roi_name_matching_exact_before_case_insensitive(tmp_path):
     np.testing.assert_array_equal(read_rtstruct_mask(rs, ct, "GTV"), a)
     with pytest.raises(RoiError, match=f"{PID}: ROI 'Gtv' is ambiguous"):
         read_rtstruct_mask(rs, ct, "Gtv")
+
+
+def test_missing_slice_thickness_is_not_needed(tmp_path):
+    """z spacing comes from ImagePositionPatient; a blank SliceThickness (type 2) is fine."""
+    write_ct_series(_volume(), (2.5, 1.0, 1.0), tmp_path, PID, extra_tags={"SliceThickness": None})
+    assert read_ct(tmp_path).spacing[0] == pytest.approx(2.5)

@@ -485,7 +485,10 @@ def _read_dicom_ct(path: Path, patient_id: str | None) -> tuple[CTVolume, list[D
         iop.append(np.asarray(_get(ds, "ImageOrientationPatient", f, who, uid), float))
         ipp.append(np.asarray(_get(ds, "ImagePositionPatient", f, who, uid), float))
         psp.append(np.asarray(_get(ds, "PixelSpacing", f, who, uid), float))
-        thick = _get(ds, "SliceThickness", f, who, uid)
+        # SliceThickness is optional (DICOM type 2) and never used: z spacing is measured
+        # from the slice positions, so a blank thickness is fine, a non-positive one is not.
+        thick = ds.get("SliceThickness")
+        thick = 1.0 if thick in (None, "") else thick
         size.append((int(_get(ds, "Rows", f, who, uid)), int(_get(ds, "Columns", f, who, uid))))
         if iop[-1].shape != (6,) or ipp[-1].shape != (3,) or psp[-1].shape != (2,) or not np.all(psp[-1] > 0) or float(thick) <= 0:
             raise GeometryError(f"patient {who} (series {uid}): file {f.name} has malformed geometry tags "
