@@ -1,0 +1,302 @@
+"""Cohort preparation: ingest + preprocess every patient, with a manifest, resumably.
+
+``prepare_cohort`` walks the union of the clinical table's patients and the image entries
+(one entry per patient in the images folder, named by the patient ID: a folder of DICOM files
+in any layout, or a NIfTI / NRRD file). Every patient ends in ``manifest.csv`` with a status:
+
+``ok``
+    preprocessed; the artifact ``patients/<ID>.npz`` is valid.
+``excluded``
+    a known reason makes the patient unusable (bad table row, no images, no clinical row,
+    broken geometry such as missing slices, no lung found). The reason names the problem.
+``failed``
+    an unexpected error; the reason carries the exception type and message. One bad patient
+    never stops the others.
+
+Each artifact is written atomically and carries a *source key*: a hash of the entry's files
+(relative path, size, modification time), the preprocessing settings and the code version.
+A rerun reuses every artifact whose key still matches and recomputes only what changed, so a
+crash loses at most the patients in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time as _time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from ctsurv.exceptions import CohortError, CtsurvError
+
+#: Bump when the preparation code changes its output for the same input.
+PREPARE_VERSION = "1"
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+MANIFEST_COLUMNS = ["patient_id", "status", "reason", "in_table", "has_images", "n_slices",
+                    "fingerprint", "source_key", "seconds"]
+
+
+def list_image_entries(images_dir: str | Path) -> dict[str, Path]:
+    """Map patient ID -> image entry (folder or volume file) of an images folder.
+
+    Hidden entries are ignored; anything else that is neither a folder nor a known volume
+    file raises, naming the entry, rather than being skipped silently.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise CohortError(f"images folder {images_dir} does not exist")
+    entries: dict[str, Path] = {}
+    for p in sorted(images_dir.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            pid = p.name
+        else:
+            suffix = next((s for s in IMAGE_SUFFIXES if p.name.lower().endswith(s)), None)
+            if suffix is None:
+                raise CohortError(
+                    f"image entry {p.name!r} in {images_dir} is neither a patient folder nor a "
+                    f"NIfTI/NRRD volume ({', '.join(IMAGE_SUFFIXES)})"
+                )
+            pid = p.name[: -len(suffix)]
+        if pid in entries:
+            raise CohortError(f"patient {pid}: two image entries ({entries[pid].name}, {p.name})")
+        entries[pid] = p
+    return entries
+
+
+def source_key(entry: Path, settings: dict) -> str:
+    """Cheap identity of an image entry + settings: file names, sizes and mtimes, not contents."""
+    h = hashlib.sha256()
+    files = [entry] if entry.is_file() else sorted(q for q in entry.rglob("*") if q.is_file())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(entry.parent)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(PREPARE_VERSION.encode())
+    return h.hexdigest()
+
+
+def _artifact_meta_path(out_dir: Path, pid: str) -> Path:
+    return out_dir / "patients" / f"{pid}.json"
+
+
+def artifact_path(out_dir: str | Path, pid: str) -> Path:
+    return Path(out_dir) / "patients" / f"{pid}.npz"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _prepare_one(pid: str, entry: str, out_dir: str, config_dict: dict, key: str) -> dict:
+    """Worker: read, preprocess and save one patient. Returns a manifest row."""
+    from ctsurv.io import read_ct
+    from ctsurv.preprocess import PreprocessConfig, preprocess_ct
+
+    t0 = _time.perf_counter()
+    row = {"patient_id": pid, "source_key": key}
+    try:
+        ct = read_ct(entry, patient_id=pid)
+        pre = preprocess_ct(ct, PreprocessConfig(**config_dict))
+        path = artifact_path(out_dir, pid)
+        pre.save(path)
+        meta = {"patient_id": pid, "source_key": key, "fingerprint": pre.fingerprint,
+                "n_slices": int(len(pre.slices)), "notes": list(getattr(ct, "notes", ()))}
+        _atomic_write_text(_artifact_meta_path(Path(out_dir), pid), json.dumps(meta))
+        row.update(status="ok", reason="; ".join(meta["notes"]), n_slices=meta["n_slices"],
+                   fingerprint=pre.fingerprint)
+    except CtsurvError as exc:
+        row.update(status="excluded", reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad patient never stops the rest
+        row.update(status="failed", reason=f"patient {pid}: {type(exc).__name__}: {exc}")
+    row["seconds"] = round(_time.perf_counter() - t0, 3)
+    return row
+
+
+def _reusable(out_dir: Path, pid: str, key: str) -> dict | None:
+    meta_path = _artifact_meta_path(out_dir, pid)
+    if not (meta_path.exists() and artifact_path(out_dir, pid).exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("source_key") != key:
+        return None
+    return {"patient_id": pid, "status": "ok", "reason": "; ".join(meta.get("notes", [])),
+            "n_slices": meta["n_slices"], "fingerprint": meta["fingerprint"],
+            "source_key": key, "seconds": 0.0}
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def prepare_cohort(
+    images_dir: str | Path,
+    clinical: str | Path | pd.DataFrame | None,
+    out_dir: str | Path,
+    *,
+    config=None,
+    workers: int = 2,
+    progress: bool = True,
+    horizon_months: float | None = 24.0,
+) -> pd.DataFrame:
+    """Ingest and preprocess a cohort; write ``manifest.csv``, ``cohort.csv`` and artifacts.
+
+    Parameters
+    ----------
+    images_dir : path
+        One entry per patient, named by the patient ID.
+    clinical : path, DataFrame or None
+        LUNG1-format clinical CSV (see :func:`ctsurv.cohort.read_lung1_clinical`) or an
+        already standardised table with ``patient_id``, ``time`` (months), ``event``.
+        ``None`` prepares images only (for scoring new patients).
+    out_dir : path
+        Output folder: ``manifest.csv``, ``cohort.csv`` (the clean survival table of the
+        ``ok`` patients), ``patients/<ID>.npz`` and ``patients/<ID>.json``.
+    config : PreprocessConfig, optional
+    workers : int
+        Worker processes (2 uses both cores).
+
+    Returns
+    -------
+    DataFrame
+        The manifest: one row per patient of the union of table rows and image entries.
+    """
+    from ctsurv.preprocess import PreprocessConfig
+
+    config = config or PreprocessConfig()
+    out_dir = Path(out_dir)
+    (out_dir / "patients").mkdir(parents=True, exist_ok=True)
+    entries = list_image_entries(images_dir)
+
+    table, table_issues = _load_table(clinical, entries, horizon_months)
+    rows: dict[str, dict] = {}
+    for issue in table_issues.itertuples(index=False):
+        rows[str(issue.patient_id)] = {"patient_id": str(issue.patient_id), "status": "excluded",
+                                       "reason": str(issue.reason)}
+    table_ids = set(table["patient_id"]) if table is not None else set(entries)
+    todo = []
+    config_dict = _config_dict(config)
+    for pid in sorted(set(entries) | table_ids | set(rows)):
+        if pid in rows:
+            continue
+        if pid not in entries:
+            rows[pid] = {"patient_id": pid, "status": "excluded",
+                         "reason": f"patient {pid}: clinical row but no image entry"}
+            continue
+        if pid not in table_ids:
+            rows[pid] = {"patient_id": pid, "status": "excluded",
+                         "reason": f"patient {pid}: images but no clinical row"}
+            continue
+        key = source_key(entries[pid], config_dict)
+        reused = _reusable(out_dir, pid, key)
+        if reused is not None:
+            rows[pid] = reused
+        else:
+            todo.append((pid, str(entries[pid]), str(out_dir), config_dict, key))
+
+    if todo:
+        bar = _progress(len(todo), progress, desc="prepare")
+        if workers > 1 and len(todo) > 1:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                     initializer=_init_worker) as pool:
+                futures = [pool.submit(_prepare_one, *args) for args in todo]
+                for fut in as_completed(futures):
+                    row = fut.result()
+                    rows[row["patient_id"]] = row
+                    bar.update(1)
+        else:
+            for args in todo:
+                row = _prepare_one(*args)
+                rows[row["patient_id"]] = row
+                bar.update(1)
+        bar.close()
+
+    manifest = pd.DataFrame([rows[p] for p in sorted(rows)]).reindex(columns=MANIFEST_COLUMNS)
+    manifest["in_table"] = manifest["patient_id"].isin(table_ids | {
+        str(i.patient_id) for i in table_issues.itertuples()})
+    manifest["has_images"] = manifest["patient_id"].isin(entries)
+    manifest["n_slices"] = manifest["n_slices"].astype("Int64")
+    _atomic_write_text(out_dir / "manifest.csv", manifest.to_csv(index=False))
+    if table is not None:
+        ok = set(manifest.loc[manifest.status == "ok", "patient_id"])
+        cohort = table[table["patient_id"].isin(ok)].sort_values("patient_id")
+        _atomic_write_text(out_dir / "cohort.csv", cohort.to_csv(index=False))
+    (out_dir / "prepare_config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+    return manifest
+
+
+def _config_dict(config) -> dict:
+    d = asdict(config)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def _load_table(clinical, entries: dict, horizon_months):
+    """Standardised survival table and its issues (patient_id, reason)."""
+    from ctsurv import cohort as cohort_mod
+
+    empty = pd.DataFrame(columns=["patient_id", "reason"])
+    if clinical is None:
+        return None, empty
+    if isinstance(clinical, pd.DataFrame):
+        table = clinical.copy()
+    else:
+        table = cohort_mod.read_lung1_clinical(clinical, horizon_months=horizon_months)
+    table = getattr(table, "table", table)
+    clean, issues = cohort_mod.validate_cohort(table, image_ids=None)
+    issues = getattr(issues, "issues", issues)
+    if len(issues):
+        issues = issues.rename(columns={"problem": "reason"})
+        issues = issues.groupby("patient_id", as_index=False)["reason"].agg("; ".join)
+    else:
+        issues = empty
+    clean = clean[~clean["patient_id"].isin(issues["patient_id"])]
+    return clean.reset_index(drop=True), issues
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="patient")
+
+
+def load_prepared(out_dir: str | Path, patient_ids=None):
+    """Load the ``ok`` artifacts of a prepared cohort as ``{patient_id: PreprocessedCT}``."""
+    from ctsurv.preprocess import PreprocessedCT
+
+    out_dir = Path(out_dir)
+    manifest = pd.read_csv(out_dir / "manifest.csv", dtype={"patient_id": str})
+    ok = manifest.loc[manifest.status == "ok", "patient_id"].tolist()
+    if patient_ids is not None:
+        missing = sorted(set(patient_ids) - set(ok))
+        if missing:
+            raise CohortError(f"patients not prepared (status != ok): {', '.join(missing[:10])}")
+        ok = list(patient_ids)
+    return {pid: PreprocessedCT.load(artifact_path(out_dir, pid)) for pid in ok}
+
+
+def summarize_manifest(manifest: pd.DataFrame) -> str:
+    counts = manifest["status"].value_counts()
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("ok", "excluded", "failed")]
+    return f"{len(manifest)} patients: " + ", ".join(parts)
+
+
+__all__ = ["prepare_cohort", "list_image_entries", "load_prepared", "artifact_path",
+           "source_key", "summarize_manifest"]
