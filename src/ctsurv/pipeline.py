@@ -1,0 +1,271 @@
+"""End-to-end cross-validated runs of the reference method (seeds 000/001).
+
+``run_cv`` turns a run configuration into a *run folder*::
+
+    config.yaml          the resolved configuration (every default written out)
+    manifest.csv         every input patient with status ok / excluded / failed and a reason
+    folds.csv            fold, patient_id, role (train / val / test)
+    predictions.csv      patient_id, fold, time, event, risk, S_0 ... S_24 (out-of-fold)
+    attention.csv        patient_id, fold, slice, rel_pos, weight
+    history.csv          fold, epoch, train_loss, val_ctd (or val_loss)
+    metrics.json         per-fold and mean +- std Ctd (Antolini and ASCENT variants), pooled
+                         out-of-fold Ctd, Harrell's C of the risk score
+    figures/*.png        Ctd per fold, mean attention by relative slice position, KM by
+                         median predicted risk
+
+``risk`` is the predicted probability of death by the horizon, ``1 - S(24)``.
+Folds already finished (``folds/fold_<k>.npz`` with the same configuration hash) are reused,
+so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time as _time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctsurv.config import RunConfig
+from ctsurv.exceptions import CtsurvError
+
+TIME_COLUMNS = [f"S_{m}" for m in range(25)]
+
+
+def _log(msg: str) -> None:
+    print(f"[ctsurv] {msg}", flush=True)
+
+
+def preprocess_config(cfg: RunConfig):
+    from ctsurv.preprocess import PreprocessConfig
+
+    p = cfg.preprocess
+    return PreprocessConfig(
+        spacing=tuple(p.spacing), interpolation=p.interpolation,
+        min_lung_fraction=p.min_lung_fraction, size=p.size, aspect=p.aspect,
+        window=tuple(p.window),
+    )
+
+
+def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[pd.DataFrame, Path]:
+    from ctsurv.prepare import prepare_cohort, summarize_manifest
+
+    if not cfg.data.images:
+        raise CtsurvError("config data.images is not set")
+    prepared = Path(cfg.data.prepared) if cfg.data.prepared else out / "prepared"
+    manifest = prepare_cohort(cfg.data.images, cfg.data.clinical, prepared,
+                              config=preprocess_config(cfg), workers=cfg.train.threads,
+                              progress=progress, horizon_months=cfg.data.horizon_months)
+    _log(f"prepare: {summarize_manifest(manifest)}")
+    return manifest, prepared
+
+
+def build_encoder(cfg: RunConfig):
+    from ctsurv.embed import build_backbone
+
+    e = cfg.embed
+    return build_backbone(e.backbone, weights=e.weights, strategy=e.strategy,
+                          embedding_dim=e.embedding_dim)
+
+
+def embed_step(cfg: RunConfig, prepared_dir: Path, patient_ids: list[str], cache_dir: Path,
+               *, progress: bool = True):
+    """Cached trunk features of every patient (all augmentation views when augmenting)."""
+    from tqdm.auto import tqdm
+
+    from ctsurv.embed import trunk_features
+    from ctsurv.preprocess import PreprocessedCT
+    from ctsurv.prepare import artifact_path
+    from ctsurv.train import PatientFeatures
+
+    encoder = build_encoder(cfg)
+    feats = {}
+    for pid in tqdm(patient_ids, desc="embed", unit="patient", disable=not progress):
+        pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
+        f = trunk_features(pre.slices, encoder, cache_dir=cache_dir,
+                           fingerprint=pre.fingerprint, augment=cfg.embed.augment,
+                           engine=cfg.embed.engine, seed=cfg.seed)
+        feats[pid] = PatientFeatures(pid, f, np.asarray(pre.rel_pos, dtype=np.float32))
+    return encoder, feats
+
+
+def model_factory(cfg: RunConfig, encoder):
+    """``() -> nn.Module`` building the trainable network for this configuration."""
+    from ctsurv.models import DeepHit, SurvivalNet, make_aggregator
+
+    m, e = cfg.model, cfg.embed
+
+    def build():
+        return SurvivalNet(
+            embedding=encoder.make_head(),
+            aggregator=make_aggregator(m.aggregator, e.embedding_dim),
+            head=DeepHit(e.embedding_dim, shared_layers=m.shared_layers, shared_width=m.shared_width,
+                         cs_layers=m.cs_layers, cs_width=m.cs_width, dropout=m.dropout),
+        )
+
+    return build
+
+
+def config_hash(cfg: RunConfig) -> str:
+    d = cfg.to_dict()
+    d["data"] = {k: v for k, v in d["data"].items() if k != "prepared"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Prepare, embed, cross-validate and evaluate; write the run folder. Returns metrics."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ctsurv.train import predict, train_model
+    from ctsurv.validate import stratified_folds
+
+    t_start = _time.perf_counter()
+    torch.set_num_threads(max(1, cfg.train.threads))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    manifest, prepared = prepare_step(cfg, out, progress=progress)
+    manifest.to_csv(out / "manifest.csv", index=False)
+    cohort = pd.read_csv(prepared / "cohort.csv", dtype={"patient_id": str})
+    if len(cohort) < cfg.cv.n_folds:
+        raise CtsurvError(f"only {len(cohort)} usable patients for {cfg.cv.n_folds}-fold CV")
+    ids = cohort["patient_id"].tolist()
+    time = cohort["time"].to_numpy(float)
+    event = cohort["event"].to_numpy(int)
+    if cfg.permute_labels:
+        perm = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0]).permutation(len(ids))
+        time, event = time[perm], event[perm]
+        _log("permute-labels: (time, event) shuffled across patients (honesty control)")
+
+    cache_dir = Path(cfg.data.prepared or out / "prepared") / "trunk-cache"
+    encoder, feats = embed_step(cfg, prepared, ids, cache_dir, progress=progress)
+    plan = stratified_folds(ids, time, event, n_folds=cfg.cv.n_folds,
+                            val_fraction=cfg.cv.val_fraction, horizon=cfg.data.horizon_months,
+                            seed=cfg.seed)
+    plan.save(out / "folds.csv")
+    build = model_factory(cfg, encoder)
+    pos = {p: i for i, p in enumerate(ids)}
+    fold_seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.cv.n_folds + 1)[1:]
+    chash = config_hash(cfg)
+    (out / "folds").mkdir(exist_ok=True)
+    pred_rows, att_rows, hist_rows = [], [], []
+    bar = tqdm(total=cfg.cv.n_folds * cfg.train.epochs, desc="train", unit="epoch", disable=not progress)
+    t = cfg.train
+    for k in range(cfg.cv.n_folds):
+        done = out / "folds" / f"fold_{k}.json"
+        if done.exists() and json.loads(done.read_text()).get("config_hash") == chash:
+            rec = json.loads(done.read_text())
+            bar.update(t.epochs)
+        else:
+            sel = {r: [pos[p] for p in plan.patients(k, r)] for r in ("train", "val", "test")}
+            res = train_model(
+                build,
+                [feats[ids[i]] for i in sel["train"]], time[sel["train"]], event[sel["train"]],
+                [feats[ids[i]] for i in sel["val"]], time[sel["val"]], event[sel["val"]],
+                epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                alpha=t.alpha, beta=t.beta, sigma=t.sigma, augment=cfg.embed.augment,
+                seed=int(fold_seeds[k].generate_state(1)[0]), horizon=cfg.data.horizon_months,
+                progress=bar,
+            )
+            test_ids = [ids[i] for i in sel["test"]]
+            surv, weights = predict(res.model, [feats[p] for p in test_ids])
+            train_surv, _ = predict(res.model, [feats[ids[i]] for i in sel["train"]])
+            rec = {"config_hash": chash, "fold": k, "best_epoch": res.best_epoch,
+                   "train_risk_median": float(np.median(1.0 - train_surv[:, -1])),
+                   "selection": res.selection, "test_ids": test_ids,
+                   "surv": surv.tolist(), "weights": [w.tolist() for w in weights],
+                   "history": res.history}
+            tmp = done.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rec))
+            tmp.replace(done)
+        for j, p in enumerate(rec["test_ids"]):
+            s = np.asarray(rec["surv"][j])
+            pred_rows.append({"patient_id": p, "fold": k, "time": time[pos[p]],
+                              "event": int(event[pos[p]]), "risk": 1.0 - s[-1],
+                              "risk_cut": rec["train_risk_median"],
+                              **dict(zip(TIME_COLUMNS, s))})
+            rp = feats[p].rel_pos
+            for si, w in enumerate(rec["weights"][j]):
+                att_rows.append({"patient_id": p, "fold": k, "slice": si,
+                                 "rel_pos": float(rp[si]), "weight": w})
+        for h in rec["history"]:
+            hist_rows.append({"fold": k, **h})
+    bar.close()
+    preds = pd.DataFrame(pred_rows).sort_values("patient_id").reset_index(drop=True)
+    if sorted(preds["patient_id"]) != sorted(ids):
+        raise CtsurvError("internal error: out-of-fold predictions do not cover every patient once")
+    preds.to_csv(out / "predictions.csv", index=False)
+    pd.DataFrame(att_rows).to_csv(out / "attention.csv", index=False)
+    pd.DataFrame(hist_rows).to_csv(out / "history.csv", index=False)
+    metrics = cv_metrics(preds)
+    metrics["n_patients"] = len(ids)
+    metrics["permute_labels"] = cfg.permute_labels
+    metrics["seconds"] = round(_time.perf_counter() - t_start, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    run_figures(out, preds, pd.DataFrame(att_rows), metrics)
+    _log(f"Ctd (Antolini) mean over folds {metrics['ctd_mean']:.3f} +- {metrics['ctd_std']:.3f}; "
+         f"pooled out-of-fold {metrics['ctd_pooled']:.3f}; results in {out}")
+    return metrics
+
+
+def cv_metrics(preds: pd.DataFrame) -> dict:
+    """Per-fold and pooled discrimination of out-of-fold predictions."""
+    from ctsurv.metrics import concordance_index, concordance_td
+
+    grid = np.arange(25, dtype=float)
+
+    from ctsurv.evaluate import ctd_ascent
+
+    def ctd(df, method):
+        t, e = df["time"].to_numpy(float), df["event"].to_numpy(int)
+        s = df[TIME_COLUMNS].to_numpy(float)
+        try:
+            if method == "ascent":
+                return float(ctd_ascent(t, e, s))
+            return float(concordance_td(t, e, s, grid, method=method))
+        except ValueError:
+            return float("nan")
+
+    per_fold = []
+    for k, df in preds.groupby("fold"):
+        per_fold.append({"fold": int(k), "n": len(df), "ctd": ctd(df, "antolini"),
+                         "ctd_ascent": ctd(df, "ascent")})
+    vals = np.array([f["ctd"] for f in per_fold])
+    asc = np.array([f["ctd_ascent"] for f in per_fold])
+    return {
+        "per_fold": per_fold,
+        "ctd_mean": float(np.nanmean(vals)), "ctd_std": float(np.nanstd(vals, ddof=1)),
+        "ctd_ascent_mean": float(np.nanmean(asc)), "ctd_ascent_std": float(np.nanstd(asc, ddof=1)),
+        "ctd_pooled": ctd(preds, "antolini"), "ctd_ascent_pooled": ctd(preds, "ascent"),
+        "cindex_pooled": float(concordance_index(preds["time"].to_numpy(float),
+                                                 preds["event"].to_numpy(int),
+                                                 preds["risk"].to_numpy(float))),
+    }
+
+
+def run_figures(out: Path, preds: pd.DataFrame, att: pd.DataFrame, metrics: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ctsurv import plots
+
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plots.plot_metric_per_fold([f["ctd"] for f in metrics["per_fold"]], ax=ax, label="Ctd")
+    plots.save_figure(fig, fig_dir / "ctd_per_fold.png")
+    if len(att):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plots.plot_attention_by_position(att["rel_pos"].to_numpy(), att["weight"].to_numpy(), ax=ax)
+        plots.save_figure(fig, fig_dir / "attention_by_position.png")
+    # Risk groups: each test patient is high risk when its risk exceeds the median risk that
+    # its fold's model gives the fold's *training* patients (never a test-set statistic).
+    groups = np.where(preds["risk"] > preds["risk_cut"], "high risk", "low risk")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    plots.plot_km_groups(preds["time"].to_numpy(float), preds["event"].to_numpy(int), groups, ax=ax)
+    plots.save_figure(fig, fig_dir / "km_by_predicted_risk.png")
