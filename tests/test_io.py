@@ -374,3 +374,26 @@ def test_missing_slice_thickness_is_not_needed(tmp_path):
     """z spacing comes from ImagePositionPatient; a blank SliceThickness (type 2) is fine."""
     write_ct_series(_volume(), (2.5, 1.0, 1.0), tmp_path, PID, extra_tags={"SliceThickness": None})
     assert read_ct(tmp_path).spacing[0] == pytest.approx(2.5)
+
+
+def test_fill_nested_unites_copies_and_cuts_holes():
+    from ctsurv.io import _fill_nested
+
+    outer = np.array([[2, 2], [2, 17], [17, 17], [17, 2]], float)
+    inner = np.array([[7, 7], [7, 12], [12, 12], [12, 7]], float)
+    once = _fill_nested([outer], 20, 20)
+    assert np.array_equal(_fill_nested([outer, outer, outer.copy()], 20, 20), once)  # copies unite
+    assert np.array_equal(_fill_nested([outer, outer + 0.2], 20, 20), once | _fill_nested([outer + 0.2], 20, 20))
+    holed = _fill_nested([outer, inner], 20, 20)
+    assert holed.sum() == once.sum() - _fill_nested([inner], 20, 20).sum()
+    assert not holed[9, 9] and holed[3, 3]
+    island = np.array([[9, 9], [9, 10], [10, 10], [10, 9]], float)
+    assert _fill_nested([outer, inner, island], 20, 20)[9, 9]  # an island inside the hole
+
+
+def test_repeated_contours_in_real_rtstruct_do_not_cancel(lung1_dir):
+    """LUNG1-002's RTSTRUCT repeats identical 'Lung L' contours on some slices."""
+    ct = read_ct(lung1_dir / "LUNG1-002")
+    lung = read_rtstruct_mask(lung1_dir / "LUNG1-002", ct, "Lung L")
+    zs = np.flatnonzero(lung.any(axis=(1, 2)))
+    assert np.all(np.diff(zs) == 1), "a slice inside the lung came out empty"

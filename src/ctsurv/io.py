@@ -808,5 +808,34 @@ def read_rtstruct_mask(path: str | os.PathLike, ct: CTVolume, roi_name: str) -> 
         per_slice[k].append(kji[:, 1:])
     mask = np.zeros(ct.shape, bool)
     for k, polys in per_slice.items():
-        mask[k] = _fill_even_odd(polys, ny, nx)
+        mask[k] = _fill_nested(polys, ny, nx)
     return mask
+
+
+def _fill_nested(polys: list[np.ndarray], ny: int, nx: int) -> np.ndarray:
+    """Fill the contours of one slice, treating holes by nesting and duplicates as one.
+
+    Real RTSTRUCTs repeat contours (LUNG1-002 has up to 20 copies of the same "Lung L"
+    contour on a slice); a plain even-odd rule would cancel pairs of copies. Here a contour
+    is a hole when at least 95 % of it lies inside a contour at least 10 % larger; its depth
+    is one more than that parent's, and contours are applied largest first: even depth adds,
+    odd depth removes. Copies and near-copies have no parent among each other, so they unite.
+    """
+    if len(polys) == 1:
+        return _fill_even_odd(polys, ny, nx)
+    fills = [_fill_even_odd([p], ny, nx) for p in polys]
+    areas = np.array([f.sum() for f in fills])
+    order = np.argsort(-areas, kind="stable")
+    depth: dict[int, int] = {}
+    out = np.zeros((ny, nx), bool)
+    for rank, i in enumerate(order):
+        parent = None
+        for j in order[:rank]:
+            if areas[i] < 0.9 * areas[j] and (fills[i] & fills[j]).sum() >= 0.95 * areas[i]:
+                parent = j  # the smallest enclosing contour seen so far wins
+        depth[i] = 0 if parent is None else depth[parent] + 1
+        if depth[i] % 2 == 0:
+            out |= fills[i]
+        else:
+            out &= ~fills[i]
+    return out
