@@ -1,0 +1,249 @@
+"""The ``ctsurv`` command: parsing only; the work lives in the stage modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ctsurv.exceptions import CtsurvError
+
+DEMO_N_PATIENTS = 80
+
+
+def _cmd_synth(a) -> None:
+    from ctsurv.synthetic import write_phantom_cohort
+
+    info = write_phantom_cohort(a.out, n_patients=a.n_patients, seed=a.seed)
+    print(f"[ctsurv] phantom cohort written to {a.out} ({info})")
+
+
+def _cmd_prepare(a) -> None:
+    from ctsurv.prepare import prepare_cohort, summarize_manifest
+
+    manifest = prepare_cohort(a.images, a.clinical, a.out, workers=a.workers,
+                              progress=not a.no_progress, horizon_months=a.horizon)
+    print(f"[ctsurv] {summarize_manifest(manifest)}; manifest: {Path(a.out) / 'manifest.csv'}")
+
+
+def _cmd_run(a) -> None:
+    from ctsurv.config import load_config
+    from ctsurv.pipeline import run_cv
+
+    cfg = load_config(a.config)
+    if a.permute_labels:
+        cfg = cfg.replace(permute_labels=True)
+    out = a.out or Path(a.config).with_suffix("")
+    run_cv(cfg, out, progress=not a.no_progress)
+
+
+def demo_config(out: Path, *, n_patients: int, epochs: int | None, permute: bool, seed: int):
+    from ctsurv.config import from_dict
+
+    cohort = out / "cohort"
+    values = {"seed": seed, "permute_labels": permute,
+              "data": {"images": str(cohort / "images"), "clinical": str(cohort / "clinical.csv"),
+                       "prepared": str(out / "prepared")}}
+    if epochs is not None:
+        values["train"] = {"epochs": epochs}
+    return from_dict(values), cohort
+
+
+def _cmd_demo(a) -> None:
+    from ctsurv.pipeline import run_cv
+    from ctsurv.synthetic import write_phantom_cohort
+
+    out = Path(a.out)
+    cfg, cohort = demo_config(out, n_patients=a.n_patients, epochs=a.epochs,
+                              permute=a.permute_labels, seed=a.seed)
+    if not (cohort / "clinical.csv").exists():
+        print(f"[ctsurv] demo: generating {a.n_patients} phantom patients in {cohort}")
+        write_phantom_cohort(cohort, n_patients=a.n_patients, seed=a.seed)
+    run_dir = out / ("run-permuted" if a.permute_labels else "run")
+    metrics = run_cv(cfg, run_dir, progress=not a.no_progress)
+    print(f"[ctsurv] demo finished in {metrics['seconds']:.0f} s. Results: {run_dir}")
+    print(f"[ctsurv]   metrics: {run_dir / 'metrics.json'}; predictions: {run_dir / 'predictions.csv'};"
+          f" figures: {run_dir / 'figures'}")
+
+
+def _cmd_fit(a) -> None:
+    from ctsurv.config import load_config
+    from ctsurv.predict import fit_final
+
+    path = fit_final(load_config(a.config), a.out, progress=not a.no_progress)
+    print(f"[ctsurv] model saved to {path}")
+
+
+def _cmd_predict(a) -> None:
+    from ctsurv.predict import predict_patients
+
+    preds = predict_patients(a.model, a.images, a.out, top_k=a.top_k, progress=not a.no_progress)
+    print(f"[ctsurv] scored {len(preds)} patients; see {Path(a.out) / 'predictions.csv'}")
+
+
+def _cmd_evaluate(a) -> None:
+    from ctsurv.evaluate import evaluate_predictions
+
+    evaluate_predictions(a.predictions, a.out, horizons=a.horizons, n_bootstrap=a.bootstrap,
+                         seed=a.seed)
+    print(f"[ctsurv] evaluation written to {a.out}")
+
+
+def _cmd_compare(a) -> None:
+    from ctsurv.evaluate import compare_runs
+
+    table = compare_runs(a.runs, a.out, reference=a.reference, n_permutations=a.permutations,
+                         n_bootstrap=a.bootstrap, seed=a.seed)
+    print(table.to_string(index=False))
+
+
+def _cmd_rad_extract(a) -> None:
+    from ctsurv.radiomics import extract_features
+
+    df = extract_features(a.images, a.out_csv, regions=tuple(a.region or ("GTV-1",)), cache_dir=a.cache_dir,
+                          patients=a.patients)
+    print(f"[ctsurv] {len(df)} patients x {df.shape[1] - 1} features written to {a.out_csv}")
+
+
+def _cmd_rad_fit(a) -> None:
+    from ctsurv.radiomics.track import fit_cv
+
+    fit_cv(a.features or None, a.clinical, a.out, model=a.model, n_folds=a.folds, seed=a.seed,
+           n_trials=a.trials, batch_col=a.batch_col, corr_threshold=a.corr_threshold,
+           pca_components=tuple(a.pca or ()))
+    print(f"[ctsurv] radiomics run written to {a.out}; evaluate with "
+          f"`ctsurv evaluate --predictions {Path(a.out) / 'predictions.csv'} --out ...`")
+
+
+def _cmd_rad_ensemble(a) -> None:
+    from ctsurv.radiomics.track import ensemble_runs
+
+    ensemble_runs(a.runs, a.out)
+    print(f"[ctsurv] ensemble written to {a.out}")
+
+
+def _cmd_rad_consensus(a) -> None:
+    from ctsurv.radiomics.track import consensus_classification
+
+    table = consensus_classification(a.runs, horizons=tuple(a.horizons))
+    print(table.to_string(index=False))
+    if a.out:
+        table.to_csv(a.out, index=False)
+
+
+def _add_radiomics(sub) -> None:
+    r = sub.add_parser("radiomics", help="handcrafted radiomics + clinical Cox track (seed 003)")
+    rs = r.add_subparsers(dest="radiomics_command", required=True)
+    s = rs.add_parser("extract", help="images + RTSTRUCT masks -> feature table (PyRadiomics)")
+    s.add_argument("images")
+    s.add_argument("out_csv")
+    s.add_argument("--region", action="append", default=None,
+                   help="RTSTRUCT ROI name or 'lungs' (repeatable; default GTV-1)")
+    s.add_argument("--cache-dir")
+    s.add_argument("--patients", nargs="+")
+    s.set_defaults(func=_cmd_rad_extract)
+    s = rs.add_parser("fit", help="feature table(s) + cohort -> cross-validated Cox run folder")
+    s.add_argument("features", nargs="*", help="feature CSV(s), joined on patient ID")
+    s.add_argument("--clinical", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--model", choices=["radiomics", "stage", "clinical", "fusion"], default="radiomics")
+    s.add_argument("--folds", type=int, default=10)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--trials", type=int, default=30, help="Optuna trials of the inner CV")
+    s.add_argument("--batch-col", help="column of the cohort table for ComBat harmonisation")
+    s.add_argument("--corr-threshold", type=float)
+    s.add_argument("--pca", type=int, nargs="+", help="candidate numbers of PCA components")
+    s.set_defaults(func=_cmd_rad_fit)
+    s = rs.add_parser("ensemble", help="average risk scores of runs on identical folds")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_cmd_rad_ensemble)
+    s = rs.add_parser("consensus", help="consensus classification at horizons (Youden on training)")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--horizons", type=float, nargs="+", default=[24.0, 60.0])
+    s.add_argument("--out", help="CSV to write the table to")
+    s.set_defaults(func=_cmd_rad_consensus)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ctsurv", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a phantom cohort (DICOM + RTSTRUCT + clinical CSV)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n-patients", type=int, default=DEMO_N_PATIENTS)
+    s.add_argument("--seed", type=int, default=42)
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("prepare", help="ingest + preprocess a cohort, with a manifest")
+    s.add_argument("--images", required=True, help="one entry per patient, named by patient ID")
+    s.add_argument("--clinical", help="LUNG1-format clinical CSV")
+    s.add_argument("--out", required=True)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--horizon", type=float, default=24.0, help="administrative censoring, months")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser("run", help="cross-validated run from a YAML config")
+    s.add_argument("--config", required=True)
+    s.add_argument("--out")
+    s.add_argument("--permute-labels", action="store_true",
+                   help="honesty control: shuffle (time, event) across patients; expect Ctd ~ 0.5")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("demo", help="the main job on the embedded phantom cohort")
+    s.add_argument("--out", default="demo-run")
+    s.add_argument("--n-patients", type=int, default=DEMO_N_PATIENTS)
+    s.add_argument("--epochs", type=int, default=None, help="default: 100 (seed 000)")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--permute-labels", action="store_true")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("fit", help="train a final model on a whole cohort and save it")
+    s.add_argument("--config", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_fit)
+
+    s = sub.add_parser("predict", help="score new patients with a saved model")
+    s.add_argument("--model", required=True)
+    s.add_argument("--images", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("evaluate", help="metrics and figures from a predictions.csv")
+    s.add_argument("--predictions", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--horizons", type=float, nargs="+", default=[12.0, 24.0])
+    s.add_argument("--bootstrap", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=42)
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("compare", help="compare runs on identical patients")
+    s.add_argument("runs", nargs="+", help="run folders (each with predictions.csv)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--reference", help="run folder to test the others against (default: first)")
+    s.add_argument("--permutations", type=int, default=5000)
+    s.add_argument("--bootstrap", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=42)
+    s.set_defaults(func=_cmd_compare)
+    _add_radiomics(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CtsurvError as exc:
+        print(f"ctsurv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Handcrafted radiomics with PyRadiomics (seed 003) and voxel-level feature maps (seed 002).
+
+The IBSI-style extraction settings live in ONE place, :data:`IBSI_SETTINGS`:
+
+* resampling to 1 x 1 x 1 mm (B-spline image, nearest-neighbour mask), as in seed 003's FM
+  pipeline and the IBSI recommendation of isotropic voxels for 3-D texture;
+* fixed bin width 25 HU (no intensity normalisation: CT HU are absolute);
+* 3-D texture, neighbour distance 1;
+* feature classes: shape (3-D), first order, GLCM, GLRLM, GLSZM, NGTDM, GLDM on the original
+  image only (seed 003: "no additional filters"); 107 features per region.
+
+Regions: any named RTSTRUCT ROI (``"GTV-1"``, ``"Lung L"``...), or ``"lungs"`` = our lung
+segmentation (:func:`ctsurv.segment.lung_mask`). DICOM-SEG is not read here.
+
+Results are cached per patient and region under ``cache_dir`` as JSON with a fingerprint of
+the input files (names, sizes, mtimes), the region, the settings and the PyRadiomics
+version: a rerun recomputes only what changed, and a crash loses at most the item in flight.
+
+PyRadiomics is an optional dependency (``pip install ctsurv[radiomics]``, package
+``pyradiomics-bhklab``); a clear error says so when it is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctsurv.exceptions import CtsurvError, RoiError
+from ctsurv.types import CTVolume
+
+__all__ = ["IBSI_SETTINGS", "FEATURE_CLASSES", "VOXEL_SETTINGS", "DEFAULT_VOXEL_FEATURES", "to_sitk",
+           "region_mask", "extract_region", "extract_features", "voxel_feature_maps"]
+
+log = logging.getLogger(__name__)
+
+#: PyRadiomics settings (IBSI-style), the single place where they are stated.
+IBSI_SETTINGS: dict = {
+    "resampledPixelSpacing": [1.0, 1.0, 1.0],   # (x, y, z) mm, isotropic
+    "interpolator": "sitkBSpline",
+    "binWidth": 25,                              # HU, fixed bin width
+    "normalize": False,
+    "force2D": False,
+    "distances": [1],
+    "padDistance": 5,
+    "preCrop": True,
+    "correctMask": True,
+    "geometryTolerance": 1e-4,
+    "label": 1,
+    "minimumROIDimensions": 2,
+    "additionalInfo": False,
+}
+#: feature classes enabled (all features of each class)
+FEATURE_CLASSES = ("shape", "firstorder", "glcm", "glrlm", "glszm", "ngtdm", "gldm")
+
+#: voxel-based extraction (seed 002 feature maps): native grid (maps must align with the CT),
+#: kernel radius 1 (3x3x3 neighbourhood), same bin width.
+VOXEL_SETTINGS: dict = {
+    "binWidth": 25, "normalize": False, "force2D": False, "distances": [1], "kernelRadius": 1,
+    "maskedKernel": True, "initValue": 0.0, "voxelBatch": 10000, "label": 1, "correctMask": True,
+    "geometryTolerance": 1e-4, "additionalInfo": False, "padDistance": 1,
+}
+DEFAULT_VOXEL_FEATURES = ("firstorder_Mean", "firstorder_Entropy", "glcm_Contrast", "glrlm_RunEntropy")
+
+CODE_VERSION = "radiomics-features-1"
+
+
+class RadiomicsError(CtsurvError):
+    """Radiomics feature extraction failed (missing package, empty region...)."""
+
+
+def _radiomics():
+    try:
+        import radiomics
+        from radiomics import featureextractor
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RadiomicsError("PyRadiomics is not installed: pip install 'ctsurv[radiomics]' "
+                             "(package pyradiomics-bhklab)") from exc
+    radiomics.setVerbosity(logging.ERROR)
+    return radiomics, featureextractor
+
+
+def to_sitk(array: np.ndarray, ct: CTVolume):
+    """A SimpleITK image of ``array`` (z, y, x) with the geometry of ``ct``."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(float(s) for s in ct.spacing[::-1]))
+    img.SetOrigin(tuple(float(o) for o in ct.origin))
+    d = np.asarray(ct.direction, float)
+    img.SetDirection(tuple(np.stack([d[2], d[1], d[0]], axis=1).ravel()))
+    return img
+
+
+def region_mask(entry: str | os.PathLike, ct: CTVolume, region: str, **lung_options) -> np.ndarray:
+    """Boolean mask of ``region`` on the grid of ``ct``: ``"lungs"`` = our lung segmentation,
+    anything else = the RTSTRUCT ROI of that name in the patient folder ``entry``."""
+    if region.lower() == "lungs":
+        from ctsurv.segment import lung_mask
+
+        return lung_mask(ct, **lung_options)
+    from ctsurv.io import read_rtstruct_mask
+
+    return read_rtstruct_mask(entry, ct, region)
+
+
+def _extractor(settings: dict, classes):
+    _, fe = _radiomics()
+    ex = fe.RadiomicsFeatureExtractor(**settings)
+    ex.disableAllFeatures()
+    ex.disableAllImageTypes()
+    ex.enableImageTypeByName("Original")
+    for c in classes:
+        ex.enableFeatureClassByName(c)
+    return ex
+
+
+def extract_region(ct: CTVolume, mask: np.ndarray, *, region: str = "", settings: dict | None = None,
+                   classes=FEATURE_CLASSES) -> dict:
+    """PyRadiomics features of one region of one CT volume.
+
+    Returns
+    -------
+    dict
+        ``{"<class>_<Feature>": float}`` e.g. ``"shape_VoxelVolume"`` (mm^3, of the resampled
+        mask), ``"firstorder_Mean"`` (HU).
+
+    Raises
+    ------
+    RadiomicsError
+        Empty mask, mask/CT shape mismatch, or PyRadiomics failed (message names the patient).
+    """
+    who = f"patient {ct.patient_id or '?'} region {region or '?'}"
+    mask = np.asarray(mask, bool)
+    if mask.shape != ct.hu.shape:
+        raise RadiomicsError(f"{who}: mask shape {mask.shape} differs from the CT {ct.hu.shape}")
+    if not mask.any():
+        raise RadiomicsError(f"{who}: the region mask is empty")
+    ex = _extractor(dict(IBSI_SETTINGS if settings is None else settings), classes)
+    try:
+        res = ex.execute(to_sitk(ct.hu.astype(np.float32), ct), to_sitk(mask.astype(np.uint8), ct))
+    except (ValueError, RuntimeError) as exc:
+        raise RadiomicsError(f"{who}: PyRadiomics failed: {exc}") from exc
+    out = {}
+    for k, v in res.items():
+        if k.startswith("original_"):
+            out[k[len("original_"):]] = float(np.asarray(v))
+    return out
+
+
+def _cache_key(entry: Path, region: str, settings: dict, classes) -> str:
+    from ctsurv.prepare import source_key
+
+    radiomics, _ = _radiomics()
+    return source_key(entry, {"region": region, "settings": settings, "classes": list(classes),
+                              "pyradiomics": radiomics.__version__, "code": CODE_VERSION})
+
+
+def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None, patients=None,
+                     settings: dict | None = None, classes=FEATURE_CLASSES) -> pd.DataFrame:
+    """Extract PyRadiomics features for every patient folder of ``images_dir`` and region.
+
+    Parameters
+    ----------
+    images_dir : path
+        One entry per patient (a DICOM folder with the CT and its RTSTRUCT, or a volume file
+        for ``"lungs"``), as :func:`ctsurv.prepare.list_image_entries` reads it.
+    out_csv : path
+        Written: one row per patient, ``patient_id`` then ``<region>:<class>_<Feature>``
+        columns. A ``<out_csv stem>.manifest.csv`` beside it lists every (patient, region)
+        with its status (``ok``, ``cached``, ``failed``) and the reason.
+    regions : sequence of str
+        RTSTRUCT ROI names and/or ``"lungs"``.
+    cache_dir : path, optional
+        Per-patient, per-region cache (default: ``<out_csv dir>/radiomics_cache``).
+    patients : sequence of str, optional
+        Restrict to these patient IDs.
+    settings : dict, optional
+        PyRadiomics settings; default :data:`IBSI_SETTINGS`.
+
+    Returns
+    -------
+    DataFrame (the CSV content)
+    """
+    from ctsurv.io import read_ct
+    from ctsurv.prepare import list_image_entries
+
+    settings = dict(IBSI_SETTINGS if settings is None else settings)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir else out_csv.parent / "radiomics_cache"
+    entries = list_image_entries(images_dir)
+    if patients is not None:
+        missing = [p for p in patients if p not in entries]
+        if missing:
+            raise RadiomicsError(f"patients {missing[:5]} have no entry in {images_dir}")
+        entries = {p: entries[p] for p in patients}
+    rows, status = [], []
+    for pid, entry in entries.items():
+        row = {"patient_id": pid}
+        ct = None
+        for region in regions:
+            key = _cache_key(entry, region, settings, classes)
+            path = cache / pid / (hashlib.sha1(region.encode()).hexdigest()[:12] + ".json")
+            if path.exists():
+                rec = json.loads(path.read_text())
+                if rec.get("key") == key:
+                    row.update({f"{region}:{k}": v for k, v in rec["features"].items()})
+                    status.append((pid, region, "cached", ""))
+                    continue
+            try:
+                if ct is None:
+                    ct = read_ct(entry, patient_id=pid)
+                feats = extract_region(ct, region_mask(entry, ct, region), region=region,
+                                       settings=settings, classes=classes)
+            except (CtsurvError, RoiError) as exc:
+                log.warning("%s", exc)
+                status.append((pid, region, "failed", str(exc)))
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"key": key, "patient_id": pid, "region": region, "features": feats}))
+            os.replace(tmp, path)
+            row.update({f"{region}:{k}": v for k, v in feats.items()})
+            status.append((pid, region, "ok", ""))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.to_csv(out_csv, index=False)
+    pd.DataFrame(status, columns=["patient_id", "region", "status", "reason"]).to_csv(
+        out_csv.with_name(out_csv.stem + ".manifest.csv"), index=False)
+    return df
+
+
+def voxel_feature_maps(ct: CTVolume, mask: np.ndarray, features=DEFAULT_VOXEL_FEATURES, *,
+                       settings: dict | None = None) -> np.ndarray:
+    """Voxel-level radiomics feature maps inside a region, as extra image channels (seed 002).
+
+    Each feature is computed by PyRadiomics' voxel-based extraction in a small kernel
+    (:data:`VOXEL_SETTINGS`: radius 1 = 3x3x3, masked) around every voxel of ``mask`` on the
+    native CT grid, and pasted back into a full-size volume (0 outside the mask).
+
+    Parameters
+    ----------
+    features : sequence of str
+        ``"<class>_<Feature>"`` names, e.g. ``"firstorder_Mean"``, ``"glcm_Contrast"``.
+
+    Returns
+    -------
+    ndarray float32, shape ``(C, z, y, x)`` with ``C = len(features)``
+    """
+    import SimpleITK as sitk
+
+    who = f"patient {ct.patient_id or '?'}"
+    mask = np.asarray(mask, bool)
+    if mask.shape != ct.hu.shape or not mask.any():
+        raise RadiomicsError(f"{who}: voxel maps need a non-empty mask of shape {ct.hu.shape}")
+    by_class: dict[str, list[str]] = {}
+    for f in features:
+        if "_" not in f:
+            raise RadiomicsError(f"feature name {f!r} must be '<class>_<Feature>'")
+        c, n = f.split("_", 1)
+        by_class.setdefault(c, []).append(n)
+    _, fe = _radiomics()
+    ex = fe.RadiomicsFeatureExtractor(**dict(VOXEL_SETTINGS if settings is None else settings))
+    ex.disableAllFeatures()
+    ex.disableAllImageTypes()
+    ex.enableImageTypeByName("Original")
+    ex.enableFeaturesByName(**by_class)
+    # crop to the mask box (+ kernel margin) so the extraction stays small
+    margin = int((settings or VOXEL_SETTINGS).get("kernelRadius", 1)) + 2
+    zz, yy, xx = np.nonzero(mask)
+    lo = np.maximum(np.array([zz.min(), yy.min(), xx.min()]) - margin, 0)
+    hi = np.minimum(np.array([zz.max(), yy.max(), xx.max()]) + 1 + margin, mask.shape)
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    full = to_sitk(np.zeros((1, 1, 1), np.float32), ct)  # geometry only
+    img = to_sitk(np.ascontiguousarray(ct.hu[sl], dtype=np.float32), ct)
+    msk = to_sitk(np.ascontiguousarray(mask[sl], dtype=np.uint8), ct)
+    origin = full.TransformContinuousIndexToPhysicalPoint([float(lo[2]), float(lo[1]), float(lo[0])])
+    img.SetOrigin(origin)
+    msk.SetOrigin(origin)
+    try:
+        res = ex.execute(img, msk, voxelBased=True)
+    except (ValueError, RuntimeError) as exc:
+        raise RadiomicsError(f"{who}: voxel-based PyRadiomics failed: {exc}") from exc
+    out = np.zeros((len(features),) + mask.shape, np.float32)
+    for i, f in enumerate(features):
+        key = "original_" + f
+        if key not in res:
+            raise RadiomicsError(f"{who}: PyRadiomics returned no map for {f!r}")
+        m = res[key]
+        arr = sitk.GetArrayFromImage(m).astype(np.float32)
+        # the map covers a sub-box of the CT: locate it by its origin
+        idx = full.TransformPhysicalPointToIndex(m.GetOrigin())  # (x, y, z) in the full CT
+        z0, y0, x0 = idx[2], idx[1], idx[0]
+        dz, dy, dx = arr.shape
+        out[i, z0:z0 + dz, y0:y0 + dy, x0:x0 + dx] = arr
+        out[i][~mask] = 0.0
+    return out
