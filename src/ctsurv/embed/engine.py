@@ -1,0 +1,204 @@
+"""Run a frozen trunk over slices: ONNX Runtime (default) or PyTorch eager.
+
+The trunk never changes during training, so it is exported to ONNX once per (backbone,
+weights hash, cut point, input mode, image size, code version), written atomically to
+``<cache_dir>/onnx/``, checked against PyTorch on a random input (max abs difference <= 1e-4,
+else :class:`OnnxMismatchError`) each time a runner opens it, and run by ONNX Runtime on the
+CPU. ``engine="torch"`` runs the same trunk eagerly in ``channels_last`` memory format.
+Both are batched over slices (``batch_size`` default 32).
+
+The check is absolute. For the pooled cut ("feature-extractor", outputs O(1)) typical
+differences are 2e-5; for the "last-block" cut (an unbounded pre-activation, |x| up to ~20)
+they are ~4e-5 on the check input and can approach 1e-4 on other inputs (relative ~5e-6):
+the exporter folds batch norm into the convolutions, which rounds differently. If the check
+fails for some weights, ``engine="torch"`` gives the reference values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+import weakref
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ctsurv.exceptions import ModelMismatchError
+
+from .backbones import EmbedError, SliceEncoder
+
+__all__ = ["ENGINES", "OnnxMismatchError", "TrunkRunner", "export_trunk_onnx", "get_runner"]
+
+ENGINES: tuple[str, ...] = ("onnx", "torch")
+ONNX_ATOL = 1e-4
+#: Bump when the exported graph for the same fingerprint would change.
+ENGINE_CODE_VERSION = "1"
+
+
+class OnnxMismatchError(ModelMismatchError):
+    """The ONNX export of a trunk does not reproduce PyTorch within tolerance."""
+
+
+def _onnx_name(encoder: SliceEncoder) -> str:
+    fp = encoder.fingerprint()
+    digest = hashlib.sha256(repr(sorted(fp.items())).encode()).hexdigest()[:16]
+    cut = encoder.cut_point.replace(":", "_")
+    return f"{encoder.backbone}-{cut}-{digest}-v{ENGINE_CODE_VERSION}.onnx"
+
+
+def export_trunk_onnx(encoder: SliceEncoder, path: str | Path | None = None) -> bytes | Path:
+    """Export ``encoder.trunk`` (input ``slices`` (N, 1, H, W), dynamic N) to ONNX.
+
+    Returns the model bytes when ``path`` is None, else writes ``path`` atomically and
+    returns it.
+    """
+    size = encoder.image_size
+    buf = io.BytesIO()
+    encoder.trunk.eval()
+    # The TorchScript exporter (dynamo=False) is used because the torch.export-based one needs
+    # onnxscript, which is not a dependency. Its tracer warnings are expected: the static
+    # "SAME" padding of Lite0 is baked in for the traced H and W (only N is dynamic), and
+    # the runner checks the exported graph against PyTorch before use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(encoder.trunk, (torch.zeros(2, 1, size, size),), buf, dynamo=False,
+                          input_names=["slices"], output_names=["features"], opset_version=17,
+                          dynamic_axes={"slices": {0: "n"}, "features": {0: "n"}})
+    data = buf.getvalue()
+    if path is None:
+        return data
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class TrunkRunner:
+    """Evaluate a frozen trunk on slices ``(N, H, W)`` in [0, 1], batch by batch.
+
+    Parameters
+    ----------
+    encoder : SliceEncoder
+    engine : {"onnx", "torch"}
+        ONNX Runtime (CPU) or PyTorch eager with ``channels_last``.
+    cache_dir : path, optional
+        Where the ONNX export lives (``<cache_dir>/onnx``); without it the export stays in
+        memory for this runner's lifetime.
+    threads : int, optional
+        Intra-op threads (ONNX Runtime session / ``torch.set_num_threads`` during calls);
+        default all cores for ONNX Runtime and torch's current setting for torch.
+    batch_size : int
+        Slices per forward pass (default 32).
+    """
+
+    def __init__(self, encoder: SliceEncoder, *, engine: str = "onnx",
+                 cache_dir: str | Path | None = None, threads: int | None = None,
+                 batch_size: int = 32) -> None:
+        if engine not in ENGINES:
+            raise EmbedError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise EmbedError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise EmbedError(f"threads must be a positive integer or None, got {threads!r}")
+        self.trunk_out_shape = encoder.trunk_out_shape  # no reference to the encoder is kept,
+        self.engine = engine                            # so get_runner's memo can release it
+        self.threads = threads
+        self.batch_size = batch_size
+        self.onnx_path: Path | None = None
+        self.max_abs_diff: float | None = None
+        if engine == "onnx":
+            self._open_onnx(encoder, cache_dir)
+        else:
+            import copy
+
+            self._trunk = copy.deepcopy(encoder.trunk).eval().to(memory_format=torch.channels_last)
+
+    def _open_onnx(self, encoder: SliceEncoder, cache_dir: str | Path | None) -> None:
+        import onnxruntime as ort
+
+        if cache_dir is None:
+            model: bytes | str = export_trunk_onnx(encoder)
+        else:
+            path = Path(cache_dir) / "onnx" / _onnx_name(encoder)
+            if not path.is_file():
+                export_trunk_onnx(encoder, path)
+            self.onnx_path = path
+            model = str(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(model, sess_options=opts,
+                                             providers=["CPUExecutionProvider"])
+        self.max_abs_diff = self._check_against_torch(encoder)
+
+    def _check_against_torch(self, encoder: SliceEncoder) -> float:
+        size = encoder.image_size
+        x = np.random.default_rng(0).random((2, 1, size, size), dtype=np.float32)
+        ref = encoder.run_trunk(torch.from_numpy(x)).numpy()
+        got = self._session.run(["features"], {"slices": x})[0]
+        diff = float(np.max(np.abs(ref - got)))
+        if not diff <= ONNX_ATOL:
+            raise OnnxMismatchError(
+                f"{encoder.backbone} ({encoder.cut_point}): ONNX Runtime output differs "
+                f"from PyTorch by {diff:.3g} > {ONNX_ATOL:g} (file {self.onnx_path}); delete it "
+                "to re-export, or use engine='torch'")
+        return diff
+
+    def __call__(self, slices: np.ndarray) -> np.ndarray:
+        """Trunk outputs ``(N, *trunk_out_shape)`` float32 for slices ``(N, H, W)``."""
+        n = slices.shape[0]
+        out = np.empty((n, *self.trunk_out_shape), dtype=np.float32)
+        for start in range(0, n, self.batch_size):
+            batch = np.ascontiguousarray(slices[start:start + self.batch_size, None],
+                                         dtype=np.float32)
+            if self.engine == "onnx":
+                out[start:start + len(batch)] = self._session.run(["features"],
+                                                                  {"slices": batch})[0]
+            else:
+                with _torch_threads(self.threads), torch.inference_mode():
+                    x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+                    out[start:start + len(batch)] = self._trunk(x).float().numpy()
+        return out
+
+
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def get_runner(encoder: SliceEncoder, *, engine: str = "onnx",
+               cache_dir: str | Path | None = None, threads: int | None = None,
+               batch_size: int = 32) -> TrunkRunner:
+    """A :class:`TrunkRunner` memoised per encoder and settings (no re-export per patient)."""
+    per_encoder = _RUNNERS.setdefault(encoder, {})
+    key = (engine, None if cache_dir is None else str(Path(cache_dir).resolve()), threads,
+           batch_size)
+    if key not in per_encoder:
+        per_encoder[key] = TrunkRunner(encoder, engine=engine, cache_dir=cache_dir,
+                                       threads=threads, batch_size=batch_size)
+    return per_encoder[key]
