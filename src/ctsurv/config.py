@@ -50,6 +50,9 @@ class EmbedSection:
     embedding_dim: int = 256
     engine: str = "onnx"  #: frozen trunk engine: "onnx" or "torch"
     augment: bool = True  #: rotation <= 20 deg and flips, each p = 0.2 (precomputed views)
+    #: rotation angles of the precomputed views: midpoints of equal bins of U(-20, 20) deg;
+    #: 2 gives +-10 deg and 6 views (2 flips x 3 angles), the trunk runs once per view
+    augment_angles: int = 2
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,13 @@ def build_encoder(cfg: RunConfig):
 
     e = cfg.embed
     return build_backbone(e.backbone, weights=e.weights, strategy=e.strategy,
-                          embedding_dim=e.embedding_dim)
+                          embed_dim=e.embedding_dim)
+
+
+def augment_views(cfg: RunConfig):
+    from ctsurv.embed import ViewSet
+
+    return ViewSet.uniform(cfg.embed.augment_angles, 20.0)
 
 
 def embed_step(cfg: RunConfig, prepared_dir: Path, patient_ids: list[str], cache_dir: Path,
@@ -86,7 +92,8 @@ def embed_step(cfg: RunConfig, prepared_dir: Path, patient_ids: list[str], cache
         pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
         f = trunk_features(pre.slices, encoder, cache_dir=cache_dir,
                            fingerprint=pre.fingerprint, augment=cfg.embed.augment,
-                           engine=cfg.embed.engine, seed=cfg.seed)
+                           engine=cfg.embed.engine, threads=cfg.train.threads,
+                           patient_id=pid, views=augment_views(cfg))
         feats[pid] = PatientFeatures(pid, f, np.asarray(pre.rel_pos, dtype=np.float32))
     return encoder, feats
 
@@ -98,8 +105,13 @@ def model_factory(cfg: RunConfig, encoder):
     m, e = cfg.model, cfg.embed
 
     def build():
+        # Called by train_model right after torch.manual_seed(fold seed): the head's
+        # initialisation is drawn from that seeded stream, so it is deterministic per fold.
+        import torch
+
+        gen = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,)).item()))
         return SurvivalNet(
-            embedding=encoder.make_head(),
+            embedding=encoder.make_head(rng=gen),
             aggregator=make_aggregator(m.aggregator, e.embedding_dim),
             head=DeepHit(e.embedding_dim, shared_layers=m.shared_layers, shared_width=m.shared_width,
                          cs_layers=m.cs_layers, cs_width=m.cs_width, dropout=m.dropout),
@@ -127,8 +139,11 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
+    timings = {}
+    t0 = _time.perf_counter()
     manifest, prepared = prepare_step(cfg, out, progress=progress)
     manifest.to_csv(out / "manifest.csv", index=False)
+    timings["prepare_s"] = round(_time.perf_counter() - t0, 1)
     cohort = pd.read_csv(prepared / "cohort.csv", dtype={"patient_id": str})
     if len(cohort) < cfg.cv.n_folds:
         raise CtsurvError(f"only {len(cohort)} usable patients for {cfg.cv.n_folds}-fold CV")
@@ -141,7 +156,10 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> dict:
         _log("permute-labels: (time, event) shuffled across patients (honesty control)")
 
     cache_dir = Path(cfg.data.prepared or out / "prepared") / "trunk-cache"
+    t0 = _time.perf_counter()
     encoder, feats = embed_step(cfg, prepared, ids, cache_dir, progress=progress)
+    timings["embed_s"] = round(_time.perf_counter() - t0, 1)
+    t0 = _time.perf_counter()
     plan = stratified_folds(ids, time, event, n_folds=cfg.cv.n_folds,
                             val_fraction=cfg.cv.val_fraction, horizon=cfg.data.horizon_months,
                             seed=cfg.seed)
@@ -167,6 +185,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> dict:
                 [feats[ids[i]] for i in sel["val"]], time[sel["val"]], event[sel["val"]],
                 epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                 alpha=t.alpha, beta=t.beta, sigma=t.sigma, augment=cfg.embed.augment,
+                views=augment_views(cfg),
                 seed=int(fold_seeds[k].generate_state(1)[0]), horizon=cfg.data.horizon_months,
                 progress=bar,
             )
@@ -194,6 +213,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> dict:
         for h in rec["history"]:
             hist_rows.append({"fold": k, **h})
     bar.close()
+    timings["train_s"] = round(_time.perf_counter() - t0, 1)
     preds = pd.DataFrame(pred_rows).sort_values("patient_id").reset_index(drop=True)
     if sorted(preds["patient_id"]) != sorted(ids):
         raise CtsurvError("internal error: out-of-fold predictions do not cover every patient once")
@@ -204,6 +224,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> dict:
     metrics["n_patients"] = len(ids)
     metrics["permute_labels"] = cfg.permute_labels
     metrics["seconds"] = round(_time.perf_counter() - t_start, 1)
+    metrics["timings"] = timings
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     run_figures(out, preds, pd.DataFrame(att_rows), metrics)
     _log(f"Ctd (Antolini) mean over folds {metrics['ctd_mean']:.3f} +- {metrics['ctd_std']:.3f}; "
