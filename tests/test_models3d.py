@@ -132,7 +132,7 @@ def test_kinetics_without_torchvision_is_a_clear_error():
         ResNet3D18()  # default weights="kinetics"
 
 
-@pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision (ctsurv[video]) not installed")
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision not installed (optional: Kinetics weights)")
 def test_torchvision_r3d18_file_loads(tmp_path):  # pragma: no cover - needs the optional extra
     from torchvision.models.video import r3d_18
 

@@ -192,8 +192,10 @@ def _kinetics_r3d18() -> dict[str, Tensor]:
     except ImportError as exc:
         raise WeightsNotFoundError(
             "resnet3d-18: Kinetics-400 weights come from torchvision, which is not installed. "
-            "Install the optional extra (pip install 'ctsurv[video]', i.e. torchvision), or pass "
-            "weights='/path/to/r3d_18.pth' (a torchvision or ctsurv state dict), or "
+            "torchvision needs its own torch build, so use a separate environment "
+            "(pip install torch==2.14.1 torchvision==0.29.1, then pip install --no-deps -e .), "
+            "or save r3d_18's state dict once there and pass "
+            "weights='/path/to/r3d_18.pth' (a torchvision or ctsurv state dict) here, or "
             "weights='random' for an untrained network") from exc
     try:
         model = r3d_18(weights=R3D_18_Weights.KINETICS400_V1, progress=False)
