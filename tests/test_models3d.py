@@ -128,7 +128,7 @@ def test_random_weights_only_by_name(tmp_path):
 
 @pytest.mark.skipif(HAS_TORCHVISION, reason="torchvision installed: the missing-extra path cannot run")
 def test_kinetics_without_torchvision_is_a_clear_error():
-    with pytest.raises(WeightsNotFoundError, match=r"pip install 'ctsurv\[video\]'"):
+    with pytest.raises(WeightsNotFoundError, match=r"torchvision, which is not installed.*torchvision==0.29.1"):
         ResNet3D18()  # default weights="kinetics"
 
 
