@@ -12,9 +12,13 @@ the benchmark uses random weights whose batch-norm statistics are calibrated on 
 (same compute; uncalibrated random weights drive activations to ~1e-13 and possibly into
 denormals, which would distort timings).
 
+Seed 000's other backbones (``--backbones resnet50,vgg16,alexnet,vit-b16`` or ``all``) run with
+random weights (same compute as ImageNet weights; their files cannot be downloaded offline).
+
 Usage::
 
     python bench/embed.py [--threads 2] [--slices 96] [--reps 3] [--b0-weights FILE]
+                          [--backbones efficientnet-lite0,efficientnet-b0]
 
 Prints a table and writes ``bench/results/embed.json``.
 """
@@ -35,7 +39,7 @@ import onnxruntime
 import torch
 from torch import nn
 
-from ctsurv.embed import TrunkRunner, build_backbone
+from ctsurv.embed import BACKBONES, TrunkRunner, build_backbone
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,6 +81,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--b0-weights", default=None)
+    ap.add_argument("--backbones", default="efficientnet-lite0,efficientnet-b0",
+                    help="comma-separated registry names, or 'all'")
     ap.add_argument("--out", default=str(HERE / "results" / "embed.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,10 +90,17 @@ def main() -> None:
     x = _slices(args.slices, args.size)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        b0_weights = args.b0_weights or _calibrated_b0_file(Path(tmp))
-        configs = [("efficientnet-lite0", "imagenet", "imagenet (packaged)"),
-                   ("efficientnet-b0", b0_weights,
-                    "local file" if args.b0_weights else "random, BN-calibrated")]
+        names = (list(BACKBONES) if args.backbones == "all"
+                 else [n.strip() for n in args.backbones.split(",") if n.strip()])
+        configs = []
+        for name in names:
+            if name == "efficientnet-lite0":
+                configs.append((name, "imagenet", "imagenet (packaged)"))
+            elif name == "efficientnet-b0":
+                configs.append((name, args.b0_weights or _calibrated_b0_file(Path(tmp)),
+                                "local file" if args.b0_weights else "random, BN-calibrated"))
+            else:
+                configs.append((name, "random", "random"))
         for name, weights, weights_label in configs:
             enc = build_backbone(name, weights=weights, image_size=args.size)
             runners = {e: TrunkRunner(enc, engine=e, cache_dir=tmp, threads=args.threads,

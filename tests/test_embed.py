@@ -334,8 +334,8 @@ def test_random_weights_only_by_name(tmp_path):
 
 
 def test_bad_configuration_messages():
-    with pytest.raises(EmbedError, match="unknown backbone 'resnet50'"):
-        build_backbone("resnet50")
+    with pytest.raises(EmbedError, match="unknown backbone 'resnet18'"):
+        build_backbone("resnet18")
     with pytest.raises(EmbedError, match="unknown strategy 'all'"):
         build_backbone(LITE0, strategy="all")
     with pytest.raises(EmbedError, match="unknown in_channels_mode 'rgb'"):

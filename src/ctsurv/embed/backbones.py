@@ -42,13 +42,49 @@ Stochastic depth (drop-connect) is disabled in trainable blocks: it would draw f
 global torch RNG; the last block of both EfficientNets has no skip connection, so the
 "last-block" strategy is unaffected.
 
-Adding a backbone (ResNet50, VGG16, AlexNet, ViT-B/16, ...)
-----------------------------------------------------------
+Seed 000's other backbones (Table 5)
+-----------------------------------
+Networks in :mod:`ctsurv.embed.nets2d` (torchvision layouts; see there why MedViT-small is
+absent). ImageNet weights: the official torchvision files (``IMAGENET1K_V1``), fetched by
+``torch.hub.load_state_dict_from_url`` into torch hub's cache (offline: a
+:class:`~ctsurv.exceptions.WeightsNotFoundError` naming the URL and ``weights=PATH``), or any
+local file in torchvision's key layout (timm's too for ViT). All use the ImageNet mean/std.
+"Block" granularity and the trainable parameters with ``embed_dim=256`` (the new
+``Linear(feature_dim -> 256)`` included; batch-norm running statistics are buffers):
+
+============  =================  =======  =================  ===========  ===========
+backbone      blocks             feature  feature-extractor  last-block   half-frozen
+============  =================  =======  =================  ===========  ===========
+resnet50      16 bottlenecks     2048     524,544            4,987,136    21,075,200
+vgg16         13 conv layers     4096     1,048,832          122,954,496  134,163,968
+alexnet       5 conv layers      4096     1,048,832          56,173,056   57,721,984
+vit-b16       12 encoder layers  768      196,864            7,286,272    42,725,632
+============  =================  =======  =================  ===========  ===========
+
+* ResNet50 (25,557,032 parameters): stem = conv1 + bn1 + ReLU + max pool; the feature is the
+  global average of layer4 (the replaced last layer is ``fc``).
+* VGG16 (138,357,544) and AlexNet (61,100,840): each block is one convolution + ReLU (+ the
+  max pool that follows it); after the ``"pool"`` stage (adaptive average pool to 7x7 / 6x6,
+  flattened) comes an ``"fc"`` stage = the classifier without its last layer (fc6, fc7 with
+  their ReLU and Dropout), so the feature is the penultimate 4096-d fc7 output and the
+  replaced last layer is fc8. In "last-block" and "half-frozen" fc6/fc7 are trainable too
+  (86% / 89% of VGG16's / AlexNet's weights), and their Dropout(0.5) is active in
+  training. AlexNet needs ``image_size >= 64``. Cached trunk outputs of the convolutional
+  cuts are large: VGG16 "half-frozen" at 224 stores (256, 56, 56) floats per slice.
+* MedViT-small is not registered (see :mod:`ctsurv.embed.nets2d`).
+* ViT-B/16 (86,567,656): stem = patch projection + class token + position embedding,
+  ``"head"`` = final layer norm, ``"pool"`` = the class token (768). The weights were trained
+  at 224; other sizes (multiples of 32 here) interpolate the position embedding (see
+  :class:`~ctsurv.embed.nets2d.PatchEmbed`). timm's ImageNet-21k "augreg" weights expect mean =
+  std = 0.5, not the ImageNet statistics used here: prefer the torchvision file.
+
+Adding a backbone
+-----------------
 Write a :class:`BackboneSpec` whose ``stages(model)`` lists the network as ordered
-:class:`Stage` objects of kinds ``"stem"``, ``"block"``, ``"head"``, ``"pool"`` (the last one
-returns ``(N, feature_dim)``), give how to find ImageNet weights offline and how to read a
-weights file into the architecture's own names, then :func:`register_backbone` it. Strategies
-are defined on stage kinds and need no change.
+:class:`Stage` objects of kinds ``"stem"``, ``"block"``, ``"head"``, ``"pool"`` and ``"fc"``
+(the last stage returns ``(N, feature_dim)``), give how to find ImageNet weights offline and
+how to read a weights file into the architecture's own names, then :func:`register_backbone`
+it. Strategies are defined on stage kinds and need no change.
 """
 
 from __future__ import annotations
@@ -61,10 +97,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError
 
+from . import nets2d
 from .lite0 import EfficientNetLite0
 
 __all__ = [
@@ -93,9 +131,10 @@ class EmbedError(CtsurvError):
 class Stage:
     """One consecutive piece of a backbone.
 
-    ``kind`` is ``"stem"``, ``"block"`` (a repeated residual unit: the strategies count
-    these), ``"head"`` (after the last block, before pooling) or ``"pool"`` (global pooling
-    to ``(N, feature_dim)``, always last).
+    ``kind`` is ``"stem"``, ``"block"`` (a repeated unit: the strategies count these),
+    ``"head"`` (after the last block, before pooling), ``"pool"`` (global pooling to
+    ``(N, features)``) or ``"fc"`` (fully connected layers after the pooling, VGG/AlexNet).
+    The last stage returns ``(N, feature_dim)``.
     """
 
     name: str
@@ -131,6 +170,8 @@ class BackboneSpec:
         Per-channel input normalisation of the pretrained weights for inputs in [0, 1].
     weights_source : str
         Where the ImageNet weights come from (for messages and reports).
+    min_image_size : int
+        Smallest ``image_size`` the network accepts.
     """
 
     name: str
@@ -144,6 +185,7 @@ class BackboneSpec:
     std: tuple[float, float, float]
     weights_source: str = ""
     notes: str = field(default="", compare=False)
+    min_image_size: int = 32
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
@@ -320,6 +362,133 @@ register_backbone(BackboneSpec(
 ))
 
 
+# --------------------------------------------------------------------------- seed 000 Table 5
+#: Official torchvision ImageNet weights (``IMAGENET1K_V1``); the file name carries the first
+#: 8 hex digits of its SHA-256, which torch hub checks.
+TORCHVISION_URLS: dict[str, str] = {
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "vit-b16": "https://download.pytorch.org/models/vit_b_16-c867db91.pth",
+}
+
+
+def _hub_imagenet(name: str) -> Callable[[], Path]:
+    """``imagenet_weights`` for a torchvision file: torch hub's cache, else a download."""
+    url = TORCHVISION_URLS[name]
+
+    def fetch() -> Path:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        if path.is_file():
+            return path
+        try:
+            torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True,
+                                               map_location="cpu", weights_only=True)
+        except Exception as exc:  # offline: URLError, OSError, HTTPError, RuntimeError(hash)
+            raise WeightsNotFoundError(
+                f"{name}: ImageNet weights are not available offline (download of {url} "
+                f"failed: {type(exc).__name__}: {exc}). Download that file on a connected "
+                f"machine and either put it at {path} or pass weights='/path/to/{path.name}'; "
+                "weights='random' gives an untrained network") from exc
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{name}: torch hub reported success but {path} is missing")
+        return path
+
+    return fetch
+
+
+def _resnet50_stages(model: nn.Module) -> list[Stage]:
+    out = [Stage("stem", "stem", _Seq(model.conv1, model.bn1, nn.ReLU(), model.maxpool))]
+    for li in range(1, 5):
+        layer = getattr(model, f"layer{li}")
+        out += [Stage(f"layer{li}.{bi}", "block", b) for bi, b in enumerate(layer)]
+    out.append(Stage("pool", "pool", _pool()))
+    return out
+
+
+def _conv_blocks(features: nn.Sequential) -> list[Stage]:
+    """One block per convolution, with the activations / pools that follow it."""
+    starts = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)] + [len(features)]
+    return [Stage(f"conv{k + 1}", "block", _Seq(*features[a:b]))
+            for k, (a, b) in enumerate(zip(starts[:-1], starts[1:]))]
+
+
+class _AdaptiveAvgPool(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` that also exports to ONNX when the output size does not
+    divide the input size (VGG16 / AlexNet below 224 pixels: a 2x2 or 1x1 map pooled "up" to
+    7x7 / 6x6). Then it is ``P_h x P_w^T`` with PyTorch's bins: output ``i`` averages inputs
+    ``floor(i n / m)`` to ``ceil((i + 1) n / m) - 1``."""
+
+    def __init__(self, output_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = tuple(output_size)
+
+    @staticmethod
+    def _matrix(n: int, m: int) -> torch.Tensor:
+        p = torch.zeros(m, n)
+        for i in range(m):
+            a, b = (i * n) // m, -((-(i + 1) * n) // m)
+            p[i, a:b] = 1.0 / (b - a)
+        return p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        (h, w), (oh, ow) = x.shape[-2:], self.output_size
+        if h % oh == 0 and w % ow == 0:
+            return F.adaptive_avg_pool2d(x, self.output_size)
+        ph = self._matrix(int(h), oh).to(x.dtype)
+        pw = self._matrix(int(w), ow).to(x.dtype)
+        return torch.matmul(torch.matmul(ph, x), pw.t())
+
+
+def _classic_stages(model: nn.Module) -> list[Stage]:
+    """VGG / AlexNet: conv blocks, adaptive pool + flatten, classifier minus its last layer."""
+    return [*_conv_blocks(model.features),
+            Stage("pool", "pool", nn.Sequential(_AdaptiveAvgPool(model.avgpool.output_size),
+                                                nn.Flatten(1))),
+            Stage("fc6_fc7", "fc", _Seq(*model.classifier[:-1]))]
+
+
+def _vit_stages(model: nn.Module) -> list[Stage]:
+    out = [Stage("patch_embed", "stem", nets2d.PatchEmbed(model))]
+    out += [Stage(f"encoder_layer_{i}", "block", b) for i, b in enumerate(model.encoder.layers)]
+    out.append(Stage("ln", "head", model.encoder.ln))
+    out.append(Stage("cls_token", "pool", _ClassToken()))
+    return out
+
+
+class _ClassToken(nn.Module):
+    """Tokens ``(N, L, D)`` -> class token ``(N, D)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x[:, 0]
+
+
+def _torchvision_spec(name: str, make: Callable[[], nn.Module], convert: Callable[[dict], dict],
+                      stages: Callable[[nn.Module], list[Stage]],
+                      first_conv: Callable[[nn.Module], nn.Conv2d], feature_dim: int,
+                      min_image_size: int = 32) -> BackboneSpec:
+    return BackboneSpec(
+        name=name, make=make, imagenet_weights=_hub_imagenet(name),
+        convert_state_dict=lambda sd, model: convert(sd), stages=stages,
+        first_conv=first_conv, feature_dim=feature_dim, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        weights_source=f"torchvision IMAGENET1K_V1 ({TORCHVISION_URLS[name]}) or a local file",
+        min_image_size=min_image_size)
+
+
+register_backbone(_torchvision_spec(
+    "resnet50", nets2d.resnet50, nets2d.convert_torchvision_state_dict, _resnet50_stages,
+    lambda model: model.conv1, 2048))
+register_backbone(_torchvision_spec(
+    "vgg16", nets2d.vgg16, nets2d.convert_torchvision_state_dict, _classic_stages,
+    lambda model: model.features[0], 4096))
+register_backbone(_torchvision_spec(
+    "alexnet", nets2d.alexnet, nets2d.convert_torchvision_state_dict, _classic_stages,
+    lambda model: model.features[0], 4096, min_image_size=64))
+register_backbone(_torchvision_spec(
+    "vit-b16", nets2d.vit_b_16, nets2d.convert_vit_state_dict, _vit_stages,
+    lambda model: model.conv_proj, 768))
+
+
 # --------------------------------------------------------------------------- encoder
 class SliceEncoder(nn.Module):
     """Frozen trunk + trainable head: ``(N, 1, H, W)`` slices in [0, 1] -> ``(N, D)``.
@@ -494,7 +663,8 @@ def build_backbone(name: str, *, weights: str | Path = "imagenet",
     Parameters
     ----------
     name : str
-        A key of :data:`BACKBONES` (``"efficientnet-lite0"``, ``"efficientnet-b0"``).
+        A key of :data:`BACKBONES` (``"efficientnet-lite0"``, ``"efficientnet-b0"``,
+        ``"resnet50"``, ``"vgg16"``, ``"alexnet"``, ``"vit-b16"``).
     weights : str or Path
         ``"imagenet"`` (default: packaged or library weights, see :data:`BACKBONES`), a path
         to a local state-dict file, or ``"random"`` (untrained network; only when named).
@@ -507,7 +677,8 @@ def build_backbone(name: str, *, weights: str | Path = "imagenet",
     dropout : float
         Dropout before the final linear layer, in [0, 1).
     image_size : int
-        Slice height and width; a multiple of 32 (five stride-2 stages).
+        Slice height and width; a multiple of 32 (five stride-2 stages), at least the
+        backbone's ``min_image_size`` (64 for AlexNet).
     rng : torch.Generator, optional
         Draws the seeds of the new linear layer (and of the whole network when
         ``weights="random"``). ``None`` uses ``torch.Generator().manual_seed(0)``.
@@ -534,6 +705,9 @@ def build_backbone(name: str, *, weights: str | Path = "imagenet",
                          f"expected one of {IN_CHANNELS_MODES}")
     if not isinstance(image_size, int) or image_size < 32 or image_size % 32:
         raise EmbedError(f"image_size must be a positive multiple of 32, got {image_size!r}")
+    if image_size < BACKBONES[name].min_image_size:
+        raise EmbedError(f"{name} needs image_size >= {BACKBONES[name].min_image_size}, "
+                         f"got {image_size}")
     if not isinstance(embed_dim, int) or embed_dim < 1:
         raise EmbedError(f"embed_dim must be a positive integer, got {embed_dim!r}")
     if not 0.0 <= dropout < 1.0:
