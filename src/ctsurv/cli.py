@@ -97,6 +97,18 @@ def _cmd_compare(a) -> None:
     print(table.to_string(index=False))
 
 
+def _cmd_study(a) -> None:
+    from ctsurv.study import run_study
+
+    data = {k: v for k, v in (("images", a.images), ("clinical", a.clinical),
+                              ("prepared", a.prepared)) if v}
+    table = run_study(a.study, a.out, progress=not a.no_progress,
+                      overrides={"data": data} if data else None, only=a.only)
+    print(table[["name", "kind", "ctd_fold_mean", "ctd_fold_std", "ctd_pooled", "p_vs_reference",
+                 "params_trainable", "gflops"]].to_string(index=False))
+    print(f"[ctsurv] tables: {Path(a.out) / 'comparison.md'}; chart: {Path(a.out) / 'bubble.png'}")
+
+
 def _cmd_rad_extract(a) -> None:
     from ctsurv.radiomics import extract_features
 
@@ -231,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(func=_cmd_compare)
+
+    s = sub.add_parser("study", help="run configurations on identical folds and compare them")
+    s.add_argument("--study", required=True,
+                   help="study YAML, or a packaged study: 'seed000' (Tables 3-5) or 'small'")
+    s.add_argument("--out", required=True)
+    s.add_argument("--images", help="overrides base.data.images of the study")
+    s.add_argument("--clinical", help="overrides base.data.clinical of the study")
+    s.add_argument("--prepared", help="prepared cohort folder shared by every configuration")
+    s.add_argument("--only", nargs="+", help="run only these configurations (and the reference)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_study)
     _add_radiomics(sub)
     return p
 

@@ -53,6 +53,11 @@ class EmbedSection:
     #: rotation angles of the precomputed views: midpoints of equal bins of U(-20, 20) deg;
     #: 2 gives +-10 deg and 6 views (2 flips x 3 angles), the trunk runs once per view
     augment_angles: int = 2
+    #: "2d": a 2D backbone per slice + ``model.aggregator`` (the reference method);
+    #: "3d": a 3D backbone (``resnet3d-18``, ``densenet3d-121``) on one volume per patient
+    #: (``model.volume_*``; no augmentation views); "mst": a 2D backbone per slice + the
+    #: Medical Slice Transformer's one-layer slice transformer with a CLS token (seed 000 Table 3)
+    kind: str = "2d"
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class ModelSection:
     cs_layers: int = 5
     cs_width: int = 100
     dropout: float = 0.2
+    volume_depth: int = 72  #: embed.kind "3d": slices of the volume (LUNG1 mean, seed 000)
+    volume_size: int = 224  #: embed.kind "3d": height and width of the volume
+    volume_mode: str = "resample"  #: embed.kind "3d": "resample" or "pad" along z
 
 
 @dataclass(frozen=True)

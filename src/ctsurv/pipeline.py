@@ -67,7 +67,7 @@ def build_encoder(cfg: RunConfig):
 
     e = cfg.embed
     return build_backbone(e.backbone, weights=e.weights, strategy=e.strategy,
-                          embed_dim=e.embedding_dim)
+                          embed_dim=e.embedding_dim, image_size=cfg.preprocess.size)
 
 
 def augment_views(cfg: RunConfig):
@@ -120,19 +120,83 @@ def model_factory(cfg: RunConfig, encoder):
     return build
 
 
+#: Settings added after the first release: left out of :func:`config_hash` while at their
+#: default, so run folders written before they existed still resume.
+_LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
+                  ("model", "volume_size"): 224, ("model", "volume_mode"): "resample"}
+
+
 def config_hash(cfg: RunConfig) -> str:
     d = cfg.to_dict()
     d["data"] = {k: v for k, v in d["data"].items() if k != "prepared"}
+    for (section, key), default in _LATE_DEFAULTS.items():
+        if d[section].get(key) == default:
+            del d[section][key]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> dict:
-    """Prepare, embed, cross-validate and evaluate; write the run folder. Returns metrics."""
+def cohort_arrays(cfg: RunConfig, prepared: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Patient ids, times (months) and events of a prepared cohort, as ``run_cv`` uses them
+    (shuffled across patients when ``permute_labels``)."""
+    cohort = pd.read_csv(Path(prepared) / "cohort.csv", dtype={"patient_id": str})
+    if len(cohort) < cfg.cv.n_folds:
+        raise CtsurvError(f"only {len(cohort)} usable patients for {cfg.cv.n_folds}-fold CV")
+    ids = cohort["patient_id"].tolist()
+    time = cohort["time"].to_numpy(float)
+    event = cohort["event"].to_numpy(int)
+    if cfg.permute_labels:
+        perm = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0]).permutation(len(ids))
+        time, event = time[perm], event[perm]
+    return ids, time, event
+
+
+def fold_plan(cfg: RunConfig, ids, time, event):
+    """The cross-validation plan of ``cfg`` (seed, folds, validation fraction, horizon)."""
+    from ctsurv.validate import stratified_folds
+
+    return stratified_folds(ids, time, event, n_folds=cfg.cv.n_folds,
+                            val_fraction=cfg.cv.val_fraction, horizon=cfg.data.horizon_months,
+                            seed=cfg.seed)
+
+
+def _check_plan(plan, cfg: RunConfig, ids: list[str]) -> None:
+    if plan.n_folds != cfg.cv.n_folds:
+        raise CtsurvError(f"the fold plan has {plan.n_folds} folds but cv.n_folds is {cfg.cv.n_folds}")
+    got = set(plan.table["patient_id"].astype(str))
+    if got != set(ids):
+        diff = sorted(got ^ set(ids))[:5]
+        raise CtsurvError(f"the fold plan does not cover the prepared cohort (differences: {diff})")
+    tests = plan.table[plan.table["role"] == "test"]["patient_id"]
+    if tests.duplicated().any() or len(tests) != len(ids):
+        raise CtsurvError("the fold plan must make every patient a test patient exactly once")
+
+
+def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
+           model_builder=None, features=None) -> dict:
+    """Prepare, embed, cross-validate and evaluate; write the run folder. Returns metrics.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    out : path
+        The run folder.
+    plan : ctsurv.validate.FoldPlan, optional
+        Folds to use instead of computing them from ``cfg`` (``ctsurv.study`` passes the same
+        plan to every configuration); it must cover the prepared cohort exactly.
+    model_builder : callable, optional
+        ``() -> nn.Module`` taking cached ``features`` (default: :func:`model_factory`, or the
+        3D / MST builder of ``ctsurv.study`` for ``embed.kind`` "3d" / "mst").
+    features : mapping, optional
+        ``patient_id -> ctsurv.train.PatientFeatures`` for every prepared patient, instead of
+        the embedding step.
+
+    Finished folds are recognised by the configuration hash only: a run with another
+    ``model_builder`` or ``features`` needs its own run folder.
+    """
     import torch
     from tqdm.auto import tqdm
 
     from ctsurv.train import predict, train_model
-    from ctsurv.validate import stratified_folds
 
     t_start = _time.perf_counter()
     torch.set_num_threads(max(1, cfg.train.threads))
@@ -144,27 +208,42 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> dict:
     manifest, prepared = prepare_step(cfg, out, progress=progress)
     manifest.to_csv(out / "manifest.csv", index=False)
     timings["prepare_s"] = round(_time.perf_counter() - t0, 1)
-    cohort = pd.read_csv(prepared / "cohort.csv", dtype={"patient_id": str})
-    if len(cohort) < cfg.cv.n_folds:
-        raise CtsurvError(f"only {len(cohort)} usable patients for {cfg.cv.n_folds}-fold CV")
-    ids = cohort["patient_id"].tolist()
-    time = cohort["time"].to_numpy(float)
-    event = cohort["event"].to_numpy(int)
+    ids, time, event = cohort_arrays(cfg, prepared)
     if cfg.permute_labels:
-        perm = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0]).permutation(len(ids))
-        time, event = time[perm], event[perm]
         _log("permute-labels: (time, event) shuffled across patients (honesty control)")
 
     cache_dir = Path(cfg.data.prepared or out / "prepared") / "trunk-cache"
     t0 = _time.perf_counter()
-    encoder, feats = embed_step(cfg, prepared, ids, cache_dir, progress=progress)
+    kind = cfg.embed.kind
+    if kind not in ("2d", "3d", "mst"):
+        raise CtsurvError(f"embed.kind must be '2d', '3d' or 'mst', got {kind!r}")
+    encoder = None
+    if features is not None:
+        feats = dict(features)
+        missing = [p for p in ids if p not in feats]
+        if missing:
+            raise CtsurvError(f"features missing for patients {missing[:5]}")
+    elif kind == "3d":
+        from ctsurv.study import volume_features
+
+        encoder, feats = volume_features(cfg, prepared, ids, progress=progress)
+    else:
+        encoder, feats = embed_step(cfg, prepared, ids, cache_dir, progress=progress)
     timings["embed_s"] = round(_time.perf_counter() - t0, 1)
     t0 = _time.perf_counter()
-    plan = stratified_folds(ids, time, event, n_folds=cfg.cv.n_folds,
-                            val_fraction=cfg.cv.val_fraction, horizon=cfg.data.horizon_months,
-                            seed=cfg.seed)
+    if plan is None:
+        plan = fold_plan(cfg, ids, time, event)
+    else:
+        _check_plan(plan, cfg, ids)
     plan.save(out / "folds.csv")
-    build = model_factory(cfg, encoder)
+    if model_builder is not None:
+        build = model_builder
+    elif kind == "2d":
+        build = model_factory(cfg, build_encoder(cfg) if encoder is None else encoder)
+    else:
+        from ctsurv.study import variant_model_factory
+
+        build = variant_model_factory(cfg, encoder)
     pos = {p: i for i, p in enumerate(ids)}
     fold_seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.cv.n_folds + 1)[1:]
     chash = config_hash(cfg)
