@@ -426,3 +426,15 @@ def test_planted_signal_deephit_learns_ranking():
     ctd = EvalSurv(pd.DataFrame(s.T, index=np.arange(25)), it.numpy(), evt.numpy(),
                    censor_surv="km").concordance_td("antolini")
     assert c > 0.8 and ctd > 0.8, (c, ctd)
+
+
+def test_survival_never_exceeds_one_in_float32():
+    """A confidently alive patient: float32 softmax may sum to 1 + 1e-7; S must stay <= 1."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2000, 26, generator=g) * 3
+    logits[:, -1] += 25.0  # almost all mass beyond the horizon
+    s = survival(logits)
+    assert s.dtype == torch.float32
+    assert float(s.max()) <= 1.0 and float(s.min()) >= 0.0
+    assert torch.all(s[:, 1:] <= s[:, :-1])
+    torch.testing.assert_close(s.double(), survival(logits.double()), atol=1e-6, rtol=0)

@@ -396,7 +396,10 @@ def survival(logits: Tensor) -> Tensor:
     """
     p = pmf(logits)
     tail = p.flip(-1).cumsum(dim=-1).flip(-1)  # tail[j] = sum_{i >= j} p_i
-    return tail[..., 1:]
+    # Divide by the total (tail[0], the same floating-point sum) rather than trusting the
+    # softmax to sum to exactly 1: float32 softmax can sum to 1 + 1e-7, which would give
+    # S > 1. x / y <= 1 whenever x <= y in IEEE arithmetic, so 0 <= S <= 1 exactly.
+    return tail[..., 1:] / tail[..., :1]
 
 
 def month_bins(time, event, horizon: int = 24) -> tuple[Tensor, Tensor]:
