@@ -136,13 +136,8 @@ def _reusable(out_dir: Path, pid: str, key: str) -> dict | None:
 
 
 def _init_worker() -> None:
+    # Preparation is numpy/scipy work: one thread per worker process, two processes.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def prepare_cohort(
