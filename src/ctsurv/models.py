@@ -254,11 +254,26 @@ def make_aggregator(name: str, dim: int, **kw) -> nn.Module:
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "selu": nn.SELU, "tanh": nn.Tanh}
 
 
+def _he_linear(d_in: int, d_out: int) -> nn.Linear:
+    """Linear layer with He (Kaiming normal, fan-in) weights and zero bias.
+
+    PyTorch's default initialisation shrinks the activations' variance by about 3x per
+    ReLU layer; through DeepHit's 10 hidden layers the input then barely reaches the output
+    and every patient gets nearly the same curve (observed: S(0) = 0.962 vs 0.963 for
+    patients 1.9 sd of eta apart). He initialisation keeps the variance (as pycox's
+    ``MLPVanilla`` does with ``kaiming_normal_``).
+    """
+    layer = nn.Linear(d_in, d_out)
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def _fc_stack(in_dim: int, n: int, width: int, dropout: float, act: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
     d = in_dim
     for _ in range(n):
-        layers += [nn.Linear(d, width), act(), nn.Dropout(dropout)]
+        layers += [_he_linear(d, width), act(), nn.Dropout(dropout)]
         d = width
     return nn.Sequential(*layers)
 
