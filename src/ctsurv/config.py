@@ -83,7 +83,7 @@ class TrainSection:
     alpha: float = 0.5
     beta: float = 0.5
     sigma: float = 0.1
-    selection: str = "val_ctd"  #: model selection on validation Ctd (seed 000)
+    selection: str = "val_ctd"  #: epoch kept: "val_ctd" (seed 000), "val_loss" or "last"
     threads: int = 2
 
 

@@ -264,7 +264,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                 [feats[ids[i]] for i in sel["val"]], time[sel["val"]], event[sel["val"]],
                 epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                 alpha=t.alpha, beta=t.beta, sigma=t.sigma, augment=cfg.embed.augment,
-                views=augment_views(cfg),
+                views=augment_views(cfg), selection=t.selection,
                 seed=int(fold_seeds[k].generate_state(1)[0]), horizon=cfg.data.horizon_months,
                 progress=bar,
             )

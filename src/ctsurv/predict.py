@@ -78,7 +78,8 @@ def fit_final(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> Path
                       [feats[ids[i]] for i in va], time[va], event[va],
                       epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                       weight_decay=t.weight_decay, alpha=t.alpha, beta=t.beta, sigma=t.sigma,
-                      augment=cfg.embed.augment, views=augment_views(cfg), seed=cfg.seed,
+                      augment=cfg.embed.augment, views=augment_views(cfg),
+                      selection=t.selection, seed=cfg.seed,
                       horizon=cfg.data.horizon_months)
     from ctsurv.train import predict
 

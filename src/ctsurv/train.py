@@ -121,6 +121,7 @@ def train_model(
     sigma: float = 0.1,
     augment: bool = True,
     views=None,
+    selection: str = "val_ctd",
     seed: int = 0,
     horizon: float = 24.0,
     progress=None,
@@ -139,6 +140,10 @@ def train_model(
     augment : bool
         Draw an augmentation view per training slice (seed 000: flip and rotation, each
         p = 0.2) from the cached views; validation always uses view 0 (identity).
+    selection : {"val_ctd", "val_loss", "last"}
+        Which epoch is kept: the best validation Ctd (seed 000; the validation loss decides
+        when the validation patients have no comparable pair), the lowest validation loss,
+        or the last epoch (validation patients then only monitor).
     views : ctsurv.embed.ViewSet, optional
         The view set the cached features were computed with (default: the embed default).
     seed : int
@@ -149,6 +154,8 @@ def train_model(
 
     if len(train) == 0:
         raise CtsurvError("no training patients")
+    if selection not in ("val_ctd", "val_loss", "last"):
+        raise CtsurvError(f"selection must be 'val_ctd', 'val_loss' or 'last', got {selection!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_model()
@@ -189,12 +196,16 @@ def train_model(
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
-        score, criterion = _val_score(model, val, val_time, val_event, loss_on)
+        if selection == "val_ctd":
+            score, criterion = _val_score(model, val, val_time, val_event, loss_on)
+        else:
+            score, criterion = -loss_on(val, val_time, val_event), "val_loss"
         history.append({"epoch": epoch, "train_loss": total / len(train), criterion: score})
-        if score > best[0]:
+        if selection == "last" or score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
         if progress is not None:
             progress.update(1)
     model.load_state_dict(best[2])
     model.eval()
-    return TrainResult(model=model, best_epoch=best[1], history=history, selection=criterion)
+    return TrainResult(model=model, best_epoch=best[1], history=history,
+                       selection="last" if selection == "last" else criterion)
