@@ -310,17 +310,10 @@ class VolumeEncoder(nn.Module):
         return sd
 
     def _load(self, net: nn.Module, sd: dict[str, Tensor], source) -> None:
+        from ctsurv.embed.backbones import load_state_dict_strict
+
         sd = {k: v for k, v in sd.items() if k not in self.classifier_keys}
-        own = net.state_dict()
-        missing = sorted(set(own) - set(sd))
-        unexpected = sorted(set(sd) - set(own))
-        wrong = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
-        if missing or unexpected or wrong:
-            raise ModelMismatchError(
-                f"{self.name}: weights {source} do not match the architecture: {len(missing)} missing "
-                f"keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
-                f"{len(wrong)} shape mismatches {wrong[:3]}")
-        net.load_state_dict(sd, strict=True)
+        load_state_dict_strict(net, sd, f"{self.name}: weights {source}")
 
     def network_state_dict(self) -> dict[str, Tensor]:
         """State dict of the whole backbone in its network names (stem as used: 1 channel in

@@ -609,13 +609,22 @@ def _load_weights(spec: BackboneSpec, model: nn.Module, path: Path) -> None:
         raise ModelMismatchError(f"{spec.name}: weights file {path} holds a {type(sd).__name__}, "
                                  "not a state dict")
     sd = spec.convert_state_dict(dict(sd), model)
+    load_state_dict_strict(model, sd, f"{spec.name}: weights file {path}")
+
+
+def load_state_dict_strict(model: nn.Module, sd: Mapping, what: str) -> None:
+    """Load ``sd`` into ``model`` only if keys and shapes match exactly.
+
+    Raises :class:`ModelMismatchError` starting with ``what`` and listing missing and
+    unexpected keys and shape mismatches (never a bare PyTorch traceback).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
     if missing or unexpected or wrong:
         raise ModelMismatchError(
-            f"{spec.name}: weights file {path} does not match the architecture: "
+            f"{what} does not match the architecture: "
             f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
             f"{unexpected[:3]}, {len(wrong)} shape mismatches {wrong[:3]}")
     model.load_state_dict(sd, strict=True)

@@ -25,14 +25,19 @@ class HarmonizationError(CtsurvError):
     """ComBat/RKN cannot be fitted or applied to the given data."""
 
 
-def _as_2d(X, name: str) -> np.ndarray:
+def check_matrix(X, name: str, error: type[CtsurvError]) -> np.ndarray:
+    """``X`` as a finite 2-D float array (n_samples, n_features), else ``error`` naming it."""
     X = np.asarray(X, dtype=float)
     if X.ndim != 2:
-        raise HarmonizationError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+        raise error(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
     if not np.all(np.isfinite(X)):
         r, c = np.argwhere(~np.isfinite(X))[0]
-        raise HarmonizationError(f"{name} has a non-finite value at row {r}, column {c}")
+        raise error(f"{name} has a non-finite value at row {r}, column {c}")
     return X
+
+
+def _as_2d(X, name: str) -> np.ndarray:
+    return check_matrix(X, name, HarmonizationError)
 
 
 class ComBat:

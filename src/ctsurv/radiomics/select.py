@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from ctsurv.exceptions import CtsurvError
+from ctsurv.radiomics.harmonize import check_matrix
 
 __all__ = ["NearZeroVariance", "CorrelationFilter", "StabilitySelector", "Standardizer", "PCA",
            "cox_score_test"]
@@ -29,13 +30,7 @@ class SelectionError(CtsurvError):
 
 
 def _X(X, name="X") -> np.ndarray:
-    X = np.asarray(X, dtype=float)
-    if X.ndim != 2:
-        raise SelectionError(f"{name} must be 2-D, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        r, c = np.argwhere(~np.isfinite(X))[0]
-        raise SelectionError(f"{name} has a non-finite value at row {r}, column {c}")
-    return X
+    return check_matrix(X, name, SelectionError)
 
 
 class _Mask:
