@@ -193,6 +193,7 @@ def test_fit_predict_reload_and_refuse_mismatch(phantom, signal_run, tmp_path):
     second = predict_patients(model_dir, new, tmp_path / "scored2", progress=False)
     pd.testing.assert_frame_equal(first, second)
     assert set(first["risk_tier"]) <= {"high", "low"}
+    assert (tmp_path / "scored1" / "figures" / "survival_curves.png").stat().st_size > 1000
     top = pd.read_csv(tmp_path / "scored1" / "top_slices.csv")
     assert set(top["patient_id"]) == {"PHANTOM-001", "PHANTOM-002"} and top["rank"].max() == 5
 
