@@ -362,6 +362,7 @@ def run_figures(out: Path, preds: pd.DataFrame, att: pd.DataFrame, metrics: dict
     if len(att):
         fig, ax = plt.subplots(figsize=(6, 4))
         plots.plot_attention_by_position(att["rel_pos"].to_numpy(), att["weight"].to_numpy(), ax=ax)
+        ax.set_xlabel("relative slice position in the resampled volume (0 = superior, 1 = inferior)")
         plots.save_figure(fig, fig_dir / "attention_by_position.png")
     # Risk groups: each test patient is high risk when its risk exceeds the median risk that
     # its fold's model gives the fold's *training* patients (never a test-set statistic).
