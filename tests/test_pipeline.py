@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from ctsurv.config import from_dict
-from ctsurv.exceptions import ModelMismatchError
+from ctsurv.exceptions import CtsurvError, ModelMismatchError
 from ctsurv.pipeline import TIME_COLUMNS, run_cv
 from ctsurv.synthetic import write_phantom_cohort
 
@@ -204,7 +204,7 @@ def test_fit_predict_reload_and_refuse_mismatch(phantom, signal_run, tmp_path):
         load_model(model_dir)
 
 
-def test_evaluate_and_compare_work_on_run_folders(signal_run, permuted_run, tmp_path):
+def test_evaluate_and_compare_work_on_run_folders(phantom, signal_run, permuted_run, tmp_path):
     from ctsurv.evaluate import compare_runs, evaluate_predictions
 
     (out, metrics), (perm_out, _) = signal_run, permuted_run
@@ -213,6 +213,13 @@ def test_evaluate_and_compare_work_on_run_folders(signal_run, permuted_run, tmp_
     assert res["ctd_fold_mean"] == pytest.approx(metrics["ctd_mean"], abs=1e-12)
     assert res["risk_groups"]["cut"] == "training median of each fold's model"
     assert (tmp_path / "eval" / "figures" / "km_risk_groups.png").exists()
-    table = compare_runs([out, perm_out], tmp_path / "cmp", n_permutations=200, n_bootstrap=50)
-    assert list(table["run"]) == [out.name, perm_out.name]
+    other = tmp_path / "mean-pool"
+    run_cv(_config(phantom, model={"aggregator": "mean"}, cv={"n_folds": 2}, train={"epochs": 3}),
+           other, progress=False)
+    table = compare_runs([out, other], tmp_path / "cmp", n_permutations=200, n_bootstrap=50)
+    assert list(table["run"]) == [out.name, other.name]
+    assert 0 < table["p_vs_reference"].iloc[1] <= 1
     assert (tmp_path / "cmp" / "compare.md").exists()
+    # a permuted-label run has other outcomes for the same patients: not comparable
+    with pytest.raises(CtsurvError, match="different outcomes"):
+        compare_runs([out, perm_out], tmp_path / "cmp2", n_permutations=10, n_bootstrap=10)

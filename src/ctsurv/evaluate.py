@@ -208,27 +208,22 @@ def _jsonable(obj):
 
 
 def _figures(out, time, event, groups, grid_auc, aucs, mean_auc, cal, dca) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ctsurv import plots
 
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plots.new_axes((6, 4.5))
     plots.plot_km_groups(time, event, groups, ax=ax)
     plots.save_figure(fig, fig_dir / "km_risk_groups.png")
     if len(grid_auc):
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plots.new_axes((6, 4))
         plots.plot_time_auc(grid_auc, aucs, ax=ax, mean_auc=mean_auc)
         plots.save_figure(fig, fig_dir / "time_auc.png")
     if cal is not None:
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = plots.new_axes((5, 5))
         plots.plot_calibration(cal.table, ax=ax)
         plots.save_figure(fig, fig_dir / "calibration.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plots.new_axes((6, 4))
     plots.plot_decision_curve(dca, ax=ax)
     plots.save_figure(fig, fig_dir / "decision_curve.png")
 

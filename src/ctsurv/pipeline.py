@@ -347,26 +347,21 @@ def cv_metrics(preds: pd.DataFrame) -> dict:
 
 
 def run_figures(out: Path, preds: pd.DataFrame, att: pd.DataFrame, metrics: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ctsurv import plots
 
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plots.new_axes((6, 4))
     plots.plot_metric_per_fold([f["ctd"] for f in metrics["per_fold"]], ax=ax, label="Ctd")
     plots.save_figure(fig, fig_dir / "ctd_per_fold.png")
     if len(att):
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plots.new_axes((6, 4))
         plots.plot_attention_by_position(att["rel_pos"].to_numpy(), att["weight"].to_numpy(), ax=ax)
         ax.set_xlabel("relative slice position in the resampled volume (0 = superior, 1 = inferior)")
         plots.save_figure(fig, fig_dir / "attention_by_position.png")
     # Risk groups: each test patient is high risk when its risk exceeds the median risk that
     # its fold's model gives the fold's *training* patients (never a test-set statistic).
     groups = np.where(preds["risk"] > preds["risk_cut"], "high risk", "low risk")
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plots.new_axes((6, 4.5))
     plots.plot_km_groups(preds["time"].to_numpy(float), preds["event"].to_numpy(int), groups, ax=ax)
     plots.save_figure(fig, fig_dir / "km_by_predicted_risk.png")

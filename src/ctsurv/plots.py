@@ -29,12 +29,15 @@ __all__ = [
 ]
 
 
+def new_axes(figsize=(6, 4.5)):
+    """``(fig, ax)`` of a pyplot-free Agg figure: headless, not tracked by pyplot, no leak."""
+    fig = matplotlib.figure.Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
 def _axes(ax):
-    if ax is None:  # a pyplot-free Agg figure: headless, not tracked by pyplot, no leak
-        fig = matplotlib.figure.Figure(figsize=(6, 4.5))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-    return ax
+    return new_axes()[1] if ax is None else ax
 
 
 def _need_columns(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:

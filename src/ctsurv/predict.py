@@ -180,14 +180,9 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
 
 def _plot_curves(out: Path, ids: list[str], surv: np.ndarray) -> None:
     """``figures/survival_curves.png``: each scored patient's predicted S(t), 0-24 months."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ctsurv import plots
 
     (out / "figures").mkdir(exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plots.new_axes((6, 4))
     plots.plot_survival_curves(np.arange(25.0), surv, ax=ax, labels=ids if len(ids) <= 10 else None)
     plots.save_figure(fig, out / "figures" / "survival_curves.png")
