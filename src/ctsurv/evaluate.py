@@ -261,7 +261,8 @@ def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int =
     rows = []
     for i, (r, df) in enumerate(frames.items()):
         surv = df[S_COLUMNS].to_numpy(float)
-        per = [_safe(ctd, *_arrays(g)[:2], _arrays(g)[3]) for _, g in df.groupby("fold")] \
+        per = [_safe(ctd, g["time"].to_numpy(float), g["event"].to_numpy(int),
+                     g[S_COLUMNS].to_numpy(float)) for _, g in df.groupby("fold")] \
             if "fold" in df.columns else []
         b = S.bootstrap_ci(ctd, time, event, surv, n_resamples=n_bootstrap,
                            rng=np.random.default_rng([seed, i]))

@@ -46,7 +46,6 @@ patient, aggregator ``MeanPool``), so :func:`ctsurv.train.train_model` is reused
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ctsurv.embed.backbones import _new_linear
 from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError
 from ctsurv.models import DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, SurvivalOutput
 
@@ -156,15 +156,6 @@ class _Normalise(nn.Module):
         if self.channels == 3:
             x = x.expand(-1, 3, -1, -1, -1)
         return x * self.scale + self.shift
-
-
-def _new_linear(n_in: int, n_out: int, gen: torch.Generator) -> nn.Linear:
-    lin = nn.Linear(n_in, n_out)
-    with torch.no_grad():
-        nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=gen)
-        bound = 1.0 / math.sqrt(n_in)
-        nn.init.uniform_(lin.bias, -bound, bound, generator=gen)
-    return lin
 
 
 def r3d18_from_torchvision(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:

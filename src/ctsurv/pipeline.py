@@ -87,13 +87,14 @@ def embed_step(cfg: RunConfig, prepared_dir: Path, patient_ids: list[str], cache
     from ctsurv.train import PatientFeatures
 
     encoder = build_encoder(cfg)
+    views = augment_views(cfg)
     feats = {}
     for pid in tqdm(patient_ids, desc="embed", unit="patient", disable=not progress):
         pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
         f = trunk_features(pre.slices, encoder, cache_dir=cache_dir,
                            fingerprint=pre.fingerprint, augment=cfg.embed.augment,
                            engine=cfg.embed.engine, threads=cfg.train.threads,
-                           patient_id=pid, views=augment_views(cfg))
+                           patient_id=pid, views=views)
         feats[pid] = PatientFeatures(pid, f, np.asarray(pre.rel_pos, dtype=np.float32))
     return encoder, feats
 

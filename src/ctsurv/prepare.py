@@ -254,9 +254,7 @@ def _load_table(clinical, entries: dict, horizon_months):
         table = clinical.copy()
     else:
         table = cohort_mod.read_lung1_clinical(clinical, horizon_months=horizon_months)
-    table = getattr(table, "table", table)
     clean, issues = cohort_mod.validate_cohort(table, image_ids=None)
-    issues = getattr(issues, "issues", issues)
     if len(issues):
         issues = issues.rename(columns={"problem": "reason"})
         issues = issues.groupby("patient_id", as_index=False)["reason"].agg("; ".join)
