@@ -261,7 +261,8 @@ def test_cohort_dicom_round_trip(cohort):
 
 
 def test_cohort_bytes_deterministic_and_prefix_stable(cohort, tmp_path):
-    again = write_phantom_cohort(tmp_path / "a", n_patients=2, seed=5)
+    # Written by two worker processes: the same bytes as the one-process cohort fixture.
+    again = write_phantom_cohort(tmp_path / "a", n_patients=2, seed=5, workers=2)
     first, second = _digest(cohort.root), _digest(again.root)
     for name, digest in second.items():
         if name.startswith("images/"):
