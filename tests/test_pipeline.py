@@ -1,17 +1,20 @@
-"""End to end on the phantom cohort: every patient scored once, permutation control,
-determinism, a saved model that predicts the same after reloading; and the planted signal,
-checked where it can be checked at test size.
+"""End to end on the phantom cohort: the method beats chance clearly and the label-permutation
+control does not; every patient scored once; determinism; a saved model that predicts the same
+after reloading.
 
-One phantom cohort is generated, prepared and embedded once for the module (about two
-minutes on two cores); the runs reuse its prepared folder and trunk cache.
+One phantom cohort of 240 patients (the demo's cohort) is generated, prepared and embedded
+once for the module (about 5 minutes on 2 cores); the runs reuse its prepared folder and trunk
+cache. The signal run is seed 000's network, loss, optimiser and protocol (AdamW lr 1e-4, wd
+1e-2, batch 4, 100 epochs, selection on validation Ctd, 90/10 inner split) with two departures
+for test time: 5 folds instead of 10, and augmentation off (one trunk pass per slice). At this size the
+method is clearly above chance (measured: mean fold Ctd 0.617-0.634; permuted labels
+0.483-0.522); at 80 patients it is not, and at 160 with 5 folds the margin was too thin for a test
+(0.582, one fold 0.49), which is why the cohort is this large (README, "How many patients the
+method needs").
 
-The planted signal is checked in two halves. (1) The frozen ImageNet features of the phantom
-slices carry the tumour: a cross-validated ridge regression of log tumour volume on the mean
-slice features explains a large share of its variance, and nothing on permuted volumes.
-(2) The training and cross-validation machinery (attention + DeepHit, selection on validation
-Ctd, out-of-fold prediction) recovers a hazard planted in slice features, and gives chance on
-permuted labels. End to end at 40-80 phantom patients the reference method is weak and noisy
-(mean fold Ctd 0.53-0.63 across seeds, see the README), so a threshold there would be flaky.
+Two more checks localise a failure: the frozen ImageNet features of the phantom slices carry
+the tumour (cross-validated ridge regression of log tumour volume on the mean slice features),
+and the training machinery recovers a hazard planted directly in slice features.
 """
 
 from __future__ import annotations
@@ -27,21 +30,20 @@ from ctsurv.exceptions import CtsurvError, ModelMismatchError
 from ctsurv.pipeline import TIME_COLUMNS, run_cv
 from ctsurv.synthetic import write_phantom_cohort
 
-N_PATIENTS = 40
-# The paper's network, loss, optimiser and protocol, with fewer epochs and folds (seed 000:
-# 100 epochs, 10 folds) and augmentation off so that one embedding pass serves every run.
+N_PATIENTS = 240
+# The paper's network, loss, optimiser and protocol (100 epochs), with 5 folds instead of 10
+# and augmentation off so that one embedding pass serves every run.
 SETTINGS = {
     "seed": 42,
     "embed": {"augment": False},
-    "train": {"epochs": 20},
-    "cv": {"n_folds": 4},
+    "cv": {"n_folds": 5},
 }
 
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")
-    write_phantom_cohort(root / "cohort", n_patients=N_PATIENTS, seed=42)
+    write_phantom_cohort(root / "cohort", n_patients=N_PATIENTS, seed=42, workers=2)
     return root
 
 
@@ -114,7 +116,7 @@ def test_frozen_features_see_the_tumour(phantom, signal_run):
     truth = pd.read_csv(phantom / "cohort" / "truth.csv").set_index("PatientID").loc[ids]
     X = np.stack([feats[p].features[0].mean(axis=0) for p in ids]).astype(float)
     y = np.log(truth["volume_ml"].to_numpy())
-    assert _cv_ridge_r2(X, y) > 0.4  # measured 0.65-0.72 on 40-80 phantom patients
+    assert _cv_ridge_r2(X, y) > 0.4  # measured 0.62-0.72 on 40-160 phantom patients
     assert _cv_ridge_r2(X, np.random.default_rng(1).permutation(y)) < 0.1
 
 
@@ -164,10 +166,16 @@ def test_training_recovers_a_hazard_planted_in_features():
     assert abs(_planted_feature_cv(permute=True) - 0.5) < 0.1
 
 
-def test_label_permutation_control_is_near_chance(permuted_run, signal_run):
-    _, metrics = permuted_run
-    assert metrics["permute_labels"] is True
-    assert abs(metrics["ctd_mean"] - 0.5) < 0.15, metrics
+def test_method_beats_chance_and_permuted_labels_do_not(signal_run, permuted_run):
+    (_, real), (_, perm) = signal_run, permuted_run
+    assert real["permute_labels"] is False and perm["permute_labels"] is True
+    folds = np.array([f["ctd"] for f in real["per_fold"]])
+    # Measured with 2 torch threads: 0.617 +- 0.092 (folds 0.50-0.72) vs permuted 0.483 +- 0.057;
+    # with 1 thread: 0.634 +- 0.067 vs 0.522 +- 0.059. A single fold of 48 patients is too
+    # noisy to threshold (sd about 0.08); the mean over 5 folds has a standard error near 0.04.
+    assert real["ctd_mean"] > 0.57, folds
+    assert abs(perm["ctd_mean"] - 0.5) < 0.08, perm["per_fold"]
+    assert real["ctd_mean"] - perm["ctd_mean"] > 0.06, (real["ctd_mean"], perm["ctd_mean"])
 
 
 def test_deterministic_for_a_seed(phantom, signal_run):
