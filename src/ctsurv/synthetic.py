@@ -65,6 +65,7 @@ invasion); N stage, histology, sex and age (5 % missing) are independent of surv
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _io
 import shutil
@@ -887,29 +888,22 @@ def write_phantom_cohort(
     nz, ny, nx = params.shape
     origin = (-(nx - 1) / 2.0 * params.spacing[2], -(ny - 1) / 2.0 * params.spacing[1], -nz * params.spacing[0] / 2.0)
     args = [(i, pid, seed, params, model, images, origin) for i, pid in enumerate(pids)]
-    rows = [None] * len(pids)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(pids) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
-        bar = tqdm(total=len(pids), desc="phantoms", unit="patient")
-    if workers > 1 and len(pids) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+            # Patient i depends only on (seed, i): the workers write the same bytes as one process.
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=int(workers),
+                                                           mp_context=mp.get_context("spawn")))
+            written = pool.map(_write_patient, args, chunksize=4)
+        else:
+            written = map(_write_patient, args)
+        if progress:
+            from tqdm import tqdm
 
-        # Patient i depends only on (seed, i): the workers write the same bytes as one process.
-        with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("spawn")) as pool:
-            for i, row in enumerate(pool.map(_write_patient, args, chunksize=4)):
-                rows[i] = row
-                if bar is not None:
-                    bar.update(1)
-    else:
-        for i, a in enumerate(args):
-            rows[i] = _write_patient(a)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            written = tqdm(written, total=len(pids), desc="phantoms", unit="patient")
+        rows = list(written)
     clinical = [r[0] for r in rows]
     truth = [r[1] for r in rows]
     n_replaced = sum(int(r[2]) for r in rows)
