@@ -201,11 +201,15 @@ def train_model(
         else:
             score, criterion = -loss_on(val, val_time, val_event), "val_loss"
         history.append({"epoch": epoch, "train_loss": total / len(train), criterion: score})
-        if selection == "last" or score > best[0]:
+        if selection != "last" and score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
         if progress is not None:
             progress.update(1)
-    model.load_state_dict(best[2])
+    if selection == "last":  # the model as trained; no copy was kept
+        best_epoch = epochs - 1
+    else:
+        best_epoch = best[1]
+        model.load_state_dict(best[2])
     model.eval()
-    return TrainResult(model=model, best_epoch=best[1], history=history,
+    return TrainResult(model=model, best_epoch=best_epoch, history=history,
                        selection="last" if selection == "last" else criterion)

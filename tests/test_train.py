@@ -1,0 +1,62 @@
+"""Epoch selection of ``ctsurv.train.train_model``: the returned model is the epoch it names.
+
+Each mode is checked against the history it records: the validation loss of the returned
+model, recomputed from scratch, must equal the recorded loss of the kept epoch (the last
+epoch for ``selection="last"``, the lowest for ``"val_loss"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ctsurv.exceptions import CtsurvError
+from ctsurv.models import DeepHit, SurvivalNet, deephit_loss, make_aggregator, month_bins
+from ctsurv.train import PatientFeatures, collate, train_model
+
+
+def _cohort(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    eta = rng.normal(size=n)
+    time = np.minimum(13 * rng.exponential(size=n) / np.exp(eta), 24.0)
+    event = (time < 24).astype(int)
+    feats = []
+    for i in range(n):
+        f = rng.normal(size=(1, 6, 16)).astype(np.float32)
+        f[0, :, 0] += eta[i]
+        feats.append(PatientFeatures(f"P{i:02d}", f, np.linspace(0, 1, 6, dtype=np.float32)))
+    return feats, time, event
+
+
+def _build():
+    return SurvivalNet(embedding=torch.nn.Linear(16, 8), aggregator=make_aggregator("soft", 8),
+                       head=DeepHit(8, shared_layers=1, shared_width=16, cs_layers=1, cs_width=16))
+
+
+def _val_loss(model, feats, time, event) -> float:
+    idx, ev = month_bins(time, event)
+    model.eval()
+    with torch.no_grad():
+        x, mask, pos = collate(feats)
+        return deephit_loss(model(x, mask, pos)["logits"], torch.as_tensor(idx),
+                            torch.as_tensor(ev, dtype=torch.float32)).item()
+
+
+@pytest.mark.parametrize("selection", ["last", "val_loss"])
+def test_returned_model_is_the_kept_epoch(selection):
+    feats, time, event = _cohort(24, seed=0)
+    val_feats, val_time, val_event = _cohort(8, seed=1)
+    res = train_model(_build, feats, time, event, val_feats, val_time, val_event,
+                      epochs=6, augment=False, selection=selection, seed=3)
+    losses = [-h["val_loss"] for h in res.history]
+    assert len(losses) == 6 and res.selection == selection
+    kept = 5 if selection == "last" else int(np.argmin(losses))
+    assert res.best_epoch == kept
+    assert _val_loss(res.model, val_feats, val_time, val_event) == pytest.approx(losses[kept], abs=1e-6)
+
+
+def test_unknown_selection_is_refused():
+    feats, time, event = _cohort(4, seed=0)
+    with pytest.raises(CtsurvError, match="selection must be"):
+        train_model(_build, feats, time, event, feats, time, event, epochs=1, selection="best")
