@@ -43,7 +43,7 @@ def run_arm(args: tuple[str, int, int, bool, int]) -> dict:
 
     from ctsurv.config import from_dict
     from ctsurv.metrics import concordance_td
-    from ctsurv.pipeline import cohort_arrays, embed_step, fold_plan, model_factory
+    from ctsurv.pipeline import cohort_arrays, embed_step, fold_plan, label_permutation, model_factory
     from ctsurv.train import TIME_GRID, predict, train_model
 
     torch.set_num_threads(1)
@@ -58,8 +58,8 @@ def run_arm(args: tuple[str, int, int, bool, int]) -> dict:
     if len(ids) < n:
         raise SystemExit(f"{demo} holds {len(ids)} prepared patients, fewer than {n}")
     ids, tm, ev = ids[:n], tm[:n], ev[:n]
-    if permute:  # as ctsurv.pipeline.cohort_arrays does for a prepared cohort of n patients
-        perm = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0]).permutation(n)
+    if permute:  # as run_cv does for a prepared cohort of n patients
+        perm = label_permutation(cfg.seed, n)
         tm, ev = tm[perm], ev[perm]
     encoder, feats = embed_step(cfg, prepared, ids, prepared / "trunk-cache", progress=False)
     plan = fold_plan(cfg, ids, tm, ev)

@@ -146,9 +146,14 @@ def cohort_arrays(cfg: RunConfig, prepared: Path) -> tuple[list[str], np.ndarray
     time = cohort["time"].to_numpy(float)
     event = cohort["event"].to_numpy(int)
     if cfg.permute_labels:
-        perm = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0]).permutation(len(ids))
+        perm = label_permutation(cfg.seed, len(ids))
         time, event = time[perm], event[perm]
     return ids, time, event
+
+
+def label_permutation(seed: int, n: int) -> np.ndarray:
+    """The permutation of (time, event) across ``n`` patients that ``permute_labels`` applies."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]).permutation(n)
 
 
 def fold_plan(cfg: RunConfig, ids, time, event):
