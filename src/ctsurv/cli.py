@@ -55,6 +55,8 @@ def demo_config(out: Path, *, n_patients: int, epochs: int | None, permute: bool
 
 
 def _cmd_demo(a) -> None:
+    import pandas as pd
+
     from ctsurv.pipeline import run_cv
     from ctsurv.synthetic import write_phantom_cohort
 
@@ -62,7 +64,8 @@ def _cmd_demo(a) -> None:
     cfg, cohort = demo_config(out, n_patients=a.n_patients, epochs=a.epochs,
                               permute=a.permute_labels, seed=a.seed)
     clinical = cohort / "clinical.csv"
-    if not clinical.exists() or sum(1 for _ in clinical.open()) - 1 != a.n_patients:
+    n_written = len(pd.read_csv(clinical)) if clinical.exists() else 0
+    if n_written != a.n_patients:
         print(f"[ctsurv] demo: generating {a.n_patients} phantom patients in {cohort}")
         write_phantom_cohort(cohort, n_patients=a.n_patients, seed=a.seed, workers=2,
                              progress=not a.no_progress)
