@@ -42,17 +42,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ctsurv.exceptions import CtsurvError
+from ctsurv.exceptions import CtsurvError, ComplexityError
 
 __all__ = ["ComplexityError", "count_params", "gflops", "ComplexityConfig", "complexity_table",
            "default_configs", "PAPER_GFLOPS"]
 
 #: GFLOPs per patient at 72 slices reported by seed 001 (abstract) / seed 000 Fig. 3.
 PAPER_GFLOPS = {"efficientnet-b0 + soft attention": 54.3, "resnet3d-18": 2924.6}
-
-
-class ComplexityError(CtsurvError):
-    """A model cannot be measured with the given inputs."""
 
 
 def count_params(module: nn.Module) -> tuple[int, int]:

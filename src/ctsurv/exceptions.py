@@ -45,3 +45,47 @@ class ModelMismatchError(CtsurvError):
 
 class WeightsNotFoundError(CtsurvError):
     """Pretrained weights were asked for but are not available offline."""
+
+
+class PhantomError(CtsurvError):
+    """Phantom parameters are invalid or the tumour cannot be placed inside the lung. Raised by ``ctsurv.synthetic``."""
+
+
+class StudyError(CtsurvError):
+    """A study file is malformed or its configurations cannot share folds. Raised by ``ctsurv.study``."""
+
+
+class HarmonizationError(CtsurvError):
+    """ComBat/RKN cannot be fitted or applied to the given data. Raised by ``ctsurv.radiomics.harmonize``."""
+
+
+class SelectionError(CtsurvError):
+    """Feature selection/reduction cannot be fitted or applied. Raised by ``ctsurv.radiomics.select``."""
+
+
+class RadiomicsError(CtsurvError):
+    """Radiomics feature extraction failed (missing package, empty region...). Raised by ``ctsurv.radiomics.features``."""
+
+
+class ModelError(CtsurvError):
+    """A radiomics/clinical model cannot be fitted or applied to the given data. Raised by ``ctsurv.radiomics.models``."""
+
+
+class OnnxMismatchError(ModelMismatchError):
+    """The ONNX export of a trunk does not reproduce PyTorch within tolerance. Raised by ``ctsurv.embed.engine``."""
+
+
+class EmbedError(CtsurvError):
+    """Bad input or configuration for the slice-embedding stage. Raised by ``ctsurv.embed.backbones``."""
+
+
+class ModelInputError(CtsurvError):
+    """Tensors given to a model or loss have the wrong shape, dtype or values. Raised by ``ctsurv.models``."""
+
+
+class Model3DError(CtsurvError):
+    """Bad input or configuration for a 3D baseline. Raised by ``ctsurv.models3d``."""
+
+
+class ComplexityError(CtsurvError):
+    """A model cannot be measured with the given inputs. Raised by ``ctsurv.complexity``."""

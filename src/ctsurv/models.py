@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ctsurv.exceptions import CtsurvError
+from ctsurv.exceptions import CtsurvError, ModelInputError
 
 __all__ = [
     "ModelInputError", "SoftAttention", "GatedAttention", "MeanPool", "SelfAttentionCLS",
@@ -38,10 +38,6 @@ __all__ = [
     "pmf", "cif", "survival", "month_bins", "deephit_nll", "deephit_rank_loss", "deephit_loss",
     "cox_partial_likelihood", "DeepHitLoss", "CoxLoss", "count_parameters",
 ]
-
-
-class ModelInputError(CtsurvError):
-    """Tensors given to a model or loss have the wrong shape, dtype or values."""
 
 
 # ----------------------------------------------------------------------------- checks

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctsurv.embed.backbones import _new_linear
-from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError
+from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError, Model3DError
 from ctsurv.models import DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, SurvivalOutput
 
 __all__ = [
@@ -71,10 +71,6 @@ STRATEGIES_3D: tuple[str, ...] = ("feature-extractor", "half-frozen")
 #: Kinetics-400 normalisation of torchvision's video models (inputs in [0, 1]).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
-
-
-class Model3DError(CtsurvError):
-    """Bad input or configuration for a 3D baseline."""
 
 
 # ----------------------------------------------------------------------------- input
@@ -386,7 +382,6 @@ class ResNet3D18(VolumeEncoder):
         return units
 
 
-
 class DenseNet3D121(VolumeEncoder):
     """DenseNet3D-121 (MONAI ``DenseNet121``, ASCENT's stem: 7^3 convolution, stride (1, 2, 2),
     then max-pool 3/2): 11.2 M backbone parameters, pooled feature 1024.
@@ -424,7 +419,6 @@ class DenseNet3D121(VolumeEncoder):
         units.append(("norm5", "other", f.norm5))
         units.append(("pool", "pool", _Pool3d(relu=True)))
         return units
-
 
 
 VOLUME_ENCODERS: dict[str, type[VolumeEncoder]] = {"resnet3d-18": ResNet3D18, "densenet3d-121": DenseNet3D121}

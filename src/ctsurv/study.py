@@ -80,7 +80,7 @@ import pandas as pd
 import yaml
 
 from ctsurv.config import RunConfig, _merge, from_dict
-from ctsurv.exceptions import CtsurvError
+from ctsurv.exceptions import CtsurvError, StudyError
 
 __all__ = ["StudyError", "StudyItem", "Study", "KINDS", "load_study", "run_study",
            "run_item", "volume_features", "variant_model_factory", "model_complexity",
@@ -92,10 +92,6 @@ SHARED_KEYS = ("seed", "cv", "data", "permute_labels")
 VOLUME_CACHE_VERSION = "1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PACKAGED = {"seed000": "study_seed000.yaml", "small": "study_small.yaml"}
-
-
-class StudyError(CtsurvError):
-    """A study file is malformed or its configurations cannot share folds."""
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, signal
 
-from ctsurv.exceptions import CohortError, CtsurvError, GeometryError
+from ctsurv.exceptions import CohortError, CtsurvError, GeometryError, PhantomError
 
 __all__ = [
     "PhantomError", "PhantomParams", "PhantomInfo", "SurvivalModel", "CohortInfo", "make_phantom",
@@ -97,10 +97,6 @@ TRUTH_COLUMNS = (
 )
 DAYS_PER_MONTH = 30.4375
 _HU_MIN, _HU_MAX = -1024.0, 3071.0
-
-
-class PhantomError(CtsurvError):
-    """Phantom parameters are invalid or the tumour cannot be placed inside the lung."""
 
 
 # --------------------------------------------------------------------------------------------

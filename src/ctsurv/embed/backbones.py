@@ -100,7 +100,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError
+from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError, EmbedError
 
 from . import nets2d
 from .lite0 import EfficientNetLite0
@@ -121,10 +121,6 @@ STRATEGIES: tuple[str, ...] = ("feature-extractor", "last-block", "half-frozen")
 IN_CHANNELS_MODES: tuple[str, ...] = ("repeat", "sum")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class EmbedError(CtsurvError):
-    """Bad input or configuration for the slice-embedding stage."""
 
 
 @dataclass(frozen=True)

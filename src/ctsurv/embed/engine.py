@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctsurv.exceptions import ModelMismatchError
+from ctsurv.exceptions import ModelMismatchError, OnnxMismatchError
 
 from .backbones import EmbedError, SliceEncoder
 
@@ -38,10 +38,6 @@ ENGINES: tuple[str, ...] = ("onnx", "torch")
 ONNX_ATOL = 1e-4
 #: Bump when the exported graph for the same fingerprint would change.
 ENGINE_CODE_VERSION = "1"
-
-
-class OnnxMismatchError(ModelMismatchError):
-    """The ONNX export of a trunk does not reproduce PyTorch within tolerance."""
 
 
 def _onnx_name(encoder: SliceEncoder) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctsurv.exceptions import CtsurvError, RoiError
+from ctsurv.exceptions import CtsurvError, RoiError, RadiomicsError
 from ctsurv.types import CTVolume
 
 __all__ = ["IBSI_SETTINGS", "FEATURE_CLASSES", "VOXEL_SETTINGS", "DEFAULT_VOXEL_FEATURES", "to_sitk",
@@ -68,10 +68,6 @@ VOXEL_SETTINGS: dict = {
 DEFAULT_VOXEL_FEATURES = ("firstorder_Mean", "firstorder_Entropy", "glcm_Contrast", "glrlm_RunEntropy")
 
 CODE_VERSION = "radiomics-features-1"
-
-
-class RadiomicsError(CtsurvError):
-    """Radiomics feature extraction failed (missing package, empty region...)."""
 
 
 def _radiomics():

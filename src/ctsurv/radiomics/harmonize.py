@@ -16,13 +16,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ctsurv.exceptions import CtsurvError
+from ctsurv.exceptions import CtsurvError, HarmonizationError
 
 __all__ = ["ComBat", "rkn_bands", "rkn_reference", "rkn_normalize"]
-
-
-class HarmonizationError(CtsurvError):
-    """ComBat/RKN cannot be fitted or applied to the given data."""
 
 
 def check_matrix(X, name: str, error: type[CtsurvError]) -> np.ndarray:

@@ -19,14 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ctsurv.exceptions import CtsurvError
+from ctsurv.exceptions import CtsurvError, ModelError
 
 __all__ = ["CoxNet", "ClinicalEncoder", "rank_normalize", "linear_shap", "shap_summary_plot",
            "STAGE_ORDER"]
-
-
-class ModelError(CtsurvError):
-    """A radiomics/clinical model cannot be fitted or applied to the given data."""
 
 
 def _check_xy(X, time, event):

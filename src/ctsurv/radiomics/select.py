@@ -18,15 +18,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from ctsurv.exceptions import CtsurvError
+from ctsurv.exceptions import CtsurvError, SelectionError
 from ctsurv.radiomics.harmonize import check_matrix
 
 __all__ = ["NearZeroVariance", "CorrelationFilter", "StabilitySelector", "Standardizer", "PCA",
            "cox_score_test"]
-
-
-class SelectionError(CtsurvError):
-    """Feature selection/reduction cannot be fitted or applied."""
 
 
 def _X(X, name="X") -> np.ndarray:

@@ -1,0 +1,128 @@
+"""The one place for atomic file writes and content hashes (layer 0: standard library + numpy).
+
+Atomic writes
+-------------
+Every artifact ctsurv writes (prepared patients, trunk and volume caches, fold records, ONNX
+exports, run tables) goes through :func:`atomic_write`: the bytes are written to a temporary
+file with a *unique* name in the destination folder (``tempfile.mkstemp``, so two processes
+writing the same artifact never share a temporary file), flushed and ``fsync``-ed, then moved
+into place with ``os.replace`` (atomic on POSIX and Windows within one file system). A crash
+leaves either the old file or the new one, never a torn file; the temporary file is removed on
+any error.
+
+Hashes
+------
+:func:`json_hash` is the content hash of a JSON-able mapping (keys sorted, so dict order never
+changes it); :func:`file_sha256` hashes a file in chunks, memoised on (real path, size, mtime).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "atomic_save_npy", "atomic_savez", "atomic_to_csv", "json_hash", "file_sha256",
+           "bytes_sha256"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(fh)`` on a unique temporary file beside ``path``, fsync, then rename.
+
+    Parameters
+    ----------
+    path : path
+        Destination; its folder is created when missing.
+    write : callable
+        Receives a binary file object opened for writing.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> Path:
+    """Write ``obj`` as strict JSON (``NaN``/``inf`` are refused: other parsers reject them)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False))
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """``np.save`` to ``path`` atomically (no pickled objects)."""
+    return atomic_write(path, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
+
+
+def atomic_savez(path: str | os.PathLike, *, compressed: bool = True, **arrays: np.ndarray) -> Path:
+    """``np.savez[_compressed]`` of ``arrays`` to ``path`` atomically."""
+    save = np.savez_compressed if compressed else np.savez
+    return atomic_write(path, lambda fh: save(fh, **arrays))
+
+
+def atomic_to_csv(path: str | os.PathLike, frame, **kwargs: Any) -> Path:
+    """``DataFrame.to_csv`` to ``path`` atomically (``index=False`` unless given)."""
+    kwargs.setdefault("index", False)
+    buf = io.StringIO()
+    frame.to_csv(buf, **kwargs)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def json_hash(obj: Any, *, length: int | None = None) -> str:
+    """SHA-256 hex digest of ``obj`` as sorted-key JSON (non-JSON values via ``str``).
+
+    ``length`` truncates the digest (e.g. 16 hex digits for folder-level configuration hashes).
+    """
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return digest if length is None else digest[:length]
+
+
+def bytes_sha256(data: bytes) -> str:
+    """SHA-256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks, memoised on (real path, size, mtime)."""
+    st = os.stat(path)
+    memo_key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if memo_key not in _SHA_MEMO:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA_MEMO[memo_key] = h.hexdigest()
+    return _SHA_MEMO[memo_key]
