@@ -1,0 +1,71 @@
+"""Read CT volumes (DICOM series, NIfTI, NRRD) and RTSTRUCT masks; write test DICOM.
+
+Reading
+-------
+:func:`read_ct` turns a folder of DICOM files (any layout: flat numbered files as in LUNG1,
+or TCIA's nested study/series folders) or a NIfTI/NRRD file into a :class:`ctsurv.types.CTVolume`
+in Hounsfield units with the geometry convention of :mod:`ctsurv.types`. Broken geometry
+(missing slices, tilt, mixed spacing/orientation, ...) raises a :class:`GeometryError` or a
+:class:`DicomSeriesError` naming the patient, the series and the reason; the only repair made
+(dropping exact duplicate slices) is recorded in ``CTVolume.notes``.
+
+:func:`list_rois` and :func:`read_rtstruct_mask` read RT Structure Sets and rasterise
+``CLOSED_PLANAR`` contours onto the voxel grid of a :class:`CTVolume`: each contour is filled
+alone by the even-odd rule on pixel centres, and the contours of one slice are combined by
+nesting (a contour inside a larger one cuts a hole, an island in a hole is filled, repeated
+copies unite), not by XOR; see :mod:`ctsurv.io.rtstruct`.
+
+Writing
+-------
+:func:`write_ct_series` and :func:`write_rtstruct` write minimal, valid DICOM CT series and
+RT Structure Sets (deterministic UIDs from a seed), used by synthetic cohorts and by the fault
+tests: ``slice_positions`` and ``extra_tags`` plant gaps, duplicates, tilt and missing tags.
+
+Privacy: only the cohort's patient ID is read or written; no name, birth date or other identifier.
+
+Modules (imports form a DAG): :mod:`~ctsurv.io._common` (SOP class UIDs, DICOM folder scan)
+-> :mod:`~ctsurv.io.dicom` (DICOM CT series reading and geometry checks) ->
+:mod:`~ctsurv.io.image` (NIfTI/NRRD, :func:`read_ct`) and :mod:`~ctsurv.io.write` (writers);
+:mod:`~ctsurv.io._common` -> :mod:`~ctsurv.io.rtstruct` (RTSTRUCT reading). This package
+re-exports every name of the former single module ``ctsurv/io.py``, private helpers included.
+"""
+
+from __future__ import annotations
+
+from ctsurv.io._common import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE, _DICOM_SUFFIXES, _scan_dicom, _walk
+from ctsurv.io.dicom import (
+    _AXIAL_MIN_COS,
+    _COS_TOL,
+    _DUP_TOL,
+    _GAP_FACTOR,
+    _SPACING_TOL,
+    _TILT_TOL_DEG,
+    _choose_series,
+    _get,
+    _normal,
+    _pixels,
+    _read_dicom_ct,
+)
+from ctsurv.io.image import _read_image_file, read_ct
+from ctsurv.io.rtstruct import (
+    _contour_points,
+    _fill_even_odd,
+    _fill_nested,
+    _one_rtstruct,
+    _referenced_series,
+    _roi_names,
+    _rtstruct_files,
+    list_rois,
+    read_rtstruct_mask,
+)
+from ctsurv.io.write import _DETACHED_STUDY, _apply_tag, _ds, _file_meta, _uid, write_ct_series, write_rtstruct
+
+__all__ = [
+    "CT_IMAGE_STORAGE",
+    "RTSTRUCT_STORAGE",
+    "list_rois",
+    "read_ct",
+    "read_rtstruct_mask",
+    "write_ct_series",
+    "write_rtstruct",
+]

@@ -1,0 +1,51 @@
+"""Constants and the DICOM folder scan shared by the readers and writers of :mod:`ctsurv.io`.
+
+Holds the SOP class UIDs (CT Image Storage, RT Structure Set Storage) and :func:`_scan_dicom`,
+which walks a folder in any layout and returns the header of every DICOM file in it; both the
+CT reader (:mod:`ctsurv.io.dicom`) and the RTSTRUCT reader (:mod:`ctsurv.io.rtstruct`) use it.
+Imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from ctsurv.exceptions import DicomSeriesError
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+#: file suffixes that promise DICOM: such a file that cannot be parsed is an error, not skipped
+_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+
+
+def _walk(path: Path) -> list[Path]:
+    files = []
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        files.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
+    return files
+
+
+def _scan_dicom(path: Path, who: str) -> list[tuple[Path, Dataset]]:
+    """Headers of every DICOM file under ``path``; non-DICOM files are skipped.
+
+    A file named like DICOM (``.dcm``) or carrying the ``DICM`` marker that cannot be parsed
+    is an error naming the file. Pixel data are deferred (read later, only for the chosen series).
+    """
+    found = []
+    for f in _walk(path):
+        try:
+            ds = pydicom.dcmread(f, defer_size=4096)
+        except InvalidDicomError as exc:
+            if f.suffix.lower() in _DICOM_SUFFIXES:
+                raise DicomSeriesError(f"patient {who}: file {f} is not readable DICOM ({exc})") from exc
+            continue  # not DICOM at all (README.txt, checksums, ...)
+        except Exception as exc:  # truncated / corrupt files raise many kinds of errors
+            raise DicomSeriesError(f"patient {who}: file {f} is corrupt DICOM ({type(exc).__name__}: {exc})") from exc
+        found.append((f, ds))
+    return found
