@@ -5,7 +5,8 @@ Atomic writes
 Every artifact ctsurv writes (prepared patients, trunk and volume caches, fold records, ONNX
 exports, run tables) goes through :func:`atomic_write`: the bytes are written to a temporary
 file with a *unique* name in the destination folder (``tempfile.mkstemp``, so two processes
-writing the same artifact never share a temporary file), flushed and ``fsync``-ed, then moved
+writing the same artifact never share a temporary file; its mode is set to what ``open`` would
+give, ``0666 & ~umask``), flushed and ``fsync``-ed, then moved
 into place with ``os.replace`` (atomic on POSIX and Windows within one file system). A crash
 leaves either the old file or the new one, never a torn file; the temporary file is removed on
 any error.
@@ -53,6 +54,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -62,6 +65,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
