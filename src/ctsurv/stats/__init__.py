@@ -1,0 +1,46 @@
+"""Survival statistics: Kaplan-Meier, log-rank, Cox, calibration, binary metrics, DCA, resampling.
+
+Every function validates its input first and raises :class:`ctsurv.exceptions.MetricError`
+with the offending position and reason. Survival arguments come as ``(time, event)`` with
+``time`` in months (any non-negative unit works) and ``event`` 0/1 (1 = death observed).
+Stochastic functions take a keyword-only ``rng: np.random.Generator`` and never use the global
+random state.
+
+Oracles: :func:`kaplan_meier`, :func:`logrank_test` and :func:`cox_univariable` agree with
+lifelines (``KaplanMeierFitter``, ``multivariate_logrank_test``, ``CoxPHFitter``) on its bundled
+data sets; see ``tests/test_stats.py``.
+
+Modules: :mod:`~ctsurv.stats.km` (the product-limit core, Kaplan-Meier, log-rank),
+:mod:`~ctsurv.stats.cox`, :mod:`~ctsurv.stats.groups` (risk cut points and groups),
+:mod:`~ctsurv.stats.calibration`, :mod:`~ctsurv.stats.binary` (binary metrics at a horizon,
+thresholds, decision curves) and :mod:`~ctsurv.stats.resampling` (bootstrap, permutation,
+Wilcoxon). Survival inputs go through :func:`ctsurv._checks.check_survival`.
+"""
+
+from __future__ import annotations
+
+from ctsurv.stats.binary import (
+    BinaryLabels,
+    binary_labels_at,
+    binary_metrics,
+    choose_threshold,
+    decision_curve,
+)
+from ctsurv.stats.calibration import CalibrationResult, calibration_at
+from ctsurv.stats.cox import cox_univariable
+from ctsurv.stats.groups import risk_cutpoints, risk_groups
+from ctsurv.stats.km import KaplanMeier, kaplan_meier, logrank_test
+from ctsurv.stats.resampling import (
+    BootstrapResult,
+    PermutationResult,
+    bootstrap_ci,
+    paired_permutation_test,
+    wilcoxon_signed_rank,
+)
+
+__all__ = [
+    "KaplanMeier", "kaplan_meier", "logrank_test", "cox_univariable", "risk_cutpoints",
+    "risk_groups", "CalibrationResult", "calibration_at", "BinaryLabels", "binary_labels_at",
+    "binary_metrics", "choose_threshold", "decision_curve", "BootstrapResult", "bootstrap_ci",
+    "PermutationResult", "paired_permutation_test", "wilcoxon_signed_rank",
+]
