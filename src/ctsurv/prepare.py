@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import time as _time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,8 +31,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
+from ctsurv import cohort as cohort_mod
+from ctsurv._util import atomic_to_csv, atomic_write_json, atomic_write_text
 from ctsurv.exceptions import CohortError, CtsurvError
+from ctsurv.preprocess import PreprocessConfig, PreprocessedCT, preprocess_ct
 
 #: Bump when the preparation code changes its output for the same input.
 PREPARE_VERSION = "1"
@@ -89,16 +94,9 @@ def artifact_path(out_dir: str | Path, pid: str) -> Path:
     return Path(out_dir) / "patients" / f"{pid}.npz"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _prepare_one(pid: str, entry: str, out_dir: str, config_dict: dict, key: str) -> dict:
     """Worker: read, preprocess and save one patient. Returns a manifest row."""
-    from ctsurv.io import read_ct
-    from ctsurv.preprocess import PreprocessConfig, preprocess_ct
+    from ctsurv.io import read_ct  # pydicom & co.: only the workers read images
 
     t0 = _time.perf_counter()
     row = {"patient_id": pid, "source_key": key}
@@ -109,7 +107,7 @@ def _prepare_one(pid: str, entry: str, out_dir: str, config_dict: dict, key: str
         pre.save(path)
         meta = {"patient_id": pid, "source_key": key, "fingerprint": pre.fingerprint,
                 "n_slices": int(len(pre.slices)), "notes": list(getattr(ct, "notes", ()))}
-        _atomic_write_text(_artifact_meta_path(Path(out_dir), pid), json.dumps(meta))
+        atomic_write_json(_artifact_meta_path(Path(out_dir), pid), meta)
         row.update(status="ok", reason="; ".join(meta["notes"]), n_slices=meta["n_slices"],
                    fingerprint=pre.fingerprint)
     except CtsurvError as exc:
@@ -162,18 +160,26 @@ def prepare_cohort(
         ``None`` prepares images only (for scoring new patients).
     out_dir : path
         Output folder: ``manifest.csv``, ``cohort.csv`` (the clean survival table of the
-        ``ok`` patients), ``patients/<ID>.npz`` and ``patients/<ID>.json``.
+        ``ok`` patients; only when ``clinical`` is given), ``prepare_config.json``,
+        ``patients/<ID>.npz`` and ``patients/<ID>.json``, each written atomically
+        (:mod:`ctsurv._util`).
     config : PreprocessConfig, optional
+        Default ``PreprocessConfig()``.
     workers : int
-        Worker processes (2 uses both cores).
+        Worker processes, started with ``spawn`` (2 uses both cores); with ``workers <= 1``
+        or a single patient to compute, patients are prepared in this process.
+    progress : bool
+        Show a progress bar over the patients to compute.
+    horizon_months : float or None
+        Administrative censoring horizon passed to
+        :func:`ctsurv.cohort.read_lung1_clinical` when ``clinical`` is a path (None disables;
+        ignored for a DataFrame).
 
     Returns
     -------
     DataFrame
         The manifest: one row per patient of the union of table rows and image entries.
     """
-    from ctsurv.preprocess import PreprocessConfig
-
     config = config or PreprocessConfig()
     out_dir = Path(out_dir)
     (out_dir / "patients").mkdir(parents=True, exist_ok=True)
@@ -208,8 +214,6 @@ def prepare_cohort(
     if todo:
         bar = _progress(len(todo), progress, desc="prepare")
         if workers > 1 and len(todo) > 1:
-            import multiprocessing as mp
-
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                      initializer=_init_worker) as pool:
                 futures = [pool.submit(_prepare_one, *args) for args in todo]
@@ -229,12 +233,13 @@ def prepare_cohort(
         str(i.patient_id) for i in table_issues.itertuples()})
     manifest["has_images"] = manifest["patient_id"].isin(entries)
     manifest["n_slices"] = manifest["n_slices"].astype("Int64")
-    _atomic_write_text(out_dir / "manifest.csv", manifest.to_csv(index=False))
+    atomic_to_csv(out_dir / "manifest.csv", manifest)
     if table is not None:
         ok = set(manifest.loc[manifest.status == "ok", "patient_id"])
         cohort = table[table["patient_id"].isin(ok)].sort_values("patient_id")
-        _atomic_write_text(out_dir / "cohort.csv", cohort.to_csv(index=False))
-    (out_dir / "prepare_config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+        atomic_to_csv(out_dir / "cohort.csv", cohort)
+    atomic_write_text(out_dir / "prepare_config.json",
+                      json.dumps(config_dict, indent=2, default=str))
     return manifest
 
 
@@ -245,8 +250,6 @@ def _config_dict(config) -> dict:
 
 def _load_table(clinical, entries: dict, horizon_months):
     """Standardised survival table and its issues (patient_id, reason)."""
-    from ctsurv import cohort as cohort_mod
-
     empty = pd.DataFrame(columns=["patient_id", "reason"])
     if clinical is None:
         return None, empty
@@ -265,15 +268,11 @@ def _load_table(clinical, entries: dict, horizon_months):
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, disable=not enabled, desc=desc, unit="patient")
 
 
 def load_prepared(out_dir: str | Path, patient_ids=None):
     """Load the ``ok`` artifacts of a prepared cohort as ``{patient_id: PreprocessedCT}``."""
-    from ctsurv.preprocess import PreprocessedCT
-
     out_dir = Path(out_dir)
     manifest = pd.read_csv(out_dir / "manifest.csv", dtype={"patient_id": str})
     ok = manifest.loc[manifest.status == "ok", "patient_id"].tolist()

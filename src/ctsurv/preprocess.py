@@ -40,13 +40,15 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
+from ctsurv import segment
+from ctsurv._util import atomic_savez
 from ctsurv.exceptions import CtsurvError, GeometryError, SegmentationError
 from ctsurv.types import CTVolume
 
@@ -200,8 +202,6 @@ def _bspline_axis(a: np.ndarray, axis: int, c: np.ndarray, shape: list[int]) -> 
     """Cubic B-spline along one axis: ``scipy.ndimage.spline_filter1d`` (mirror boundary), then a
     4-tap weighted sum; equal to ``scipy.ndimage.map_coordinates(order=3, mode="mirror")`` along
     that axis, separable so that unchanged axes cost nothing."""
-    from scipy import ndimage
-
     n = a.shape[axis]
     if n == 1:
         return np.take(a, np.zeros(c.shape[0], dtype=np.intp), axis=axis)
@@ -401,13 +401,12 @@ class PreprocessedCT:
     )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write an ``.npz`` atomically (temporary file in the same folder, then ``os.replace``).
+        """Write a compressed ``.npz`` atomically (:func:`ctsurv._util.atomic_savez`: a unique
+        temporary file in the same folder, fsync, then ``os.replace``); returns ``path``.
 
         No pickled objects: metadata is a JSON string, masks are stored as ``mask_<i>`` with
         their names in the metadata, so :meth:`load` works with ``allow_pickle=False``.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {k: getattr(self, k) for k in self._META}
         names = list(self.masks)
         meta["mask_names"] = names
@@ -415,18 +414,7 @@ class PreprocessedCT:
         for i, name in enumerate(names):
             arrays[f"mask_{i}"] = np.asarray(self.masks[name], dtype=bool)
         arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_savez(path, compressed=True, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PreprocessedCT":
@@ -476,8 +464,6 @@ def _resize_stack(stack: np.ndarray, size: int, anti_aliasing: bool, *, is_mask:
     ``sigma = (h / size - 1) / 2`` (skimage's default) is applied first along each shrunk axis.
     Masks: bilinear then ``> 0.5``, no anti-aliasing.
     """
-    from scipy import ndimage
-
     out = stack.astype(np.float32)
     for axis in (1, 2):
         n = out.shape[axis]
@@ -557,12 +543,6 @@ def preprocess_ct(
         raise CtsurvError(f"patient {pid}: extra_masks may not be named 'lung' (reserved for the lung mask)")
     ct_res = resample(ct, config.spacing, config.interpolation)
     if lung is None:
-        try:
-            from ctsurv import segment
-        except ImportError as exc:  # pragma: no cover - depends on the installed tree
-            raise SegmentationError(
-                f"patient {pid}: no lung mask given and ctsurv.segment is unavailable ({exc})"
-            ) from exc
         lung_res = np.asarray(segment.lung_mask(ct_res)).astype(bool)
         if lung_res.shape != ct_res.shape:
             raise SegmentationError(

@@ -11,8 +11,14 @@ Pipeline for one patient (slices ``(S, 224, 224)`` float32 in [0, 1] from ``prep
     emb = encoder.embed_features(torch.from_numpy(gather_views(feats, idx)))  # (S, 256)
 
 Modules: :mod:`~ctsurv.embed.backbones` (registry, strategies, :class:`SliceEncoder`),
-:mod:`~ctsurv.embed.lite0` (EfficientNet-Lite0), :mod:`~ctsurv.embed.augment` (views),
-:mod:`~ctsurv.embed.cache` (disk cache), :mod:`~ctsurv.embed.engine` (ONNX Runtime / torch).
+:mod:`~ctsurv.embed.lite0` (EfficientNet-Lite0), :mod:`~ctsurv.embed.nets2d` (ResNet50, VGG16,
+AlexNet, ViT-B/16), :mod:`~ctsurv.embed.augment` (views), :mod:`~ctsurv.embed.cache` (disk
+cache), :mod:`~ctsurv.embed.engine` (ONNX Runtime / torch).
+
+They import each other as a DAG, function-local imports included: ``augment`` imports no
+other embed module; ``backbones`` imports only ``lite0`` and ``nets2d``; ``engine`` imports
+``backbones``; ``cache`` imports ``augment``, ``backbones`` and ``engine``. Hashes and atomic
+writes come from :mod:`ctsurv._util`, errors from :mod:`ctsurv.exceptions`.
 """
 
 from .augment import AUGMENT_VIEWS, View, ViewSet, apply_view, gather_views, sample_views

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .backbones import EmbedError
+from ctsurv.exceptions import EmbedError
 
 __all__ = ["AUGMENT_VIEWS", "View", "ViewSet", "apply_view", "gather_views", "sample_views"]
 

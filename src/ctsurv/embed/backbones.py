@@ -100,7 +100,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError, EmbedError
+from ctsurv._util import file_sha256
+from ctsurv.exceptions import EmbedError, ModelMismatchError, WeightsNotFoundError
 
 from . import nets2d
 from .lite0 import EfficientNetLite0
@@ -589,8 +590,6 @@ class SliceEncoder(nn.Module):
 def _sha256_or_id(path: Path | None, seed: int) -> str:
     if path is None:
         return f"random-init-seed-{seed}"
-    from .cache import file_sha256
-
     return file_sha256(path)
 
 

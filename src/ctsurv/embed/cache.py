@@ -1,19 +1,24 @@
 """Disk cache of trunk outputs, so epochs and folds never recompute the frozen trunk.
 
 One file per (patient input, augmentation view): ``<root>/<backbone>/<kk>/<key>.npy`` plus a
-``.json`` sidecar listing the key parts. The key is the SHA-256 of
+``.json`` sidecar listing the key parts. The key is :func:`ctsurv._util.json_hash` (the
+SHA-256 of sorted-key JSON) of
 
 * the caller's parts (``key_parts``): at least ``"preprocess"``, the preprocessing
   fingerprint; typically also ``"patient_id"``;
-* the SHA-256 of the slice array itself (so a stale fingerprint can never serve wrong data);
-* backbone name, weights file SHA-256 (computed once per file and memoised), cut point,
+* the SHA-256 of the slice array itself and its shape (so a stale fingerprint can never
+  serve wrong data);
+* backbone name, weights file SHA-256 (:func:`file_sha256`, memoised), cut point,
   ``in_channels_mode``, image size;
 * the augmentation view (flip, angle);
 * the storage dtype and :data:`EMBED_CODE_VERSION`.
 
+:func:`file_sha256` is :func:`ctsurv._util.file_sha256`, re-exported here.
+
 Nothing about folds, epochs or the trainable head enters the key. Writes are atomic
-(temporary file in the same folder, then ``os.replace``), so a crash leaves either the old
-file or the new one; an unreadable or wrongly shaped file counts as a miss and is rewritten.
+(:func:`ctsurv._util.atomic_write`: a unique temporary file in the same folder, fsync, then
+``os.replace``), so a crash leaves either the old file or the new one; an unreadable, wrongly
+shaped or wrongly typed file counts as a miss and is rewritten.
 
 Storage ``"float16"`` halves the size. Its error is bounded by float16 rounding:
 ``|x16 - x| <= 2**-11 |x|`` for ``|x| >= 2**-14`` and ``<= 2**-25`` below, so the error
@@ -23,17 +28,17 @@ relative to the largest value is below 4.9e-4 (< 1e-3). Values beyond the float1
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from ctsurv._util import atomic_save_npy, atomic_write_text, bytes_sha256, file_sha256, json_hash
+from ctsurv.exceptions import EmbedError
+
 from .augment import AUGMENT_VIEWS, ViewSet, apply_view
-from .backbones import EmbedError, SliceEncoder
+from .backbones import SliceEncoder
 from .engine import TrunkRunner, get_runner
 
 __all__ = ["EMBED_CODE_VERSION", "STORAGE_DTYPES", "TrunkCache", "compute_trunk_features",
@@ -43,32 +48,6 @@ __all__ = ["EMBED_CODE_VERSION", "STORAGE_DTYPES", "TrunkCache", "compute_trunk_
 EMBED_CODE_VERSION = "1"
 STORAGE_DTYPES = ("float32", "float16")
 _FP16_MAX = float(np.finfo(np.float16).max)
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, memoised on (real path, size, modification time)."""
-    st = os.stat(path)
-    memo_key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if memo_key not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_MEMO[memo_key] = h.hexdigest()
-    return _SHA_MEMO[memo_key]
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class TrunkCache:
@@ -93,7 +72,7 @@ class TrunkCache:
     def key(self, parts: Mapping[str, str]) -> str:
         """SHA-256 of the sorted key parts (plus storage dtype and code version)."""
         full = {**parts, "storage": self.storage, "embed_code_version": EMBED_CODE_VERSION}
-        return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()
+        return json_hash(full)
 
     def path(self, parts: Mapping[str, str]) -> Path:
         """File that holds (or will hold) the array for ``parts``."""
@@ -122,11 +101,10 @@ class TrunkCache:
                                  f"({_FP16_MAX:g}); use storage='float32'")
         data = np.ascontiguousarray(array, dtype=np.dtype(self.storage))
         path = self.path(parts)
-        _atomic_write(path, lambda fh: np.save(fh, data, allow_pickle=False))
+        atomic_save_npy(path, data)
         meta = {**parts, "storage": self.storage, "embed_code_version": EMBED_CODE_VERSION,
                 "shape": list(data.shape)}
-        _atomic_write(path.with_suffix(".json"),
-                      lambda fh: fh.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True))
         return path
 
 
@@ -199,7 +177,7 @@ def compute_trunk_features(slices: np.ndarray, encoder: SliceEncoder, *,
     v = views[int(view)]
     shape = (slices.shape[0], *encoder.trunk_out_shape)
     parts = {**key_parts, **encoder.fingerprint(), "view": v.tag,
-             "input_sha256": hashlib.sha256(slices.tobytes()).hexdigest(),
+             "input_sha256": bytes_sha256(slices.tobytes()),
              "input_shape": "x".join(map(str, slices.shape))}
     if cache is not None:
         hit = cache.load(parts, shape)

@@ -1,10 +1,11 @@
 """Run a frozen trunk over slices: ONNX Runtime (default) or PyTorch eager.
 
 The trunk never changes during training, so it is exported to ONNX once per (backbone,
-weights hash, cut point, input mode, image size, code version), written atomically to
-``<cache_dir>/onnx/``, checked against PyTorch on a random input (max abs difference <= 1e-4,
-else :class:`OnnxMismatchError`) each time a runner opens it, and run by ONNX Runtime on the
-CPU. ``engine="torch"`` runs the same trunk eagerly in ``channels_last`` memory format.
+weights hash, cut point, input mode, image size, code version), written atomically
+(:func:`ctsurv._util.atomic_write_bytes`) to ``<cache_dir>/onnx/`` (kept in memory without a
+``cache_dir``), checked against PyTorch on a fixed pseudo-random input (two slices, seed 0;
+max abs difference <= 1e-4, else :class:`OnnxMismatchError`) each time a runner opens it, and
+run by ONNX Runtime on the CPU. ``engine="torch"`` runs the same trunk eagerly in ``channels_last`` memory format.
 Both are batched over slices (``batch_size`` default 32).
 
 The check is absolute. For the pooled cut ("feature-extractor", outputs O(1)) typical
@@ -16,21 +17,22 @@ fails for some weights, ``engine="torch"`` gives the reference values.
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import io
 import os
-import tempfile
 import warnings
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
-from ctsurv.exceptions import ModelMismatchError, OnnxMismatchError
+from ctsurv._util import atomic_write_bytes, bytes_sha256
+from ctsurv.exceptions import EmbedError, OnnxMismatchError
 
-from .backbones import EmbedError, SliceEncoder
+from .backbones import SliceEncoder
 
 __all__ = ["ENGINES", "OnnxMismatchError", "TrunkRunner", "export_trunk_onnx", "get_runner"]
 
@@ -41,8 +43,14 @@ ENGINE_CODE_VERSION = "1"
 
 
 def _onnx_name(encoder: SliceEncoder) -> str:
+    """File name of the trunk's ONNX export: backbone, cut point, 16 hex digits of the
+    fingerprint's SHA-256, engine code version.
+
+    The digest hashes ``repr(sorted(fingerprint.items()))``, not :func:`ctsurv._util.json_hash`'s
+    JSON, so that existing exports keep their names.
+    """
     fp = encoder.fingerprint()
-    digest = hashlib.sha256(repr(sorted(fp.items())).encode()).hexdigest()[:16]
+    digest = bytes_sha256(repr(sorted(fp.items())).encode())[:16]
     cut = encoder.cut_point.replace(":", "_")
     return f"{encoder.backbone}-{cut}-{digest}-v{ENGINE_CODE_VERSION}.onnx"
 
@@ -68,17 +76,7 @@ def export_trunk_onnx(encoder: SliceEncoder, path: str | Path | None = None) -> 
     data = buf.getvalue()
     if path is None:
         return data
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_bytes(path, data)
 
 
 @contextmanager
@@ -130,13 +128,9 @@ class TrunkRunner:
         if engine == "onnx":
             self._open_onnx(encoder, cache_dir)
         else:
-            import copy
-
             self._trunk = copy.deepcopy(encoder.trunk).eval().to(memory_format=torch.channels_last)
 
     def _open_onnx(self, encoder: SliceEncoder, cache_dir: str | Path | None) -> None:
-        import onnxruntime as ort
-
         if cache_dir is None:
             model: bytes | str = export_trunk_onnx(encoder)
         else:

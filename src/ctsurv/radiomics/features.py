@@ -13,8 +13,10 @@ Regions: any named RTSTRUCT ROI (``"GTV-1"``, ``"Lung L"``...), or ``"lungs"`` =
 segmentation (:func:`ctsurv.segment.lung_mask`). DICOM-SEG is not read here.
 
 Results are cached per patient and region under ``cache_dir`` as JSON with a fingerprint of
-the input files (names, sizes, mtimes), the region, the settings and the PyRadiomics
-version: a rerun recomputes only what changed, and a crash loses at most the item in flight.
+the input files (names, sizes, mtimes; :func:`ctsurv.prepare.source_key`), the region, the
+settings, the feature classes, the PyRadiomics version and :data:`CODE_VERSION`: a rerun
+recomputes only what changed. Every file (cache entries, the feature CSV and its manifest) is
+written atomically (:mod:`ctsurv._util`), so a crash loses at most the item in flight.
 
 PyRadiomics is an optional dependency (``pip install ctsurv[radiomics]``, package
 ``pyradiomics-bhklab``); a clear error says so when it is missing.
@@ -30,8 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
-from ctsurv.exceptions import CtsurvError, RoiError, RadiomicsError
+from ctsurv._util import atomic_to_csv, atomic_write_text
+from ctsurv.exceptions import CtsurvError, RadiomicsError, RoiError
+from ctsurv.io import read_ct, read_rtstruct_mask
+from ctsurv.prepare import list_image_entries, source_key
+from ctsurv.segment import lung_mask
 from ctsurv.types import CTVolume
 
 __all__ = ["IBSI_SETTINGS", "FEATURE_CLASSES", "VOXEL_SETTINGS", "DEFAULT_VOXEL_FEATURES", "to_sitk",
@@ -83,8 +90,6 @@ def _radiomics():
 
 def to_sitk(array: np.ndarray, ct: CTVolume):
     """A SimpleITK image of ``array`` (z, y, x) with the geometry of ``ct``."""
-    import SimpleITK as sitk
-
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(tuple(float(s) for s in ct.spacing[::-1]))
     img.SetOrigin(tuple(float(o) for o in ct.origin))
@@ -97,11 +102,7 @@ def region_mask(entry: str | os.PathLike, ct: CTVolume, region: str, **lung_opti
     """Boolean mask of ``region`` on the grid of ``ct``: ``"lungs"`` = our lung segmentation,
     anything else = the RTSTRUCT ROI of that name in the patient folder ``entry``."""
     if region.lower() == "lungs":
-        from ctsurv.segment import lung_mask
-
         return lung_mask(ct, **lung_options)
-    from ctsurv.io import read_rtstruct_mask
-
     return read_rtstruct_mask(entry, ct, region)
 
 
@@ -150,8 +151,6 @@ def extract_region(ct: CTVolume, mask: np.ndarray, *, region: str = "", settings
 
 
 def _cache_key(entry: Path, region: str, settings: dict, classes) -> str:
-    from ctsurv.prepare import source_key
-
     radiomics, _ = _radiomics()
     return source_key(entry, {"region": region, "settings": settings, "classes": list(classes),
                               "pyradiomics": radiomics.__version__, "code": CODE_VERSION})
@@ -183,9 +182,6 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
     -------
     DataFrame (the CSV content)
     """
-    from ctsurv.io import read_ct
-    from ctsurv.prepare import list_image_entries
-
     settings = dict(IBSI_SETTINGS if settings is None else settings)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -218,17 +214,15 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
                 log.warning("%s", exc)
                 status.append((pid, region, "failed", str(exc)))
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"key": key, "patient_id": pid, "region": region, "features": feats}))
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps({"key": key, "patient_id": pid, "region": region,
+                                                "features": feats}))
             row.update({f"{region}:{k}": v for k, v in feats.items()})
             status.append((pid, region, "ok", ""))
         rows.append(row)
     df = pd.DataFrame(rows)
-    df.to_csv(out_csv, index=False)
-    pd.DataFrame(status, columns=["patient_id", "region", "status", "reason"]).to_csv(
-        out_csv.with_name(out_csv.stem + ".manifest.csv"), index=False)
+    atomic_to_csv(out_csv, df)
+    atomic_to_csv(out_csv.with_name(out_csv.stem + ".manifest.csv"),
+                  pd.DataFrame(status, columns=["patient_id", "region", "status", "reason"]))
     return df
 
 
@@ -249,8 +243,6 @@ def voxel_feature_maps(ct: CTVolume, mask: np.ndarray, features=DEFAULT_VOXEL_FE
     -------
     ndarray float32, shape ``(C, z, y, x)`` with ``C = len(features)``
     """
-    import SimpleITK as sitk
-
     who = f"patient {ct.patient_id or '?'}"
     mask = np.asarray(mask, bool)
     if mask.shape != ct.hu.shape or not mask.any():
