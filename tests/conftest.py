@@ -36,3 +36,40 @@ def lung1_clinical() -> Path:
 @pytest.fixture(scope="session")
 def lung1_radiomics() -> Path:
     return _need(LUNG1_RADIOMICS)
+
+
+# ----------------------------------------------------------------------------- shared phantoms
+#: The small phantom cohort shared by the tests of model kinds, horizons and studies: 12
+#: patients (DICOM + RTSTRUCT + LUNG1-format table), written once per test session.
+TINY_N = 12
+TINY_SEED = 21
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """Folder of a 12-patient phantom cohort (``images/``, ``clinical.csv``, ``truth.csv``)."""
+    from ctsurv.synthetic import write_phantom_cohort
+
+    root = tmp_path_factory.mktemp("tiny-cohort")
+    write_phantom_cohort(root, n_patients=TINY_N, seed=TINY_SEED)
+    return root
+
+
+def tiny_config(cohort: Path, prepared: Path, **sections):
+    """A fast run configuration on :func:`tiny_cohort`: 64-pixel slices, Lite0, no augmentation,
+    2 epochs, 3 folds, 1 thread. ``sections`` are merged over it (e.g. ``data={...}``)."""
+    from ctsurv.config import from_dict
+
+    values = {"seed": 11,
+              "data": {"images": str(cohort / "images"), "clinical": str(cohort / "clinical.csv"),
+                       "prepared": str(prepared)},
+              "preprocess": {"size": 64},
+              "embed": {"backbone": "efficientnet-lite0", "augment": False},
+              "train": {"epochs": 2, "threads": 1},
+              "cv": {"n_folds": 3, "val_fraction": 0.2}}
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            values[key] = {**values.get(key, {}), **value}
+        else:
+            values[key] = value
+    return from_dict(values)

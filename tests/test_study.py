@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from ctsurv.study import StudyError, load_study, model_complexity, run_study, volume_features
-from ctsurv.synthetic import write_phantom_cohort
 
-N_PATIENTS = 12
+from conftest import TINY_N as N_PATIENTS  # the shared tiny phantom cohort (seed 21)
 
 
 def _study(cohort, prepared):
@@ -42,11 +41,10 @@ def _study(cohort, prepared):
 
 
 @pytest.fixture(scope="module")
-def done_study(tmp_path_factory):
+def done_study(tmp_path_factory, tiny_cohort):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("study")
-    write_phantom_cohort(root / "cohort", n_patients=N_PATIENTS, seed=21)
-    spec = _study(root / "cohort", root / "prepared")
+    spec = _study(tiny_cohort, root / "prepared")
     table = run_study(spec, root / "out", progress=False)
     return root, spec, table
 

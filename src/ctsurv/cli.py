@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="metrics and figures from a predictions.csv")
     s.add_argument("--predictions", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--horizons", type=float, nargs="+", default=[12.0, 24.0])
+    s.add_argument("--horizons", type=float, nargs="+", default=None,
+                   help="months (default: 12, 24, 36, 60 up to the predictions' horizon, and the horizon)")
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(func=_cmd_evaluate)

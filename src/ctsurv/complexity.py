@@ -40,9 +40,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from ctsurv.exceptions import CtsurvError, ComplexityError
+from ctsurv.embed import build_backbone
+from ctsurv.exceptions import ComplexityError, CtsurvError
+from ctsurv.models import DeepHit, SurvivalNet, make_aggregator
+from ctsurv.models3d import (DenseNet3D121, MedicalSliceTransformer, ResNet3D18, ViTSliceEncoder,
+                             Volume3DNet)
 
 __all__ = ["ComplexityError", "count_params", "gflops", "ComplexityConfig", "complexity_table",
            "default_configs", "PAPER_GFLOPS"]
@@ -103,8 +108,6 @@ def gflops(model: nn.Module, example_inputs, *, device: str = "cpu", kwargs: dic
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         # the math backend of scaled_dot_product_attention is made of counted matmuls
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             m(*inputs, **kwargs)
@@ -163,8 +166,6 @@ class _Pool(nn.Module):
 def slice_model_config(name: str, encoder: nn.Module, aggregator: nn.Module, head: nn.Module, *,
                        n_slices: int = 72, image_size: int = 224, notes: str = "") -> ComplexityConfig:
     """Config of a 2D slice model: encoder run ``n_slices`` times + aggregator + head."""
-    from ctsurv.models import SurvivalNet
-
     model = SurvivalNet(encoder, aggregator, head)
     emb_dim = getattr(encoder, "embed_dim", None)
     if emb_dim is None:
@@ -193,10 +194,6 @@ def default_configs(*, n_slices: int = 72, image_size: int = 224,
     image; the original MST packs 3 slices per image, i.e. 1/3 of its encoder FLOPs) and with
     EfficientNet-Lite0.
     """
-    from ctsurv.embed import build_backbone
-    from ctsurv.models import DeepHit, make_aggregator
-    from ctsurv.models3d import DenseNet3D121, MedicalSliceTransformer, ResNet3D18, ViTSliceEncoder, Volume3DNet
-
     keep = include or (lambda name: True)
     out: list[ComplexityConfig] = []
     for bb in ("efficientnet-b0", "efficientnet-lite0"):

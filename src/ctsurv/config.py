@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
+from ctsurv._util import atomic_write_text
 from ctsurv.exceptions import CtsurvError
+from ctsurv.types import TimeGrid
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class DataConfig:
     clinical: str | None = None  #: LUNG1-format clinical CSV
     horizon_months: float = 24.0  #: administrative censoring (seed 000: 2-year OS)
     prepared: str | None = None  #: output folder of ``ctsurv prepare`` (default: <run>/prepared)
+    #: width of the label bins and of the survival grid, months (seed 000: monthly bins);
+    #: with ``horizon_months`` it defines :class:`ctsurv.types.TimeGrid`
+    bin_width_months: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,11 @@ class RunConfig:
     cv: CVSection = field(default_factory=CVSection)
     permute_labels: bool = False  #: honesty control: shuffle (time, event) across patients
 
+    @property
+    def time_grid(self) -> TimeGrid:
+        """Label bins, head size, survival grid and ``S_*`` columns of this run."""
+        return TimeGrid(self.data.horizon_months, self.data.bin_width_months)
+
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
@@ -112,7 +122,7 @@ class RunConfig:
         return from_dict(_merge(self.to_dict(), sections))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _plain(obj: Any) -> Any:

@@ -2,7 +2,9 @@
 
 A predictions file (``predictions.csv`` of a run, deep or radiomics) has one row per patient:
 ``patient_id``, ``time`` (months), ``event`` (0/1), ``risk`` (higher = worse; for DeepHit the
-probability of death by 24 months), ``S_0 ... S_24`` (predicted survival at months 0..24),
+probability of death by the horizon), ``S_0 ... S_<H>`` (predicted survival on the run's time
+grid, :class:`ctsurv.types.TimeGrid`: ``S_0 ... S_24`` for the default 24 monthly bins; the grid
+is read from the columns, so any horizon and bin width evaluate),
 optionally ``fold`` and ``risk_cut`` (the training-median risk of the patient's fold model,
 used to form risk groups without looking at test patients).
 
@@ -20,10 +22,42 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ctsurv import metrics as M
+from ctsurv._util import atomic_to_csv, atomic_write_text
+from ctsurv import plots
+from ctsurv import stats as S
 from ctsurv.exceptions import CtsurvError, MetricError
+from ctsurv.metrics import concordance_td
+from ctsurv.types import DEFAULT_GRID, TimeGrid
 
-GRID = np.arange(25, dtype=float)
-S_COLUMNS = [f"S_{m}" for m in range(25)]
+#: the default (24-month) grid and its columns; a predictions file carries its own grid
+GRID = DEFAULT_GRID.times
+S_COLUMNS = DEFAULT_GRID.columns
+#: reporting horizons (months) of seeds 002/003, used where they lie on the grid
+REPORT_HORIZONS = (12.0, 24.0, 36.0, 60.0)
+
+
+def prediction_grid(df: pd.DataFrame) -> TimeGrid:
+    """The time grid of a predictions frame, from its ``S_*`` columns."""
+    return TimeGrid.from_columns(df.columns)
+
+
+def _expected_columns(columns) -> list[str]:
+    """The ``S_*`` columns a frame should have: the even grid from ``S_0`` to its last ``S_*``
+    column, with the smallest step among them (the default grid when there is none)."""
+    t = []
+    for c in columns:
+        try:
+            t.append(float(c[2:])) if isinstance(c, str) and c.startswith("S_") else None
+        except ValueError:
+            continue
+    t = np.unique(t)
+    if len(t) < 2 or t[-1] <= 0:
+        return S_COLUMNS
+    try:
+        return TimeGrid(float(t[-1]), float(np.diff(t).min())).columns
+    except CtsurvError:
+        return [f"S_{v:g}" for v in t]
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
@@ -35,14 +69,18 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"patient_id": str})
     except OSError as exc:
         raise CtsurvError(f"cannot read predictions {path}: {exc}") from exc
-    need = ["patient_id", "time", "event", "risk", *S_COLUMNS]
+    need = ["patient_id", "time", "event", "risk", *_expected_columns(df.columns)]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise CtsurvError(f"{path}: missing columns {missing[:6]}{'...' if len(missing) > 6 else ''}")
+    try:
+        cols = prediction_grid(df).columns
+    except CtsurvError as exc:
+        raise CtsurvError(f"{path}: {exc}") from exc
     if df["patient_id"].duplicated().any():
         dup = df.loc[df["patient_id"].duplicated(), "patient_id"].tolist()[:5]
         raise CtsurvError(f"{path}: patients predicted twice: {dup}")
-    bad = df[df[["time", "risk", *S_COLUMNS]].isna().any(axis=1)]
+    bad = df[df[["time", "risk", *cols]].isna().any(axis=1)]
     if len(bad):
         raise CtsurvError(f"{path}: missing values for patients {bad['patient_id'].tolist()[:5]}")
     return df.sort_values("patient_id").reset_index(drop=True)
@@ -71,18 +109,21 @@ def _eval_time(h: float, time: np.ndarray) -> float:
 
 def _arrays(df: pd.DataFrame):
     return (df["time"].to_numpy(float), df["event"].to_numpy(int), df["risk"].to_numpy(float),
-            df[S_COLUMNS].to_numpy(float))
+            df[prediction_grid(df).columns].to_numpy(float))
 
 
-def ctd_ascent(time, event, surv) -> float:
+def ctd_ascent(time, event, surv, times=None) -> float:
     """The ASCENT variant of Ctd (see :func:`ctsurv.metrics.concordance_td`) on our data.
 
     ASCENT works on whole months (``days // 30``); our times are continuous months, so they
-    are floored to the month bin first, exactly as DeepHit's labels are.
+    are floored to the bin of the grid ``times`` (default: monthly, ``0, 1, ...``) first,
+    exactly as DeepHit's labels are.
     """
-    from ctsurv.metrics import concordance_td
-
-    return concordance_td(np.floor(np.asarray(time, float)), event, surv, GRID, method="ascent")
+    surv = np.asarray(surv, float)
+    times = np.arange(surv.shape[1], dtype=float) if times is None else np.asarray(times, float)
+    w = times[1] - times[0]
+    return concordance_td(np.floor(np.asarray(time, float) / w) * w, event, surv, times,
+                          method="ascent")
 
 
 def _safe(fn, *args, **kw) -> float:
@@ -93,16 +134,19 @@ def _safe(fn, *args, **kw) -> float:
 
 
 def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path | None = None, *,
-                         horizons=(12.0, 24.0), n_bootstrap: int = 1000, seed: int = 42) -> dict:
+                         horizons=None, n_bootstrap: int = 1000, seed: int = 42) -> dict:
     """All metrics of a predictions file, with bootstrap CIs; writes metrics.json and figures.
 
+    ``horizons`` (months) default to those of :data:`REPORT_HORIZONS` (1, 2, 3, 5 years) up to
+    the grid's horizon, plus the horizon itself (12 and 24 for the default 24-month grid).
     Returns the metrics dictionary (also written to ``out/metrics.json``).
     """
-    from ctsurv import metrics as M
-    from ctsurv import stats as S
-
     df = predictions if isinstance(predictions, pd.DataFrame) else read_predictions(predictions)
     time, event, risk, surv = _arrays(df)
+    grid = prediction_grid(df)
+    GRID, H = grid.times, grid.horizon
+    if horizons is None:
+        horizons = sorted({h for h in REPORT_HORIZONS if h <= H} | {H})
     if event.sum() == 0:
         raise MetricError("all patients are censored: no discrimination metric is defined")
     horizons = [float(h) for h in horizons]
@@ -122,12 +166,12 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
         res[name] = {"value": b.estimate, "ci_low": b.low, "ci_high": b.high,
                      "n_skipped": b.n_skipped}
     res["ctd_ascent"] = _safe(ctd_ascent, time, event, surv)
-    res["uno_c_tau24"] = _safe(M.concordance_index_ipcw, time, event, time, event, risk,
-                               tau=min(24.0, float(time.max()) - 1e-9))
+    res[f"uno_c_tau{H:g}"] = _safe(M.concordance_index_ipcw, time, event, time, event, risk,
+                                   tau=min(H, float(time.max()) - 1e-9))
     # time-dependent AUC of the predicted probability of death by t (column S_h of the grid)
     res["t_auc"] = {}
     for h in horizons:
-        col = 1.0 - surv[:, min(int(round(h)), 24)]
+        col = 1.0 - surv[:, _grid_index(GRID, h)]
         he = _eval_time(h, time)
 
         def tauc(t, e, r, he=he):
@@ -139,10 +183,11 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
                                       "evaluated_at": he}
         except MetricError as exc:
             res["t_auc"][f"{h:g}"] = {"value": float("nan"), "error": str(exc)}
-    grid_auc = np.arange(max(1.0, np.ceil(time.min())), min(24.0, time.max() - 1e-9))
+    on_auc = (GRID >= max(1.0, np.ceil(time.min()))) & (GRID < min(H, time.max() - 1e-9))
+    grid_auc = GRID[on_auc]
     try:
         aucs, mean_auc = M.cumulative_dynamic_auc(time, event, time, event,
-                                                  1.0 - surv[:, grid_auc.astype(int)], grid_auc)
+                                                  1.0 - surv[:, on_auc], grid_auc)
     except MetricError:
         aucs, mean_auc = np.full(len(grid_auc), np.nan), float("nan")
     res["t_auc_mean"] = float(mean_auc)
@@ -167,7 +212,7 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
                                   hr_high_vs_low=_jsonable(hr))
     res["hr_per_sd_risk"] = _jsonable(S.cox_univariable(time, event, (risk - risk.mean()) / (risk.std() or 1.0)))
     h_cal = max(h for h in horizons)
-    s_at = surv[:, min(int(round(h_cal)), 24)]
+    s_at = surv[:, _grid_index(GRID, h_cal)]
     cal = None
     try:
         cal = S.calibration_at(time, event, s_at, h_cal)
@@ -189,12 +234,17 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
-        dca.to_csv(out / "decision_curve.csv", index=False)
+        atomic_write_text(out / "metrics.json", json.dumps(res, indent=2, default=float))
+        atomic_to_csv(out / "decision_curve.csv", dca)
         if cal is not None:
-            cal.table.to_csv(out / "calibration.csv", index=False)
+            atomic_to_csv(out / "calibration.csv", cal.table)
         _figures(out, time, event, groups, grid_auc, aucs, mean_auc, cal, dca)
     return res
+
+
+def _grid_index(times: np.ndarray, h: float) -> int:
+    """Column of the last grid point at or before ``h`` months (the horizon beyond the grid)."""
+    return int(np.clip(np.searchsorted(times, h + 1e-9, side="right") - 1, 0, len(times) - 1))
 
 
 def _jsonable(obj):
@@ -208,8 +258,6 @@ def _jsonable(obj):
 
 
 def _figures(out, time, event, groups, grid_auc, aucs, mean_auc, cal, dca) -> None:
-    from ctsurv import plots
-
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     fig, ax = plots.new_axes((6, 4.5))
@@ -237,9 +285,6 @@ def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int =
     patient with probability 0.5, ``n_permutations`` times) of the pooled Ctd against the
     reference run. Writes ``compare.md`` and ``compare.csv`` to ``out``.
     """
-    from ctsurv import metrics as M
-    from ctsurv import stats as S
-
     runs = [Path(r) for r in runs]
     ref = Path(reference) if reference else runs[0]
     if ref not in runs:
@@ -254,6 +299,12 @@ def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int =
         if not (np.allclose(df["time"], base["time"]) and (df["event"] == base["event"]).all()):
             raise CtsurvError(f"run {r} has different outcomes than {ref} for the same patients")
     time, event = base["time"].to_numpy(float), base["event"].to_numpy(int)
+    grid = prediction_grid(base)
+    for r, df in frames.items():
+        if prediction_grid(df) != grid:
+            raise CtsurvError(f"run {r} predicts on another time grid ({prediction_grid(df)}) "
+                              f"than {ref} ({grid})")
+    GRID, S_COLUMNS = grid.times, grid.columns
 
     def ctd(t, e, s):
         return M.concordance_td(t, e, s, GRID, method="antolini")
@@ -282,7 +333,7 @@ def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int =
     table = pd.DataFrame(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "compare.csv", index=False)
+    atomic_to_csv(out / "compare.csv", table)
     lines = [f"Reference: `{ref.name}`; paired permutation test ({n_permutations} swaps) of the "
              f"pooled out-of-fold Ctd; 95 % bootstrap CI ({n_bootstrap} resamples).", "",
              "| run | n | Ctd mean ± std over folds | pooled Ctd [95 % CI] | p vs reference |",
@@ -291,5 +342,5 @@ def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int =
         p = "—" if np.isnan(row["p_vs_reference"]) else f"{row['p_vs_reference']:.4f}"
         lines.append(f"| {row['run']} | {row['n']} | {row['ctd_fold_mean']:.3f} ± {row['ctd_fold_std']:.3f} | "
                      f"{row['ctd_pooled']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {p} |")
-    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "compare.md", "\n".join(lines) + "\n")
     return table

@@ -89,3 +89,7 @@ class Model3DError(CtsurvError):
 
 class ComplexityError(CtsurvError):
     """A model cannot be measured with the given inputs. Raised by ``ctsurv.complexity``."""
+
+
+class TimeGridError(CtsurvError):
+    """A horizon, bin width or survival-column set does not form a valid time grid. Raised by ``ctsurv.types.TimeGrid``."""

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ctsurv.exceptions import CtsurvError, ModelInputError
+from ctsurv.types import TimeGrid
 
 __all__ = [
     "ModelInputError", "SoftAttention", "GatedAttention", "MeanPool", "SelfAttentionCLS",
@@ -389,7 +390,7 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 
 # ----------------------------------------------------------------------------- discrete time
 def pmf(logits: Tensor) -> Tensor:
-    """``softmax(logits)``: ``(n, L)``, ``P(T_d = j)`` for months ``0..L-2`` and the beyond bin."""
+    """``softmax(logits)``: ``(n, L)``, ``P(T_d = j)`` for bins ``0..L-2`` and the beyond bin."""
     return logits.softmax(dim=-1)
 
 
@@ -399,7 +400,8 @@ def cif(logits: Tensor) -> Tensor:
 
 
 def survival(logits: Tensor) -> Tensor:
-    """``S_j = P(T_d > j) = 1 - F_j`` on the month grid ``t_j = j = 0..L-2``: ``(n, L-1)``.
+    """``S_j = P(T_d > j) = 1 - F_j`` for bins ``j = 0..L-2``: ``(n, L-1)``, on the grid
+    ``t_j = j w`` of the run's :class:`ctsurv.types.TimeGrid` (``w`` = bin width, 1 month by default).
 
     Computed as the reverse cumulative sum of the pmf, so it is non-negative and
     non-increasing exactly; ``S_{L-2}`` is the beyond-horizon probability (can be > 0).
@@ -412,18 +414,19 @@ def survival(logits: Tensor) -> Tensor:
     return tail[..., 1:] / tail[..., :1]
 
 
-def month_bins(time, event, horizon: int = 24) -> tuple[Tensor, Tensor]:
+def month_bins(time, event, horizon: float = 24, bin_width: float = 1.0) -> tuple[Tensor, Tensor]:
     """Discretise survival times in months to DeepHit bin indices.
 
-    Convention (the same as seed 000 eq. 4, ASCENT and pycox's ``nll_pmf`` semantics):
+    Convention (the same as seed 000 eq. 4, ASCENT and pycox's ``nll_pmf`` semantics), with
+    ``w = bin_width`` (1 month by default) and ``n = horizon / w`` bins
+    (:class:`ctsurv.types.TimeGrid` holds the rule):
 
     * administrative censoring: ``time > horizon`` becomes ``(horizon, censored)``;
-    * ``idx = floor(time)``: an event at ``t`` in ``[j, j+1)`` falls in bin ``j``; an event at
-      exactly ``t = horizon`` falls in bin ``horizon``;
-    * a patient censored at ``t`` has likelihood ``P(T_d > floor(t)) = sum_{k > idx} pmf_k``,
-      i.e. is taken as alive through the end of month bin ``floor(t)`` (up to one month
-      optimistic, as in the paper). A patient censored at the horizon thus has likelihood
-      ``P(beyond bin)``.
+    * ``idx = floor(time / w)``: an event at ``t`` in ``[j w, (j+1) w)`` falls in bin ``j``;
+      an event at exactly ``t = horizon`` falls in bin ``n``;
+    * a patient censored at ``t`` has likelihood ``P(T_d > idx) = sum_{k > idx} pmf_k``,
+      i.e. is taken as alive through the end of bin ``idx`` (up to one bin optimistic, as
+      in the paper). A patient censored at the horizon thus has likelihood ``P(beyond bin)``.
 
     Parameters
     ----------
@@ -431,17 +434,21 @@ def month_bins(time, event, horizon: int = 24) -> tuple[Tensor, Tensor]:
         Time in months, finite and >= 0.
     event : array-like, shape (n,)
         1 = death observed, 0 = censored.
-    horizon : int
-        Last month bin (24 for 2-year OS); the network needs ``horizon + 2`` logits.
+    horizon : float
+        Months; must be a whole number of bins (24 for 2-year OS); the network needs
+        ``horizon / bin_width + 2`` logits.
+    bin_width : float
+        Months per bin (default 1).
 
     Returns
     -------
     idx : Tensor int64, shape (n,)
     event : Tensor float32, shape (n,)
     """
-    if float(horizon) != int(horizon) or int(horizon) < 0:
-        raise ModelInputError(f"horizon must be a non-negative whole number of months, got {horizon}")
-    horizon = int(horizon)
+    n_bins = float(horizon) / float(bin_width) if float(bin_width) > 0 else float("nan")
+    if not np.isfinite(n_bins) or abs(n_bins - round(n_bins)) > 1e-9 * max(1.0, n_bins) or n_bins < 0:
+        raise ModelInputError(f"horizon must be a non-negative whole number of {float(bin_width):g}-month "
+                              f"bins, got horizon {horizon} and bin width {bin_width}")
     t = np.asarray(time.detach().cpu() if isinstance(time, Tensor) else time, dtype=float).reshape(-1)
     e = np.asarray(event.detach().cpu() if isinstance(event, Tensor) else event, dtype=float).reshape(-1)
     if t.shape != e.shape:
@@ -452,9 +459,10 @@ def month_bins(time, event, horizon: int = 24) -> tuple[Tensor, Tensor]:
     bad = np.flatnonzero((e != 0) & (e != 1))
     if bad.size:
         raise ModelInputError(f"event must be 0/1; bad rows {bad[:10].tolist()} (values {e[bad[:10]].tolist()})")
-    beyond = t > horizon
-    e = np.where(beyond, 0.0, e)
-    idx = np.floor(np.minimum(t, horizon)).astype(np.int64)
+    if n_bins == 0:  # a zero horizon: one bin; anyone alive after time 0 is censored at 0
+        return (torch.zeros(len(t), dtype=torch.int64),
+                torch.from_numpy(np.where(t > 0, 0.0, e).astype(np.float32)))
+    idx, e = TimeGrid(float(horizon), float(bin_width)).discretise(t, e)
     return torch.from_numpy(idx), torch.from_numpy(e.astype(np.float32))
 
 

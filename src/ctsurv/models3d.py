@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ctsurv.embed.backbones import _new_linear
-from ctsurv.exceptions import CtsurvError, ModelMismatchError, WeightsNotFoundError, Model3DError
+from ctsurv.embed.backbones import _new_linear, load_state_dict_strict
+from ctsurv.exceptions import CtsurvError, Model3DError, ModelMismatchError, WeightsNotFoundError
 from ctsurv.models import DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, SurvivalOutput
 
 __all__ = [
@@ -297,8 +297,6 @@ class VolumeEncoder(nn.Module):
         return sd
 
     def _load(self, net: nn.Module, sd: dict[str, Tensor], source) -> None:
-        from ctsurv.embed.backbones import load_state_dict_strict
-
         sd = {k: v for k, v in sd.items() if k not in self.classifier_keys}
         load_state_dict_strict(net, sd, f"{self.name}: weights {source}")
 

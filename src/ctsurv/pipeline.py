@@ -5,22 +5,23 @@
     config.yaml          the resolved configuration (every default written out)
     manifest.csv         every input patient with status ok / excluded / failed and a reason
     folds.csv            fold, patient_id, role (train / val / test)
-    predictions.csv      patient_id, fold, time, event, risk, S_0 ... S_24 (out-of-fold)
+    predictions.csv      patient_id, fold, time, event, risk, risk_cut, S_0 ... S_<H> (out-of-fold;
+                         the columns of the run's time grid, ``cfg.time_grid.columns``)
     attention.csv        patient_id, fold, slice, rel_pos, weight
     history.csv          fold, epoch, train_loss, val_ctd (or val_loss)
     metrics.json         per-fold and mean +- std Ctd (Antolini and ASCENT variants), pooled
-                         out-of-fold Ctd, Harrell's C of the risk score
+                         out-of-fold Ctd, Harrell's C of the risk score, horizon, timings
     figures/*.png        Ctd per fold, mean attention by relative slice position, KM by
                          median predicted risk
 
-``risk`` is the predicted probability of death by the horizon, ``1 - S(24)``.
-Folds already finished (``folds/fold_<k>.npz`` with the same configuration hash) are reused,
-so an interrupted run resumes.
+``risk`` is the predicted probability of death by the horizon, ``1 - S(H)`` (``H`` =
+``data.horizon_months``, 24 by default). Models are reached only through the registry of
+kinds (:mod:`ctsurv.build`). Folds already finished (``folds/fold_<k>.json`` with the same
+configuration hash) are reused, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time as _time
 from pathlib import Path
@@ -28,30 +29,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctsurv.config import RunConfig
-from ctsurv.exceptions import CtsurvError
+import torch
+from tqdm.auto import tqdm
 
-TIME_COLUMNS = [f"S_{m}" for m in range(25)]
+from ctsurv import plots
+from ctsurv._util import atomic_to_csv, atomic_write_text, json_hash
+from ctsurv.build import (augment_views, build_encoder, compute_features, embed_step,  # noqa: F401
+                          get_kind, model_factory, network_factory, preprocess_config)
+from ctsurv.config import RunConfig
+from ctsurv.evaluate import ctd_ascent
+from ctsurv.exceptions import CtsurvError
+from ctsurv.metrics import concordance_index, concordance_td
+from ctsurv.prepare import prepare_cohort, summarize_manifest
+from ctsurv.train import TrainConfig, predict, train_model
+from ctsurv.types import DEFAULT_GRID, TimeGrid
+from ctsurv.validate import stratified_folds
+
+#: ``S_*`` columns of the default 24-month grid; a run's own are ``cfg.time_grid.columns``
+TIME_COLUMNS = DEFAULT_GRID.columns
 
 
 def _log(msg: str) -> None:
     print(f"[ctsurv] {msg}", flush=True)
 
 
-def preprocess_config(cfg: RunConfig):
-    from ctsurv.preprocess import PreprocessConfig
-
-    p = cfg.preprocess
-    return PreprocessConfig(
-        spacing=tuple(p.spacing), interpolation=p.interpolation,
-        min_lung_fraction=p.min_lung_fraction, size=p.size, aspect=p.aspect,
-        window=tuple(p.window),
-    )
-
-
 def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[pd.DataFrame, Path]:
-    from ctsurv.prepare import prepare_cohort, summarize_manifest
-
     if not cfg.data.images:
         raise CtsurvError("config data.images is not set")
     prepared = Path(cfg.data.prepared) if cfg.data.prepared else out / "prepared"
@@ -62,69 +64,11 @@ def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[p
     return manifest, prepared
 
 
-def build_encoder(cfg: RunConfig):
-    from ctsurv.embed import build_backbone
-
-    e = cfg.embed
-    return build_backbone(e.backbone, weights=e.weights, strategy=e.strategy,
-                          embed_dim=e.embedding_dim, image_size=cfg.preprocess.size)
-
-
-def augment_views(cfg: RunConfig):
-    from ctsurv.embed import ViewSet
-
-    return ViewSet.uniform(cfg.embed.augment_angles, 20.0)
-
-
-def embed_step(cfg: RunConfig, prepared_dir: Path, patient_ids: list[str], cache_dir: Path,
-               *, progress: bool = True):
-    """Cached trunk features of every patient (all augmentation views when augmenting)."""
-    from tqdm.auto import tqdm
-
-    from ctsurv.embed import trunk_features
-    from ctsurv.preprocess import PreprocessedCT
-    from ctsurv.prepare import artifact_path
-    from ctsurv.train import PatientFeatures
-
-    encoder = build_encoder(cfg)
-    views = augment_views(cfg)
-    feats = {}
-    for pid in tqdm(patient_ids, desc="embed", unit="patient", disable=not progress):
-        pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
-        f = trunk_features(pre.slices, encoder, cache_dir=cache_dir,
-                           fingerprint=pre.fingerprint, augment=cfg.embed.augment,
-                           engine=cfg.embed.engine, threads=cfg.train.threads,
-                           patient_id=pid, views=views)
-        feats[pid] = PatientFeatures(pid, f, np.asarray(pre.rel_pos, dtype=np.float32))
-    return encoder, feats
-
-
-def model_factory(cfg: RunConfig, encoder):
-    """``() -> nn.Module`` building the trainable network for this configuration."""
-    from ctsurv.models import DeepHit, SurvivalNet, make_aggregator
-
-    m, e = cfg.model, cfg.embed
-
-    def build():
-        # Called by train_model right after torch.manual_seed(fold seed): the head's
-        # initialisation is drawn from that seeded stream, so it is deterministic per fold.
-        import torch
-
-        gen = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,)).item()))
-        return SurvivalNet(
-            embedding=encoder.make_head(rng=gen),
-            aggregator=make_aggregator(m.aggregator, e.embedding_dim),
-            head=DeepHit(e.embedding_dim, shared_layers=m.shared_layers, shared_width=m.shared_width,
-                         cs_layers=m.cs_layers, cs_width=m.cs_width, dropout=m.dropout),
-        )
-
-    return build
-
-
 #: Settings added after the first release: left out of :func:`config_hash` while at their
 #: default, so run folders written before they existed still resume.
 _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
-                  ("model", "volume_size"): 224, ("model", "volume_mode"): "resample"}
+                  ("model", "volume_size"): 224, ("model", "volume_mode"): "resample",
+                  ("data", "bin_width_months"): 1.0}
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -133,7 +77,7 @@ def config_hash(cfg: RunConfig) -> str:
     for (section, key), default in _LATE_DEFAULTS.items():
         if d[section].get(key) == default:
             del d[section][key]
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return json_hash(d, length=16)
 
 
 def cohort_arrays(cfg: RunConfig, prepared: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -158,8 +102,6 @@ def label_permutation(seed: int, n: int) -> np.ndarray:
 
 def fold_plan(cfg: RunConfig, ids, time, event):
     """The cross-validation plan of ``cfg`` (seed, folds, validation fraction, horizon)."""
-    from ctsurv.validate import stratified_folds
-
     return stratified_folds(ids, time, event, n_folds=cfg.cv.n_folds,
                             val_fraction=cfg.cv.val_fraction, horizon=cfg.data.horizon_months,
                             seed=cfg.seed)
@@ -190,8 +132,8 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
         Folds to use instead of computing them from ``cfg`` (``ctsurv.study`` passes the same
         plan to every configuration); it must cover the prepared cohort exactly.
     model_builder : callable, optional
-        ``() -> nn.Module`` taking cached ``features`` (default: :func:`model_factory`, or the
-        3D / MST builder of ``ctsurv.study`` for ``embed.kind`` "3d" / "mst").
+        ``() -> nn.Module`` taking cached ``features`` (default: the network of the
+        configuration's kind, :func:`ctsurv.build.network_factory`).
     features : mapping, optional
         ``patient_id -> ctsurv.train.PatientFeatures`` for every prepared patient, instead of
         the embedding step.
@@ -199,42 +141,32 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     Finished folds are recognised by the configuration hash only: a run with another
     ``model_builder`` or ``features`` needs its own run folder.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from ctsurv.train import predict, train_model
-
     t_start = _time.perf_counter()
     torch.set_num_threads(max(1, cfg.train.threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
+    grid = cfg.time_grid
+    kind = get_kind(cfg)
     timings = {}
     t0 = _time.perf_counter()
     manifest, prepared = prepare_step(cfg, out, progress=progress)
-    manifest.to_csv(out / "manifest.csv", index=False)
+    atomic_to_csv(out / "manifest.csv", manifest)
     timings["prepare_s"] = round(_time.perf_counter() - t0, 1)
     ids, time, event = cohort_arrays(cfg, prepared)
     if cfg.permute_labels:
         _log("permute-labels: (time, event) shuffled across patients (honesty control)")
 
-    cache_dir = Path(cfg.data.prepared or out / "prepared") / "trunk-cache"
     t0 = _time.perf_counter()
-    kind = cfg.embed.kind
-    if kind not in ("2d", "3d", "mst"):
-        raise CtsurvError(f"embed.kind must be '2d', '3d' or 'mst', got {kind!r}")
     encoder = None
     if features is not None:
         feats = dict(features)
         missing = [p for p in ids if p not in feats]
         if missing:
             raise CtsurvError(f"features missing for patients {missing[:5]}")
-    elif kind == "3d":
-        from ctsurv.study import volume_features
-
-        encoder, feats = volume_features(cfg, prepared, ids, progress=progress)
     else:
-        encoder, feats = embed_step(cfg, prepared, ids, cache_dir, progress=progress)
+        encoder = kind.build_encoder(cfg)
+        feats = compute_features(cfg, encoder, prepared, ids, progress=progress)
     timings["embed_s"] = round(_time.perf_counter() - t0, 1)
     t0 = _time.perf_counter()
     if plan is None:
@@ -242,37 +174,28 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     else:
         _check_plan(plan, cfg, ids)
     plan.save(out / "folds.csv")
-    if model_builder is not None:
-        build = model_builder
-    elif kind == "2d":
-        build = model_factory(cfg, build_encoder(cfg) if encoder is None else encoder)
-    else:
-        from ctsurv.study import variant_model_factory
-
-        build = variant_model_factory(cfg, encoder)
+    build = model_builder if model_builder is not None else network_factory(cfg, encoder)
+    views = augment_views(cfg)
     pos = {p: i for i, p in enumerate(ids)}
     fold_seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.cv.n_folds + 1)[1:]
     chash = config_hash(cfg)
     (out / "folds").mkdir(exist_ok=True)
     pred_rows, att_rows, hist_rows = [], [], []
     bar = tqdm(total=cfg.cv.n_folds * cfg.train.epochs, desc="train", unit="epoch", disable=not progress)
-    t = cfg.train
+    columns = grid.columns
     for k in range(cfg.cv.n_folds):
         done = out / "folds" / f"fold_{k}.json"
         if done.exists() and json.loads(done.read_text()).get("config_hash") == chash:
             rec = json.loads(done.read_text())
-            bar.update(t.epochs)
+            bar.update(cfg.train.epochs)
         else:
             sel = {r: [pos[p] for p in plan.patients(k, r)] for r in ("train", "val", "test")}
+            tcfg = TrainConfig.from_run(cfg, seed=int(fold_seeds[k].generate_state(1)[0]), views=views)
             res = train_model(
                 build,
                 [feats[ids[i]] for i in sel["train"]], time[sel["train"]], event[sel["train"]],
                 [feats[ids[i]] for i in sel["val"]], time[sel["val"]], event[sel["val"]],
-                epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-                alpha=t.alpha, beta=t.beta, sigma=t.sigma, augment=cfg.embed.augment,
-                views=augment_views(cfg), selection=t.selection,
-                seed=int(fold_seeds[k].generate_state(1)[0]), horizon=cfg.data.horizon_months,
-                progress=bar,
+                tcfg, progress=bar,
             )
             test_ids = [ids[i] for i in sel["test"]]
             surv, weights = predict(res.model, [feats[p] for p in test_ids])
@@ -282,15 +205,13 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                    "selection": res.selection, "test_ids": test_ids,
                    "surv": surv.tolist(), "weights": [w.tolist() for w in weights],
                    "history": res.history}
-            tmp = done.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rec))
-            tmp.replace(done)
+            atomic_write_text(done, json.dumps(rec))
         for j, p in enumerate(rec["test_ids"]):
             s = np.asarray(rec["surv"][j])
             pred_rows.append({"patient_id": p, "fold": k, "time": time[pos[p]],
                               "event": int(event[pos[p]]), "risk": 1.0 - s[-1],
                               "risk_cut": rec["train_risk_median"],
-                              **dict(zip(TIME_COLUMNS, s))})
+                              **dict(zip(columns, s))})
             rp = feats[p].rel_pos
             for si, w in enumerate(rec["weights"][j]):
                 att_rows.append({"patient_id": p, "fold": k, "slice": si,
@@ -302,15 +223,17 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     preds = pd.DataFrame(pred_rows).sort_values("patient_id").reset_index(drop=True)
     if sorted(preds["patient_id"]) != sorted(ids):
         raise CtsurvError("internal error: out-of-fold predictions do not cover every patient once")
-    preds.to_csv(out / "predictions.csv", index=False)
-    pd.DataFrame(att_rows).to_csv(out / "attention.csv", index=False)
-    pd.DataFrame(hist_rows).to_csv(out / "history.csv", index=False)
+    atomic_to_csv(out / "predictions.csv", preds)
+    atomic_to_csv(out / "attention.csv", pd.DataFrame(att_rows))
+    atomic_to_csv(out / "history.csv", pd.DataFrame(hist_rows))
     metrics = cv_metrics(preds)
     metrics["n_patients"] = len(ids)
     metrics["permute_labels"] = cfg.permute_labels
+    metrics["horizon_months"] = grid.horizon
+    metrics["bin_width_months"] = grid.bin_width
     metrics["seconds"] = round(_time.perf_counter() - t_start, 1)
     metrics["timings"] = timings
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     run_figures(out, preds, pd.DataFrame(att_rows), metrics)
     _log(f"Ctd (Antolini) mean over folds {metrics['ctd_mean']:.3f} +- {metrics['ctd_std']:.3f}; "
          f"pooled out-of-fold {metrics['ctd_pooled']:.3f}; results in {out}")
@@ -318,20 +241,18 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
 
 
 def cv_metrics(preds: pd.DataFrame) -> dict:
-    """Per-fold and pooled discrimination of out-of-fold predictions."""
-    from ctsurv.metrics import concordance_index, concordance_td
-
-    grid = np.arange(25, dtype=float)
-
-    from ctsurv.evaluate import ctd_ascent
+    """Per-fold and pooled discrimination of out-of-fold predictions (any time grid: read
+    from the ``S_*`` columns)."""
+    grid = TimeGrid.from_columns(preds.columns)
+    columns, times = grid.columns, grid.times
 
     def ctd(df, method):
         t, e = df["time"].to_numpy(float), df["event"].to_numpy(int)
-        s = df[TIME_COLUMNS].to_numpy(float)
+        s = df[columns].to_numpy(float)
         try:
             if method == "ascent":
-                return float(ctd_ascent(t, e, s))
-            return float(concordance_td(t, e, s, grid, method=method))
+                return float(ctd_ascent(t, e, s, times))
+            return float(concordance_td(t, e, s, times, method=method))
         except ValueError:
             return float("nan")
 
@@ -353,8 +274,6 @@ def cv_metrics(preds: pd.DataFrame) -> dict:
 
 
 def run_figures(out: Path, preds: pd.DataFrame, att: pd.DataFrame, metrics: dict) -> None:
-    from ctsurv import plots
-
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     fig, ax = plots.new_axes((6, 4))

@@ -41,8 +41,8 @@ Resuming: a configuration whose folder holds ``study_done.json`` with the same c
 hash and fold-plan hash is not rerun; an unfinished one resumes fold by fold
 (:func:`ctsurv.pipeline.run_cv`).
 
-Kinds
------
+Kinds (registered in :mod:`ctsurv.build`, which builds, caches, trains and saves them)
+-----------------------------------------------------------------------------------
 * ``2d``: the reference method (2D backbone per slice, cached trunk, ``model.aggregator``).
 * ``mst``: a Medical-Slice-Transformer-style model: the 2D backbone's slice embeddings, then
   MST's slice transformer (one layer, 4 heads, CLS token; :class:`ctsurv.models.SelfAttentionCLS`)
@@ -65,9 +65,7 @@ counts and FLOPs do not depend on the weights) at the paper's setting, 72 slices
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import math
 import re
 import time as _time
 from collections.abc import Mapping, Sequence
@@ -79,17 +77,27 @@ import numpy as np
 import pandas as pd
 import yaml
 
+import torch
+
+from ctsurv import plots
+from ctsurv._util import atomic_to_csv, atomic_write_text, bytes_sha256
+from ctsurv.build import (KINDS, build_head, build_volume_encoder_for, mst_aggregator,  # noqa: F401
+                          variant_model_factory, volume_features)
+from ctsurv.complexity import complexity_table, slice_model_config, volume_model_config
 from ctsurv.config import RunConfig, _merge, from_dict
+from ctsurv.embed import BACKBONES, build_backbone
+from ctsurv.evaluate import compare_runs
 from ctsurv.exceptions import CtsurvError, StudyError
+from ctsurv.models import AGGREGATORS, make_aggregator
+from ctsurv.models3d import STRATEGIES_3D, VOLUME_ENCODERS, Volume3DNet
+from ctsurv.pipeline import cohort_arrays, config_hash, fold_plan, prepare_step, run_cv
 
 __all__ = ["StudyError", "StudyItem", "Study", "KINDS", "load_study", "run_study",
            "run_item", "volume_features", "variant_model_factory", "model_complexity",
            "write_comparison"]
 
-KINDS = ("2d", "3d", "mst")
 #: Sections a configuration may not override: all configurations share data and folds.
 SHARED_KEYS = ("seed", "cv", "data", "permute_labels")
-VOLUME_CACHE_VERSION = "1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PACKAGED = {"seed000": "study_seed000.yaml", "small": "study_small.yaml"}
 
@@ -148,9 +156,6 @@ def _read_study(source) -> tuple[dict, Path | None]:
 
 def _check_variant(name: str, kind: str, cfg: RunConfig) -> None:
     """Early errors for names that would otherwise fail hours into a study."""
-    from ctsurv.embed import BACKBONES
-    from ctsurv.models import AGGREGATORS
-    from ctsurv.models3d import STRATEGIES_3D, VOLUME_ENCODERS
 
     e, m = cfg.embed, cfg.model
     who = f"study configuration {name!r} (kind {kind})"
@@ -238,7 +243,7 @@ def load_study(source, *, overrides: Mapping | None = None) -> Study:
                              "of a study shares the data, seed and folds; set them in 'base'")
         kind = str(raw.get("kind", (over.get("embed") or {}).get("kind", "2d")))
         if kind not in KINDS:
-            raise StudyError(f"study configuration {name!r}: kind must be one of {KINDS}, got {kind!r}")
+            raise StudyError(f"study configuration {name!r}: kind must be one of {tuple(KINDS)}, got {kind!r}")
         own_kind = (over.get("embed") or {}).get("kind")
         if own_kind is not None and own_kind != kind:
             raise StudyError(f"study configuration {name!r}: kind {kind!r} contradicts embed.kind {own_kind!r}")
@@ -271,153 +276,6 @@ def load_study(source, *, overrides: Mapping | None = None) -> Study:
                  raw=values)
 
 
-# ----------------------------------------------------------------------------- 3D and MST models
-def build_volume_encoder_for(cfg: RunConfig, *, weights: str | None = None):
-    """The :class:`ctsurv.models3d.VolumeEncoder` of a ``kind: 3d`` configuration."""
-    from ctsurv.models3d import build_volume_encoder
-
-    e = cfg.embed
-    return build_volume_encoder(e.backbone, weights=weights or e.weights, strategy=e.strategy,
-                                embed_dim=e.embedding_dim, dropout=0.2)
-
-
-def _weights_id(weights: str) -> str:
-    p = Path(weights)
-    if p.suffix and p.is_file():
-        from ctsurv.embed import file_sha256
-
-        return file_sha256(p)
-    return weights
-
-
-def volume_features(cfg: RunConfig, prepared: str | Path, patient_ids: Sequence[str], *,
-                    progress: bool = True):
-    """Cached frozen 3D-trunk outputs of every patient: ``(encoder, {pid: PatientFeatures})``.
-
-    Each patient's preprocessed slices become one volume (:func:`ctsurv.models3d.volume_input`
-    with ``model.volume_depth/size/mode``); the encoder's frozen trunk runs once and its
-    output is stored in ``<prepared>/volume-cache/<key>.npy`` (the key hashes the slices'
-    fingerprint, the encoder, its weights, strategy and the volume settings). Features have
-    shape ``(1, 1, *trunk_out)`` (one view, one item) and ``rel_pos = [0.5]``. Large cached
-    arrays (half-frozen trunks) are memory-mapped.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from ctsurv.models3d import volume_input
-    from ctsurv.prepare import artifact_path
-    from ctsurv.preprocess import PreprocessedCT
-    from ctsurv.train import PatientFeatures
-
-    m, e = cfg.model, cfg.embed
-    encoder = build_volume_encoder_for(cfg)
-    cache = Path(prepared) / "volume-cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    static = {"version": VOLUME_CACHE_VERSION, "backbone": e.backbone, "weights": _weights_id(e.weights),
-              "strategy": e.strategy, "cut": encoder.cut_point, "channels": str(encoder.in_channels),
-              "depth": str(m.volume_depth), "size": str(m.volume_size), "mode": m.volume_mode}
-    feats = {}
-    for pid in tqdm(list(patient_ids), desc=f"embed {e.backbone}", unit="patient", disable=not progress):
-        pre = PreprocessedCT.load(artifact_path(prepared, pid))
-        key = hashlib.sha256(json.dumps({**static, "preprocess": pre.fingerprint, "patient": pid},
-                                        sort_keys=True).encode()).hexdigest()[:24]
-        path = cache / f"{key}.npy"
-        if path.is_file():
-            arr = np.load(path, mmap_mode="r" if path.stat().st_size > 64 * 2**20 else None)
-        else:
-            x = volume_input(pre.slices, depth=m.volume_depth, size=m.volume_size, mode=m.volume_mode,
-                             patient_id=pid)
-            try:
-                with torch.no_grad():
-                    arr = encoder.frozen_forward(x[None]).numpy().astype(np.float32)  # (1, *trunk_out)
-            except RuntimeError as exc:
-                raise StudyError(f"patient {pid}: {e.backbone} cannot run on a {m.volume_depth} x "
-                                 f"{m.volume_size} x {m.volume_size} volume ({exc}); use larger "
-                                 "model.volume_depth / volume_size") from exc
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, arr)
-            tmp.replace(path)
-        feats[pid] = PatientFeatures(pid, arr[None], np.array([0.5], dtype=np.float32))
-    return encoder, feats
-
-
-def _fresh_linear_(lin, gen) -> None:
-    import torch
-    from torch import nn
-
-    with torch.no_grad():
-        nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=gen)
-        bound = 1.0 / math.sqrt(lin.in_features)
-        nn.init.uniform_(lin.bias, -bound, bound, generator=gen)
-
-
-def _deephit(cfg: RunConfig):
-    from ctsurv.models import DeepHit
-
-    m = cfg.model
-    return DeepHit(cfg.embed.embedding_dim, shared_layers=m.shared_layers, shared_width=m.shared_width,
-                   cs_layers=m.cs_layers, cs_width=m.cs_width, dropout=m.dropout)
-
-
-def mst_aggregator(dim: int):
-    """The slice transformer of :class:`ctsurv.models3d.MedicalSliceTransformer` (1 layer, 4 heads)."""
-    from ctsurv.models import SelfAttentionCLS
-
-    return SelfAttentionCLS(dim, n_layers=1, n_heads=4, dropout=0.0)
-
-
-def variant_model_factory(cfg: RunConfig, encoder=None):
-    """``() -> nn.Module`` on cached features for ``embed.kind`` "3d" or "mst".
-
-    As :func:`ctsurv.pipeline.model_factory`, the trainable parts are drawn from the torch
-    stream that :func:`ctsurv.train.train_model` seeds per fold. For "3d" the trainable head
-    of the volume encoder is copied from its pristine (pretrained) state and its new last
-    linear layer re-initialised per fold.
-    """
-    from torch import nn
-
-    from ctsurv.models import MeanPool, SurvivalNet
-
-    kind = cfg.embed.kind
-    if kind == "mst":
-        if encoder is None:
-            from ctsurv.pipeline import build_encoder
-
-            encoder = build_encoder(cfg)
-
-        def build_mst():
-            import torch
-
-            gen = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,)).item()))
-            return SurvivalNet(encoder.make_head(rng=gen), mst_aggregator(cfg.embed.embedding_dim),
-                               _deephit(cfg))
-
-        return build_mst
-    if kind != "3d":
-        raise StudyError(f"variant_model_factory: embed.kind must be '3d' or 'mst', got {kind!r}")
-    if encoder is None:
-        encoder = build_volume_encoder_for(cfg)
-    template = copy.deepcopy(encoder.head)
-
-    class _Head(nn.Module):
-        def __init__(self, head):
-            super().__init__()
-            self.head = head
-
-        def forward(self, feats):  # (N, *trunk_out) -> (N, embed_dim)
-            return self.head(feats)
-
-    def build_3d():
-        import torch
-
-        gen = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,)).item()))
-        head = copy.deepcopy(template)
-        _fresh_linear_(head[-1], gen)
-        return SurvivalNet(_Head(head).train(), MeanPool(cfg.embed.embedding_dim), _deephit(cfg))
-
-    return build_3d
-
-
 # ----------------------------------------------------------------------------- complexity
 def model_complexity(cfg: RunConfig, *, n_slices: int = 72, image_size: int = 224) -> dict:
     """Parameters (total, trainable) and GFLOPs per patient of a configuration's model.
@@ -426,27 +284,19 @@ def model_complexity(cfg: RunConfig, *, n_slices: int = 72, image_size: int = 22
     encoder on ``n_slices`` slices of ``image_size``\\ :sup:`2` plus aggregator and DeepHit, a 3D
     model one ``(1, 1, n_slices, image_size, image_size)`` volume (:mod:`ctsurv.complexity`).
     """
-    import torch
-
-    from ctsurv.complexity import complexity_table, slice_model_config, volume_model_config
 
     e = cfg.embed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         if e.kind == "3d":
-            from ctsurv.models3d import Volume3DNet
-
-            net = Volume3DNet(build_volume_encoder_for(cfg, weights="random"), head=_deephit(cfg))
+            net = Volume3DNet(build_volume_encoder_for(cfg, weights="random"), head=build_head(cfg, cfg.embed.embedding_dim))
             conf = volume_model_config(e.backbone, net, depth=n_slices, image_size=image_size)
         else:
-            from ctsurv.embed import build_backbone
-            from ctsurv.models import make_aggregator
-
             enc = build_backbone(e.backbone, weights="random", strategy=e.strategy,
                                  embed_dim=e.embedding_dim, image_size=image_size)
             agg = mst_aggregator(e.embedding_dim) if e.kind == "mst" else \
                 make_aggregator(cfg.model.aggregator, e.embedding_dim)
-            conf = slice_model_config(e.backbone, enc, agg, _deephit(cfg), n_slices=n_slices,
+            conf = slice_model_config(e.backbone, enc, agg, build_head(cfg, cfg.embed.embedding_dim), n_slices=n_slices,
                                       image_size=image_size)
     row = complexity_table([conf]).iloc[0]
     return {"params_total": int(row["params_total"]), "params_trainable": int(row["params_trainable"]),
@@ -456,7 +306,7 @@ def model_complexity(cfg: RunConfig, *, n_slices: int = 72, image_size: int = 22
 # ----------------------------------------------------------------------------- running
 def _plan_sha(plan) -> str:
     """SHA-256 of the fold plan's CSV text (what ``FoldPlan.save`` writes)."""
-    return hashlib.sha256(plan.table.to_csv(index=False).encode()).hexdigest()
+    return bytes_sha256(plan.table.to_csv(index=False).encode())
 
 
 def _log(msg: str) -> None:
@@ -484,7 +334,6 @@ def run_study(study, out: str | Path, *, progress: bool = True, overrides: Mappi
     DataFrame
         One row per configuration (``out/comparison.csv`` lists it once per table).
     """
-    from ctsurv.pipeline import cohort_arrays, config_hash, fold_plan, prepare_step
 
     st = study if isinstance(study, Study) else load_study(study, overrides=overrides)
     if isinstance(study, Study) and overrides:
@@ -497,7 +346,7 @@ def run_study(study, out: str | Path, *, progress: bool = True, overrides: Mappi
         if unknown:
             raise StudyError(f"--only names unknown configuration(s) {unknown}")
         items = [i for i in items if i.name in set(only) | {st.reference}]
-    (out / "study.yaml").write_text(yaml.safe_dump(
+    atomic_write_text(out / "study.yaml", yaml.safe_dump(
         {"name": st.name, "base": st.base.to_dict(), "reference": st.reference,
          "configs": [{"name": i.name, "kind": i.kind, "label": i.label, "paper": i.paper,
                       "config_hash": config_hash(i.config)} for i in st.items],
@@ -530,7 +379,6 @@ def run_item(item: StudyItem, out: str | Path, plan, prepared: str | Path, *,
     fold plan (SHA-256 of its CSV) and the run's predictions and metrics exist. Returns
     whether it ran.
     """
-    from ctsurv.pipeline import config_hash, run_cv
 
     out = Path(out)
     cfg = item.config.replace(data={"prepared": str(prepared)})
@@ -548,12 +396,11 @@ def run_item(item: StudyItem, out: str | Path, plan, prepared: str | Path, *,
     t0 = _time.perf_counter()
     run_cv(cfg, run_dir, progress=progress, plan=plan)
     secs = round(_time.perf_counter() - t0, 1)
-    done.write_text(json.dumps({"config_hash": chash, "plan_sha256": plan_sha, "seconds": secs}))
+    atomic_write_text(done, json.dumps({"config_hash": chash, "plan_sha256": plan_sha, "seconds": secs}))
     return True
 
 
 def _complexity_cached(st: Study, it: StudyItem, run_dir: Path) -> dict:
-    from ctsurv.pipeline import config_hash
 
     path = run_dir / "complexity.json"
     key = {"config_hash": config_hash(it.config), "n_slices": st.n_slices, "image_size": st.image_size}
@@ -562,12 +409,11 @@ def _complexity_cached(st: Study, it: StudyItem, run_dir: Path) -> dict:
         if rec.get("key") == key:
             return rec["value"]
     value = model_complexity(it.config, n_slices=st.n_slices, image_size=st.image_size)
-    path.write_text(json.dumps({"key": key, "value": value}, indent=2))
+    atomic_write_text(path, json.dumps({"key": key, "value": value}, indent=2))
     return value
 
 
 def _comparison(st: Study, items: list[StudyItem], out: Path) -> pd.DataFrame:
-    from ctsurv.evaluate import compare_runs
 
     runs = [out / i.name for i in items]
     cmp = compare_runs(runs, out / "compare", reference=out / st.reference,
@@ -601,7 +447,6 @@ def _fmt_params(n: int) -> str:
 
 def write_comparison(st: Study, table: pd.DataFrame, out: str | Path) -> None:
     """``comparison.md`` (one table per group), ``comparison.csv`` and ``bubble.png``."""
-    from ctsurv import plots
 
     out = Path(out)
     by_name = table.set_index("name")
@@ -635,9 +480,9 @@ def write_comparison(st: Study, table: pd.DataFrame, out: str | Path) -> None:
                 f"[{r['ctd_ci_low']:.3f}, {r['ctd_ci_high']:.3f}] | {p} |"
                 + (f" {r['paper'] or '—'} |" if show_paper else ""))
             long_rows.append({"table": title, **r.to_dict(), "name": n})
-    (out / "comparison.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
     cols = ["table", "name"] + [c for c in table.columns if c != "name"]
-    pd.DataFrame(long_rows)[cols].to_csv(out / "comparison.csv", index=False)
+    atomic_to_csv(out / "comparison.csv", pd.DataFrame(long_rows)[cols])
 
     bub = pd.DataFrame({"name": table["name"], "ctd": table["ctd_fold_mean"],
                         "gflops": table["gflops"], "params": table["params_total"] / 1e6})

@@ -8,42 +8,40 @@ Protocol of seed 000: AdamW (lr 1e-4, weight decay 1e-2), batch size 4, 100 epoc
 epoch with the best validation Ctd (Antolini) is kept. Where the validation set has no
 comparable pair (possible with ~10 % of a small cohort) the validation loss decides instead;
 the history records which criterion was used.
+
+Determinism: a model depends only on its seed. The seed draws the initialisation
+(``torch.manual_seed`` before ``build_model()``), the batch order and augmentation views
+(``numpy.random.default_rng(seed)``) and the dropout masks (a :class:`ctsurv.dropout.MaskStream`
+of the seed); training runs with :data:`TRAIN_THREADS` intra-op threads whatever the machine
+or ``train.threads`` say, so results do not depend on the thread count. Across machines, float
+rounding in BLAS kernels (AVX2 vs AVX-512 code paths) can still differ in the last bits, which
+100 epochs can amplify; the same machine and seed always give the same model.
+:mod:`ctsurv.train_batched` trains many such models at once with the same per-model streams.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ctsurv.dropout import MaskStream, attach_mask_stream
+from ctsurv.embed.augment import sample_views
 from ctsurv.exceptions import CtsurvError, MetricError
+from ctsurv.metrics import concordance_td
+from ctsurv.models import deephit_loss, month_bins, survival
+from ctsurv.types import DEFAULT_GRID, PatientFeatures, TimeGrid
 
-#: Month grid of the DeepHit survival curves: S(t_j) for t_j = 0, 1, ..., 24.
-TIME_GRID = np.arange(25, dtype=float)
+__all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collate", "predict",
+           "train_model", "training_threads", "SELECTIONS", "TRAIN_THREADS"]
 
-
-@dataclass
-class PatientFeatures:
-    """Cached trunk output of one patient.
-
-    Attributes
-    ----------
-    patient_id : str
-    features : ndarray, shape (V, S, *F)
-        Trunk output for ``V`` augmentation views (view 0 = no augmentation) of ``S`` slices.
-    rel_pos : ndarray, shape (S,)
-        Relative slice position in [0, 1].
-    """
-
-    patient_id: str
-    features: np.ndarray
-    rel_pos: np.ndarray
-
-    @property
-    def n_slices(self) -> int:
-        return int(self.features.shape[1])
+#: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
+#: ``RunConfig.time_grid`` (:class:`ctsurv.types.TimeGrid`).
+TIME_GRID = DEFAULT_GRID.times
 
 
 @dataclass
@@ -77,9 +75,7 @@ def collate(
 
 
 def predict(model: torch.nn.Module, patients: list[PatientFeatures], *, batch_size: int = 16):
-    """Survival curves (n, 25) on months 0..24 and attention weights per patient."""
-    from ctsurv.models import survival
-
+    """Survival curves ``(n, n_bins + 1)`` on the model's grid and attention weights per patient."""
     model.eval()
     surv, weights = [], []
     with torch.no_grad():
@@ -93,14 +89,72 @@ def predict(model: torch.nn.Module, patients: list[PatientFeatures], *, batch_si
     return np.concatenate(surv).astype(np.float64), weights
 
 
-def _val_score(model, patients, time, event, loss_fn) -> tuple[float, str]:
-    from ctsurv.metrics import concordance_td
-
+def _val_score(model, patients, time, event, loss_fn, grid: TimeGrid) -> tuple[float, str]:
     surv, _ = predict(model, patients)
     try:
-        return concordance_td(time, event, surv, TIME_GRID, method="antolini"), "val_ctd"
+        return concordance_td(time, event, surv, grid.times, method="antolini"), "val_ctd"
     except MetricError:
         return -float(loss_fn(patients, time, event)), "val_loss"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything :func:`train_model` needs besides the data: one typed object.
+
+    Defaults are seed 000's protocol. :meth:`from_run` builds it from a run configuration
+    (the one place where run settings become training settings), so ``ctsurv run``,
+    ``ctsurv fit`` and the estimators train identically.
+    """
+
+    epochs: int = 100
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    alpha: float = 0.5  #: weight of the DeepHit likelihood
+    beta: float = 0.5  #: weight of the DeepHit ranking loss
+    sigma: float = 0.1  #: ranking-loss scale
+    #: draw an augmentation view per training slice from the cached views (seed 000: flip and
+    #: rotation, each p = 0.2); validation always uses view 0 (identity)
+    augment: bool = True
+    views: object = None  #: the :class:`ctsurv.embed.ViewSet` of the cached features (None: embed's default)
+    #: which epoch is kept: "val_ctd" (seed 000; the validation loss decides when the
+    #: validation patients have no comparable pair), "val_loss", or "last"
+    selection: str = "val_ctd"
+    seed: int = 0  #: seeds the initialisation, batch order, dropout and augmentation draws
+    grid: TimeGrid = DEFAULT_GRID  #: label bins and survival grid
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise CtsurvError(f"selection must be 'val_ctd', 'val_loss' or 'last', got {self.selection!r}")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_run(cls, cfg, *, seed: int, views=None) -> "TrainConfig":
+        """Training settings of a :class:`ctsurv.config.RunConfig` with an explicit seed."""
+        t = cfg.train
+        return cls(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                   alpha=t.alpha, beta=t.beta, sigma=t.sigma, augment=cfg.embed.augment,
+                   views=views, selection=t.selection, seed=int(seed), grid=cfg.time_grid)
+
+
+SELECTIONS = ("val_ctd", "val_loss", "last")
+#: intra-op threads while training: fixed, so that results do not depend on the machine's or
+#: the configuration's thread count (BLAS and reductions split work by thread count)
+TRAIN_THREADS = 1
+
+
+@contextmanager
+def training_threads(n: int = TRAIN_THREADS):
+    """Run the enclosed training with ``n`` torch intra-op threads, then restore the setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+_LEGACY = {"horizon"}  # keyword of the 22-argument signature, mapped onto ``grid``
 
 
 def train_model(
@@ -111,105 +165,104 @@ def train_model(
     val: list[PatientFeatures],
     val_time: np.ndarray,
     val_event: np.ndarray,
+    config: TrainConfig | None = None,
     *,
-    epochs: int = 100,
-    batch_size: int = 4,
-    lr: float = 1e-4,
-    weight_decay: float = 1e-2,
-    alpha: float = 0.5,
-    beta: float = 0.5,
-    sigma: float = 0.1,
-    augment: bool = True,
-    views=None,
-    selection: str = "val_ctd",
-    seed: int = 0,
-    horizon: float = 24.0,
     progress=None,
+    **overrides,
 ) -> TrainResult:
-    """Train one model; keep the epoch with the best validation Ctd.
+    """Train one model; keep the epoch chosen by ``config.selection``.
 
     Parameters
     ----------
     build_model : callable
         ``build_model() -> nn.Module`` mapping ``(x, mask, positions)`` to
-        ``{"logits": (B, 26), "weights": (B, S)}``; called after seeding so that the
-        initialisation is deterministic.
+        ``{"logits": (B, grid.n_logits), "weights": (B, S)}``; called after seeding so that
+        the initialisation is deterministic.
     train, val : list of PatientFeatures
     train_time, train_event, val_time, val_event : arrays
         Months and 0/1 events of the patients, in the same order.
-    augment : bool
-        Draw an augmentation view per training slice (seed 000: flip and rotation, each
-        p = 0.2) from the cached views; validation always uses view 0 (identity).
-    selection : {"val_ctd", "val_loss", "last"}
-        Which epoch is kept: the best validation Ctd (seed 000; the validation loss decides
-        when the validation patients have no comparable pair), the lowest validation loss,
-        or the last epoch (validation patients then only monitor).
-    views : ctsurv.embed.ViewSet, optional
-        The view set the cached features were computed with (default: the embed default).
-    seed : int
-        Seeds the initialisation, the batch order, dropout and the augmentation views.
+    config : TrainConfig
+        The protocol (default: seed 000's).
+    progress : tqdm-like, optional
+        Updated once per epoch.
+    **overrides
+        Fields of :class:`TrainConfig` to change (e.g. ``epochs=5``); ``horizon=H`` is
+        accepted for the 24-month grid's older callers and sets ``grid = TimeGrid(H)``.
     """
-    from ctsurv.embed import sample_views
-    from ctsurv.models import deephit_loss, month_bins
-
+    if "horizon" in overrides:
+        overrides["grid"] = TimeGrid(float(overrides.pop("horizon")))
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise CtsurvError(f"train_model: unknown setting(s) {unknown}")
+    cfg = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     if len(train) == 0:
         raise CtsurvError("no training patients")
-    if selection not in ("val_ctd", "val_loss", "last"):
-        raise CtsurvError(f"selection must be 'val_ctd', 'val_loss' or 'last', got {selection!r}")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build_model()
-    idx, ev = month_bins(np.asarray(train_time, float), np.asarray(train_event), horizon=horizon)
+    with training_threads():
+        return _train_one(build_model, train, train_time, train_event, val, val_time, val_event,
+                          cfg, progress)
+
+
+def _train_one(build_model, train, train_time, train_event, val, val_time, val_event,
+               cfg: TrainConfig, progress) -> TrainResult:
+    grid = cfg.grid
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = attach_mask_stream(build_model(), MaskStream(cfg.seed))
+    idx, ev = month_bins(np.asarray(train_time, float), np.asarray(train_event),
+                         horizon=grid.horizon, bin_width=grid.bin_width)
     idx_t, ev_t = torch.as_tensor(idx), torch.as_tensor(ev, dtype=torch.float32)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_kw = {"alpha": cfg.alpha, "beta": cfg.beta, "sigma": cfg.sigma}
 
     def loss_on(patients, time, event):
-        i, e = month_bins(np.asarray(time, float), np.asarray(event), horizon=horizon)
+        i, e = month_bins(np.asarray(time, float), np.asarray(event),
+                          horizon=grid.horizon, bin_width=grid.bin_width)
         model.eval()
         with torch.no_grad():
             x, mask, pos = collate(patients)
             out = model(x, mask, pos)
-            return deephit_loss(out["logits"], torch.as_tensor(i), torch.as_tensor(e, dtype=torch.float32),
-                                alpha=alpha, beta=beta, sigma=sigma).item()
+            return deephit_loss(out["logits"], torch.as_tensor(i),
+                                torch.as_tensor(e, dtype=torch.float32), **loss_kw).item()
 
     best = (-np.inf, -1, None)
     history = []
     criterion = "val_ctd"
     n_views = train[0].features.shape[0]
-    for epoch in range(epochs):
+    view_kw = {} if cfg.views is None else {"views": cfg.views}
+    for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(len(train))
         total = 0.0
-        for start in range(0, len(order), batch_size):
-            b = order[start : start + batch_size]
+        for start in range(0, len(order), cfg.batch_size):
+            b = order[start : start + cfg.batch_size]
             batch = [train[i] for i in b]
-            if augment and n_views > 1:
-                kw = {} if views is None else {"views": views}
-                chosen = [sample_views(p.n_slices, rng=rng, n_views=n_views, **kw) for p in batch]
+            if cfg.augment and n_views > 1:
+                chosen = [sample_views(p.n_slices, rng=rng, n_views=n_views, **view_kw) for p in batch]
             else:
                 chosen = None
             x, mask, pos = collate(batch, chosen)
             out = model(x, mask, pos)
-            loss = deephit_loss(out["logits"], idx_t[b], ev_t[b], alpha=alpha, beta=beta, sigma=sigma)
+            loss = deephit_loss(out["logits"], idx_t[b], ev_t[b], **loss_kw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
-        if selection == "val_ctd":
-            score, criterion = _val_score(model, val, val_time, val_event, loss_on)
+        if cfg.selection == "val_ctd":
+            score, criterion = _val_score(model, val, val_time, val_event, loss_on, grid)
         else:
             score, criterion = -loss_on(val, val_time, val_event), "val_loss"
         history.append({"epoch": epoch, "train_loss": total / len(train), criterion: score})
-        if selection != "last" and score > best[0]:
+        if cfg.selection != "last" and score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
         if progress is not None:
             progress.update(1)
-    if selection == "last":  # the model as trained; no copy was kept
-        best_epoch = epochs - 1
+    if cfg.selection == "last":  # the model as trained; no copy was kept
+        best_epoch = cfg.epochs - 1
     else:
         best_epoch = best[1]
         model.load_state_dict(best[2])
+    attach_mask_stream(model, None)  # the returned model's dropout is plain nn.Dropout again
     model.eval()
     return TrainResult(model=model, best_epoch=best_epoch, history=history,
-                       selection="last" if selection == "last" else criterion)
+                       selection="last" if cfg.selection == "last" else criterion)

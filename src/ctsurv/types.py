@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ctsurv.exceptions import GeometryError
+from ctsurv.exceptions import GeometryError, TimeGridError
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,3 +72,123 @@ class CTVolume:
         """World z position (mm, LPS) of every slice."""
         k = np.arange(self.hu.shape[0])
         return self.origin[2] + k * self.spacing[0] * self.direction[0, 2]
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """The discrete time axis of a run: label bins, head size, survival grid and columns.
+
+    One object decides every time-dependent shape of ctsurv (issue: any horizon from one
+    place). With horizon ``H`` months and bin width ``w`` months there are ``n = H / w``
+    bins (``H`` must be a whole number of bins):
+
+    * labels: a time ``t`` falls in bin ``floor(min(t, H) / w)`` (``0..n``); a patient alive
+      beyond ``H`` is censored at ``H`` (administrative censoring);
+    * the DeepHit head has ``n + 2`` logits: bins ``0..n`` and one "alive beyond the horizon";
+    * survival curves are ``S(t_j)`` on ``t_j = j w``, ``j = 0..n`` (``n + 1`` points), written
+      as the columns ``S_<t_j>`` of ``predictions.csv`` (``S_0 ... S_24`` for the default).
+
+    The default (24 months, 1-month bins) is seed 000's 2-year setting.
+    """
+
+    horizon: float = 24.0  #: months; administrative censoring and the last grid point
+    bin_width: float = 1.0  #: months per label bin
+
+    def __post_init__(self) -> None:
+        h, w = float(self.horizon), float(self.bin_width)
+        if not (np.isfinite(h) and h > 0):
+            raise TimeGridError(f"time grid: horizon must be > 0 months, got {self.horizon}")
+        if not (np.isfinite(w) and w > 0):
+            raise TimeGridError(f"time grid: bin width must be > 0 months, got {self.bin_width}")
+        n = h / w
+        if abs(n - round(n)) > 1e-9 * max(1.0, n):
+            raise TimeGridError(f"time grid: horizon {h:g} months is not a whole number of "
+                                f"{w:g}-month bins")
+        object.__setattr__(self, "horizon", h)
+        object.__setattr__(self, "bin_width", w)
+
+    @property
+    def n_bins(self) -> int:
+        """Label bins up to the horizon, ``H / w`` (24 for the default)."""
+        return int(round(self.horizon / self.bin_width))
+
+    @property
+    def n_logits(self) -> int:
+        """Outputs of a discrete-time head: ``n_bins + 2`` (26 for the default)."""
+        return self.n_bins + 2
+
+    @property
+    def times(self) -> np.ndarray:
+        """The survival grid ``t_j = j w``, ``j = 0..n_bins``: shape ``(n_bins + 1,)``, months."""
+        return np.arange(self.n_bins + 1, dtype=float) * self.bin_width
+
+    @property
+    def columns(self) -> list[str]:
+        """``S_<t>`` column names of the grid (``S_0 ... S_24``; ``S_0.5`` for half months)."""
+        return [f"S_{t:g}" for t in self.times]
+
+    def index(self, t: float) -> int:
+        """Grid index of time ``t`` (months), which must lie on the grid within 1e-6."""
+        j = float(t) / self.bin_width
+        if abs(j - round(j)) > 1e-6 or not 0 <= round(j) <= self.n_bins:
+            raise TimeGridError(f"time {t:g} months is not a point of the grid 0..{self.horizon:g} "
+                                f"step {self.bin_width:g}")
+        return int(round(j))
+
+    def discretise(self, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bin indices (int64, ``0..n_bins``) and events (float, 0 beyond the horizon).
+
+        ``time`` must be finite and >= 0 and ``event`` 0/1 (checked by the callers that take
+        user input, e.g. :func:`ctsurv.models.month_bins`).
+        """
+        t = np.asarray(time, dtype=float)
+        e = np.asarray(event, dtype=float)
+        e = np.where(t > self.horizon, 0.0, e)
+        t = np.minimum(t, self.horizon)
+        idx = np.floor(t / self.bin_width)
+        # exact bin membership despite rounding in t / w: bin j holds j w <= t < (j + 1) w
+        idx = idx + ((idx + 1) * self.bin_width <= t) - (idx * self.bin_width > t)
+        return np.minimum(idx.astype(np.int64), self.n_bins), e
+
+    @classmethod
+    def from_columns(cls, columns) -> "TimeGrid":
+        """The grid whose :attr:`columns` are the ``S_*`` columns among ``columns``, in order."""
+        names = [c for c in columns if isinstance(c, str) and c.startswith("S_")]
+        try:
+            t = np.array([float(c[2:]) for c in names])
+        except ValueError as exc:
+            raise TimeGridError(f"survival columns must be S_<months>: {exc}") from exc
+        if len(t) < 2 or t[0] != 0.0:
+            raise TimeGridError(f"survival columns must start at S_0 and have >= 2 points, got {names[:4]}")
+        grid = cls(horizon=float(t[-1]), bin_width=float(t[1] - t[0]))
+        if grid.columns != names:
+            raise TimeGridError(f"survival columns {names[:3]}...{names[-2:]} are not an evenly "
+                                f"spaced grid from S_0")
+        return grid
+
+
+#: seed 000's grid: 24 months in 1-month bins (S_0 ... S_24, 26 DeepHit logits)
+DEFAULT_GRID = TimeGrid()
+
+
+@dataclass
+class PatientFeatures:
+    """Cached frozen-trunk output of one patient, as the trainable networks take it.
+
+    Attributes
+    ----------
+    patient_id : str
+    features : ndarray, shape (V, S, *F)
+        Trunk output for ``V`` augmentation views (view 0 = no augmentation) of ``S`` items
+        (slices for the 2D kinds, one volume for the 3D kind).
+    rel_pos : ndarray, shape (S,)
+        Relative slice position in [0, 1].
+    """
+
+    patient_id: str
+    features: np.ndarray
+    rel_pos: np.ndarray
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.features.shape[1])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ctsurv._util import atomic_to_csv
 from ctsurv.exceptions import CtsurvError
 
 ROLES = ("train", "val", "test")
@@ -96,7 +97,7 @@ class FoldPlan:
         return t.set_index("patient_id")["fold"]
 
     def save(self, path) -> None:
-        self.table.to_csv(path, index=False)
+        atomic_to_csv(path, self.table)
 
     @classmethod
     def load(cls, path, seed: int = -1) -> "FoldPlan":

@@ -22,7 +22,6 @@ fitted on the full follow-up (``time_raw``, ``event_raw``) so 5-year endpoints c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -31,10 +30,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ctsurv._util import atomic_to_csv, atomic_write_text, json_hash
+from ctsurv.cohort import read_lung1_clinical
+from ctsurv.evaluate import prediction_grid, read_predictions
 from ctsurv.exceptions import CohortError, CtsurvError, MetricError
+from ctsurv.metrics import concordance_index
 from ctsurv.radiomics.harmonize import ComBat
-from ctsurv.radiomics.models import ClinicalEncoder, CoxNet, ModelError, linear_shap, rank_normalize
+from ctsurv.radiomics.models import (ClinicalEncoder, CoxNet, ModelError, linear_shap, rank_normalize,
+                                     shap_summary_plot)
 from ctsurv.radiomics.select import PCA, Standardizer, StabilitySelector
+from ctsurv.stats import binary_labels_at, binary_metrics, choose_threshold
+from ctsurv.types import DEFAULT_GRID, TimeGrid
+from ctsurv.validate import stratified_folds
 
 __all__ = ["TrackConfig", "FoldPipeline", "load_features", "load_clinical", "fit_cv", "ensemble_runs",
            "consensus_classification", "MODELS"]
@@ -42,7 +49,8 @@ __all__ = ["TrackConfig", "FoldPipeline", "load_features", "load_clinical", "fit
 log = logging.getLogger(__name__)
 
 MODELS = ("stage", "clinical", "radiomics", "fusion")
-S_GRID = np.arange(25, dtype=float)
+#: the default (24-month) survival grid; a run's is ``TrackConfig.time_grid``
+S_GRID = DEFAULT_GRID.times
 CLINICAL_COLUMNS = ("age", "gender", "t_stage", "n_stage", "m_stage", "overall_stage", "histology")
 
 
@@ -70,12 +78,19 @@ class TrackConfig:
     batch_col: str | None = None
     clinical_columns: tuple = CLINICAL_COLUMNS
     stage_alpha: float = 1e-4
+    horizon_months: float = 24.0  #: administrative censoring of ``time``/``event`` and the grid end
+    bin_width_months: float = 1.0  #: step of the ``S_*`` survival grid
+
+    @property
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid(self.horizon_months, self.bin_width_months)
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise CtsurvError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.n_trials < 1 or self.inner_folds < 2:
             raise CtsurvError("n_trials must be >= 1 and inner_folds >= 2")
+        self.time_grid  # noqa: B018 - validates horizon and bin width
 
     @property
     def corr(self) -> float:
@@ -125,10 +140,11 @@ def load_features(paths, *, id_column: str | None = None) -> pd.DataFrame:
     return out
 
 
-def load_clinical(clinical) -> pd.DataFrame:
+def load_clinical(clinical, *, horizon_months: float = 24.0) -> pd.DataFrame:
     """Clinical table with ``patient_id, time, event, time_raw, event_raw`` and covariates.
 
-    A path is read with :func:`ctsurv.cohort.read_lung1_clinical` (24-month horizon) and,
+    A path is read with :func:`ctsurv.cohort.read_lung1_clinical` (censored at
+    ``horizon_months``) and,
     if it is not the LUNG1 table, as a CSV that already has the standard columns. A DataFrame
     must have ``patient_id, time, event`` (``time_raw``/``event_raw`` default to them).
     Excluded rows (``excluded``) are kept with their reason, for the manifest.
@@ -136,10 +152,8 @@ def load_clinical(clinical) -> pd.DataFrame:
     if isinstance(clinical, pd.DataFrame):
         df = clinical.copy()
     else:
-        from ctsurv.cohort import read_lung1_clinical
-
         try:
-            df = read_lung1_clinical(clinical, horizon_months=24.0).data
+            df = read_lung1_clinical(clinical, horizon_months=horizon_months).data
         except (CohortError, KeyError):
             try:
                 df = pd.read_csv(clinical, dtype={"patient_id": str})
@@ -173,8 +187,8 @@ def _inner_folds(event, k, rng):
 
 
 def _cindex(time, event, risk) -> float:
-    from ctsurv.metrics import concordance_index
-
+    """Harrell's C (:func:`ctsurv.metrics.concordance_index`); NaN where it is undefined (all
+    censored, no comparable pair, too few patients: any :class:`MetricError`)."""
     try:
         return concordance_index(time, event, risk)
     except MetricError:
@@ -326,10 +340,10 @@ class FoldPipeline:
         return self._apply(self.parts_, X)[0]
 
     def predict(self, feats, clin):
-        """Return ``(risk, survival (n, 25) at months 0..24, model input Z)``."""
+        """Return ``(risk, survival (n, n_times) on the configuration's time grid, model input Z)``."""
         Z = self.transform(feats, clin)
         model = self.parts_[2]
-        return model.predict(Z), model.predict_survival(Z, S_GRID), Z
+        return model.predict(Z), model.predict_survival(Z, self.config.time_grid.times), Z
 
     @property
     def input_names(self) -> list:
@@ -343,7 +357,7 @@ class FoldPipeline:
 
 
 def _fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_hash(obj, length=16)
 
 
 def fit_cv(features_csv, clinical_csv, out_dir, *, model: str = "radiomics", n_folds: int = 10,
@@ -387,14 +401,12 @@ def fit_cv(features_csv, clinical_csv, out_dir, *, model: str = "radiomics", n_f
     DataFrame
         The predictions (as written).
     """
-    from ctsurv.validate import stratified_folds
-
     cfg = TrackConfig(model=model, n_folds=n_folds, seed=seed, n_trials=n_trials, batch_col=batch_col,
                       corr_threshold=corr_threshold, pca_components=tuple(pca_components),
                       inner_folds=inner_folds, **config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clin = load_clinical(clinical_csv)
+    clin = load_clinical(clinical_csv, horizon_months=cfg.horizon_months)
     # with a feature table, patients without features are excluded from every model (so the
     # stage/clinical/radiomics runs are on identical patients and compare_runs applies)
     needs_feats = features_csv is not None
@@ -432,14 +444,14 @@ def fit_cv(features_csv, clinical_csv, out_dir, *, model: str = "radiomics", n_f
     for pid in feats.index:
         status.setdefault(pid, ("excluded", "not in the clinical table"))
     manifest = pd.DataFrame([(k, *v) for k, v in status.items()], columns=["patient_id", "status", "reason"])
-    manifest.to_csv(out / "manifest.csv", index=False)
+    atomic_to_csv(out / "manifest.csv", manifest)
     ids = manifest.loc[manifest["status"] == "included", "patient_id"].tolist()
     if len(ids) < 2 * n_folds:
         raise CohortError(f"only {len(ids)} usable patients for {n_folds} folds")
     clin = clin.set_index("patient_id").loc[ids].reset_index()
     feats = feats.reindex(ids)
     plan = stratified_folds(ids, clin["time"].to_numpy(float), clin["event"].to_numpy(int),
-                            n_folds=n_folds, seed=seed)
+                            n_folds=n_folds, seed=seed, horizon=cfg.horizon_months)
     plan.save(out / "folds.csv")
     t_raw = clin["time_raw"].to_numpy(float)
     e_raw = clin["event_raw"].to_numpy(int)
@@ -457,7 +469,7 @@ def fit_cv(features_csv, clinical_csv, out_dir, *, model: str = "radiomics", n_f
         fr = pd.DataFrame({"patient_id": [ids[i] for i in te], "fold": f,
                            "time": clin["time"].to_numpy(float)[te], "event": clin["event"].to_numpy(int)[te],
                            "risk": risk, "risk_cut": cut})
-        fr = pd.concat([fr, pd.DataFrame(surv, columns=[f"S_{m}" for m in range(25)])], axis=1)
+        fr = pd.concat([fr, pd.DataFrame(surv, columns=cfg.time_grid.columns)], axis=1)
         fr["time_raw"], fr["event_raw"] = t_raw[te], e_raw[te]
         preds.append(fr)
         train_rows.append(pd.DataFrame({"fold": f, "patient_id": [ids[i] for i in tr], "risk": pipe.train_risk_,
@@ -477,16 +489,16 @@ def fit_cv(features_csv, clinical_csv, out_dir, *, model: str = "radiomics", n_f
                           "test_cindex": _cindex(fr["time_raw"].to_numpy(), fr["event_raw"].to_numpy(), risk)})
         log.info("fold %d: %s", f, fold_info[-1]["test_cindex"])
     pred = pd.concat(preds, ignore_index=True).sort_values("patient_id").reset_index(drop=True)
-    pred.to_csv(out / "predictions.csv", index=False)
-    pd.concat(train_rows, ignore_index=True).to_csv(out / "train_risks.csv", index=False)
-    (out / "models.json").write_text(json.dumps(fold_info, indent=1, default=float))
+    atomic_to_csv(out / "predictions.csv", pred)
+    atomic_to_csv(out / "train_risks.csv", pd.concat(train_rows, ignore_index=True))
+    atomic_write_text(out / "models.json", json.dumps(fold_info, indent=1, default=float))
     shap = pd.DataFrame(shap_rows, columns=["patient_id", "fold", "feature", "value", "shap"])
-    shap.to_csv(out / "shap.csv", index=False)
+    atomic_to_csv(out / "shap.csv", shap)
     if shap_plot and len(shap):
         _shap_figure(shap, out / "shap_summary.png")
     meta = {"config": asdict(cfg), "n_patients": len(ids), "features": feature_names,
             "features_fingerprint": _fingerprint(feats.to_csv()), "code": "ctsurv.radiomics.track v1"}
-    (out / "config.json").write_text(json.dumps(meta, indent=1, default=str))
+    atomic_write_text(out / "config.json", json.dumps(meta, indent=1, default=str))
     return pred
 
 
@@ -495,8 +507,6 @@ def _shap_figure(shap: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from ctsurv.radiomics.models import shap_summary_plot
 
     sv = shap.pivot_table(index="patient_id", columns="feature", values="shap", aggfunc="first").fillna(0.0)
     xv = shap.pivot_table(index="patient_id", columns="feature", values="value", aggfunc="first")
@@ -513,8 +523,6 @@ def _shap_figure(shap: pd.DataFrame, path: Path) -> None:
 
 
 def _read_run(run):
-    from ctsurv.evaluate import read_predictions
-
     run = Path(run)
     pred = read_predictions(run)
     tr_path = run / "train_risks.csv"
@@ -554,8 +562,10 @@ def ensemble_runs(runs, out_dir) -> pd.DataFrame:
         train_ranks.append(pd.concat(trs, ignore_index=True))
     out = base.copy()
     out["risk"] = np.mean(ranks, axis=0)
-    from ctsurv.evaluate import S_COLUMNS
-
+    S_COLUMNS = prediction_grid(base).columns
+    for (p, _), r in zip(data, runs):
+        if prediction_grid(p).columns != S_COLUMNS:
+            raise CtsurvError(f"run {r} predicts on another time grid than {runs[0]}")
     out[S_COLUMNS] = np.mean([p[S_COLUMNS].to_numpy() for p, _ in data], axis=0)
     tr = train_ranks[0].copy()
     tr["risk"] = np.mean([t["risk"].to_numpy() for t in train_ranks], axis=0)
@@ -563,9 +573,9 @@ def ensemble_runs(runs, out_dir) -> pd.DataFrame:
     out["risk_cut"] = out["fold"].map(cuts)
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    out.to_csv(d / "predictions.csv", index=False)
-    tr.to_csv(d / "train_risks.csv", index=False)
-    (d / "config.json").write_text(json.dumps({"ensemble_of": [str(r) for r in runs],
+    atomic_to_csv(d / "predictions.csv", out)
+    atomic_to_csv(d / "train_risks.csv", tr)
+    atomic_write_text(d / "config.json", json.dumps({"ensemble_of": [str(r) for r in runs],
                                                "rule": "mean of training-rank-normalised risks"}, indent=1))
     return out
 
@@ -584,8 +594,6 @@ def consensus_classification(runs, *, horizons=(24.0, 60.0)) -> pd.DataFrame:
     -------
     DataFrame, one row per horizon and classifier ("consensus" or the run folder).
     """
-    from ctsurv.stats import binary_labels_at, binary_metrics, choose_threshold
-
     data = [_read_run(r) for r in runs]
     base = data[0][0]
     for (p, _), r in zip(data, runs):

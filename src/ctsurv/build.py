@@ -1,0 +1,438 @@
+"""The registry of model kinds: the one door through which runs, studies and saved models
+reach a model.
+
+A *kind* (``embed.kind`` in a run configuration) says how a patient becomes a prediction:
+
+``2d``
+    the reference method (seeds 000/001): a 2D backbone per slice, its frozen trunk cached,
+    the trainable last layer, ``model.aggregator`` over slices and a DeepHit head.
+``mst``
+    a Medical-Slice-Transformer-style model (seed 000 Table 3): the 2D backbone's slice
+    embeddings, MST's one-layer slice transformer with a CLS token, DeepHit.
+``3d``
+    a 3D CNN (``resnet3d-18``, ``densenet3d-121``) on one volume per patient; the frozen trunk
+    output is cached, the trainable head is a copy of the encoder's pretrained head with a new
+    last layer, mean "pooling" over the single item, DeepHit.
+
+Each kind is a :class:`ModelKind` declaring five things: how to build its **encoder** (the
+frozen part, with the identity a saved model is checked against), how to compute and cache its
+**features** (one :class:`ctsurv.types.PatientFeatures` per patient), how to build its trainable
+**network** (a factory called after seeding, so each fold's initialisation is deterministic),
+whether its cached features have **augmentation views**, and its **identity** (what must match
+for a saved model to serve new patients). The **head** is chosen by ``model.head`` through
+:func:`build_head` and sized by the run's :class:`ctsurv.types.TimeGrid`. Saving and loading
+(:func:`save_model`, :func:`load_model`) work for every kind.
+
+Adding a kind is one :func:`register_kind` call (see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from ctsurv import __version__
+from ctsurv._util import atomic_save_npy, atomic_write_json, file_sha256, json_hash
+from ctsurv.config import RunConfig, from_dict
+from ctsurv.embed import ViewSet, build_backbone, trunk_features
+from ctsurv.exceptions import CtsurvError, ModelMismatchError, StudyError
+from ctsurv.models import DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, make_aggregator
+from ctsurv.models3d import build_volume_encoder, volume_input
+from ctsurv.prepare import artifact_path
+from ctsurv.preprocess import PREPROCESS_VERSION, PreprocessConfig, PreprocessedCT
+from ctsurv.types import PatientFeatures
+
+__all__ = ["ModelKind", "KINDS", "register_kind", "get_kind", "kind_names", "preprocess_config",
+           "preprocess_hash", "build_encoder", "augment_views", "compute_features", "embed_step",
+           "volume_features", "network_factory", "model_factory", "variant_model_factory",
+           "build_head", "build_volume_encoder_for", "mst_aggregator", "model_identity",
+           "save_model", "load_model", "read_model_meta", "MODEL_FORMAT", "VOLUME_CACHE_VERSION", "HEADS"]
+
+MODEL_FORMAT = 1
+VOLUME_CACHE_VERSION = "1"
+#: heads a run can train today (``model.head``); ``ctsurv.models.CoxHead`` has no run path yet
+HEADS = ("deephit",)
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How one kind of model is built, fed, trained and saved (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        The ``embed.kind`` value.
+    description : str
+    build_encoder : callable
+        ``(cfg) -> encoder``: the frozen part (its weights loaded as ``embed.weights`` says).
+    features : callable
+        ``(cfg, encoder, prepared_dir, patient_ids, cache_dir, *, augment, progress) ->
+        {patient_id: PatientFeatures}``: cached frozen outputs of prepared patients.
+    network : callable
+        ``(cfg, encoder) -> (() -> nn.Module)``: the trainable network factory; the network maps
+        ``(x, mask, positions)`` to a :class:`ctsurv.models.SurvivalOutput`.
+    identity : callable
+        ``(cfg, encoder) -> dict`` of strings that a saved model must share with the
+        installation that loads it.
+    augmentable : bool
+        Whether the features carry augmentation views (``embed.augment`` applies).
+    """
+
+    name: str
+    description: str
+    build_encoder: Callable
+    features: Callable
+    network: Callable
+    identity: Callable
+    augmentable: bool = True
+
+
+KINDS: dict[str, ModelKind] = {}
+
+
+def register_kind(kind: ModelKind) -> ModelKind:
+    """Add (or replace) a kind in the registry; returns it."""
+    KINDS[kind.name] = kind
+    return kind
+
+
+def kind_names() -> tuple[str, ...]:
+    return tuple(KINDS)
+
+
+def get_kind(cfg_or_name: RunConfig | str) -> ModelKind:
+    """The registered kind of a configuration (``embed.kind``) or name."""
+    name = cfg_or_name if isinstance(cfg_or_name, str) else cfg_or_name.embed.kind
+    if name not in KINDS:
+        raise CtsurvError(f"embed.kind must be one of {', '.join(repr(k) for k in KINDS)}, got {name!r}")
+    return KINDS[name]
+
+
+# ----------------------------------------------------------------------------- shared parts
+def preprocess_config(cfg: RunConfig) -> PreprocessConfig:
+    """The :class:`ctsurv.preprocess.PreprocessConfig` of a run's ``preprocess`` section."""
+    p = cfg.preprocess
+    return PreprocessConfig(
+        spacing=tuple(p.spacing), interpolation=p.interpolation,
+        min_lung_fraction=p.min_lung_fraction, size=p.size, aspect=p.aspect,
+        window=tuple(p.window),
+    )
+
+
+def preprocess_hash(cfg: RunConfig) -> str:
+    """SHA-256 of the preprocessing settings and code version (checked when a model loads)."""
+    d = asdict(preprocess_config(cfg))
+    d["version"] = PREPROCESS_VERSION
+    return json_hash(d)
+
+
+def augment_views(cfg: RunConfig) -> ViewSet:
+    """The cached augmentation views of a run (rotation bins of +-20 degrees, flips)."""
+    return ViewSet.uniform(cfg.embed.augment_angles, 20.0)
+
+
+def build_head(cfg: RunConfig, in_dim: int) -> nn.Module:
+    """The survival head of ``model.head``, sized by the run's time grid."""
+    m = cfg.model
+    if m.head not in HEADS:
+        raise CtsurvError(f"model.head must be one of {HEADS}, got {m.head!r}")
+    return DeepHit(in_dim, num_bins=cfg.time_grid.n_logits, shared_layers=m.shared_layers,
+                   shared_width=m.shared_width, cs_layers=m.cs_layers, cs_width=m.cs_width,
+                   dropout=m.dropout)
+
+
+def _seeded_generator() -> torch.Generator:
+    # Network factories are called by train_model right after torch.manual_seed(fold seed):
+    # the trainable parts are drawn from that seeded stream, so they are deterministic per fold.
+    return torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,)).item()))
+
+
+def _slice_identity(cfg: RunConfig, encoder) -> dict:
+    return {"preprocess_hash": preprocess_hash(cfg), "backbone": cfg.embed.backbone,
+            "strategy": cfg.embed.strategy, "weights_sha256": encoder.weights_sha256,
+            "cut_point": encoder.cut_point}
+
+
+# ----------------------------------------------------------------------------- 2d and mst
+def build_encoder(cfg: RunConfig):
+    """The encoder of a configuration, through its kind (a 2D slice encoder for ``2d``/``mst``)."""
+    return get_kind(cfg).build_encoder(cfg)
+
+
+def _slice_encoder(cfg: RunConfig):
+    e = cfg.embed
+    return build_backbone(e.backbone, weights=e.weights, strategy=e.strategy,
+                          embed_dim=e.embedding_dim, image_size=cfg.preprocess.size)
+
+
+def _slice_features(cfg: RunConfig, encoder, prepared_dir: Path, patient_ids: Sequence[str],
+                    cache_dir: Path, *, augment: bool, progress: bool = True) -> dict:
+    views = augment_views(cfg)
+    feats = {}
+    for pid in tqdm(list(patient_ids), desc="embed", unit="patient", disable=not progress):
+        pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
+        f = trunk_features(pre.slices, encoder, cache_dir=cache_dir,
+                           fingerprint=pre.fingerprint, augment=augment,
+                           engine=cfg.embed.engine, threads=cfg.train.threads,
+                           patient_id=pid, views=views)
+        feats[pid] = PatientFeatures(pid, f, np.asarray(pre.rel_pos, dtype=np.float32))
+    return feats
+
+
+def embed_step(cfg: RunConfig, prepared_dir: Path, patient_ids: list[str], cache_dir: Path,
+               *, progress: bool = True):
+    """``(encoder, features)`` of a 2D-slice configuration: cached trunk features of every
+    patient (all augmentation views when ``embed.augment``)."""
+    encoder = _slice_encoder(cfg)
+    return encoder, _slice_features(cfg, encoder, prepared_dir, patient_ids, cache_dir,
+                                    augment=cfg.embed.augment, progress=progress)
+
+
+def _network_2d(cfg: RunConfig, encoder) -> Callable[[], nn.Module]:
+    dim = cfg.embed.embedding_dim
+
+    def build():
+        return SurvivalNet(embedding=encoder.make_head(rng=_seeded_generator()),
+                           aggregator=make_aggregator(cfg.model.aggregator, dim),
+                           head=build_head(cfg, dim))
+
+    return build
+
+
+def mst_aggregator(dim: int) -> nn.Module:
+    """The slice transformer of :class:`ctsurv.models3d.MedicalSliceTransformer` (1 layer, 4 heads)."""
+    return SelfAttentionCLS(dim, n_layers=1, n_heads=4, dropout=0.0)
+
+
+def _network_mst(cfg: RunConfig, encoder) -> Callable[[], nn.Module]:
+    dim = cfg.embed.embedding_dim
+
+    def build():
+        return SurvivalNet(encoder.make_head(rng=_seeded_generator()), mst_aggregator(dim),
+                           build_head(cfg, dim))
+
+    return build
+
+
+# ----------------------------------------------------------------------------- 3d
+def build_volume_encoder_for(cfg: RunConfig, *, weights: str | None = None):
+    """The :class:`ctsurv.models3d.VolumeEncoder` of a ``kind: 3d`` configuration."""
+    e = cfg.embed
+    return build_volume_encoder(e.backbone, weights=weights or e.weights, strategy=e.strategy,
+                                embed_dim=e.embedding_dim, dropout=0.2)
+
+
+def _weights_id(weights: str) -> str:
+    p = Path(weights)
+    if p.suffix and p.is_file():
+        return file_sha256(p)
+    return weights
+
+
+def _volume_static(cfg: RunConfig, encoder) -> dict:
+    m, e = cfg.model, cfg.embed
+    return {"version": VOLUME_CACHE_VERSION, "backbone": e.backbone, "weights": _weights_id(e.weights),
+            "strategy": e.strategy, "cut": encoder.cut_point, "channels": str(encoder.in_channels),
+            "depth": str(m.volume_depth), "size": str(m.volume_size), "mode": m.volume_mode}
+
+
+def _volume_features(cfg: RunConfig, encoder, prepared_dir: Path, patient_ids: Sequence[str],
+                     cache_dir: Path | None = None, *, augment: bool = False,
+                     progress: bool = True) -> dict:
+    m, e = cfg.model, cfg.embed
+    cache = Path(cache_dir) if cache_dir is not None else Path(prepared_dir) / "volume-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    static = _volume_static(cfg, encoder)
+    feats = {}
+    for pid in tqdm(list(patient_ids), desc=f"embed {e.backbone}", unit="patient", disable=not progress):
+        pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
+        key = json_hash({**static, "preprocess": pre.fingerprint, "patient": pid}, length=24)
+        path = cache / f"{key}.npy"
+        if path.is_file():
+            arr = np.load(path, mmap_mode="r" if path.stat().st_size > 64 * 2**20 else None)
+        else:
+            x = volume_input(pre.slices, depth=m.volume_depth, size=m.volume_size, mode=m.volume_mode,
+                             patient_id=pid)
+            try:
+                with torch.no_grad():
+                    arr = encoder.frozen_forward(x[None]).numpy().astype(np.float32)  # (1, *trunk_out)
+            except RuntimeError as exc:
+                raise StudyError(f"patient {pid}: {e.backbone} cannot run on a {m.volume_depth} x "
+                                 f"{m.volume_size} x {m.volume_size} volume ({exc}); use larger "
+                                 "model.volume_depth / volume_size") from exc
+            atomic_save_npy(path, arr)
+        feats[pid] = PatientFeatures(pid, arr[None], np.array([0.5], dtype=np.float32))
+    return feats
+
+
+def volume_features(cfg: RunConfig, prepared: str | Path, patient_ids: Sequence[str], *,
+                    progress: bool = True):
+    """Cached frozen 3D-trunk outputs of every patient: ``(encoder, {pid: PatientFeatures})``.
+
+    Each patient's preprocessed slices become one volume (:func:`ctsurv.models3d.volume_input`
+    with ``model.volume_depth/size/mode``); the encoder's frozen trunk runs once and its
+    output is stored in ``<prepared>/volume-cache/<key>.npy`` (the key hashes the slices'
+    fingerprint, the encoder, its weights, strategy and the volume settings). Features have
+    shape ``(1, 1, *trunk_out)`` (one view, one item) and ``rel_pos = [0.5]``. Large cached
+    arrays (half-frozen trunks) are memory-mapped.
+    """
+    encoder = build_volume_encoder_for(cfg)
+    return encoder, _volume_features(cfg, encoder, Path(prepared), patient_ids, progress=progress)
+
+
+def _fresh_linear_(lin: nn.Linear, gen: torch.Generator) -> None:
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=gen)
+        bound = 1.0 / math.sqrt(lin.in_features)
+        nn.init.uniform_(lin.bias, -bound, bound, generator=gen)
+
+
+class _VolumeHead(nn.Module):
+    """The trainable head of a volume encoder as a per-item embedding: ``(N, *trunk_out) -> (N, D)``."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(feats)
+
+
+def _network_3d(cfg: RunConfig, encoder) -> Callable[[], nn.Module]:
+    template = copy.deepcopy(encoder.head)
+    dim = cfg.embed.embedding_dim
+
+    def build():
+        gen = _seeded_generator()
+        head = copy.deepcopy(template)
+        _fresh_linear_(head[-1], gen)
+        return SurvivalNet(_VolumeHead(head).train(), MeanPool(dim), build_head(cfg, dim))
+
+    return build
+
+
+def _volume_identity(cfg: RunConfig, encoder) -> dict:
+    static = _volume_static(cfg, encoder)
+    return {"preprocess_hash": preprocess_hash(cfg), "backbone": cfg.embed.backbone,
+            "strategy": cfg.embed.strategy, "weights_sha256": static["weights"],
+            "cut_point": encoder.cut_point, "volume": json_hash(static, length=16)}
+
+
+register_kind(ModelKind("2d", "2D backbone per slice + slice aggregator + DeepHit (seeds 000/001)",
+                        _slice_encoder, _slice_features, _network_2d, _slice_identity, True))
+register_kind(ModelKind("3d", "3D CNN on one volume per patient + DeepHit (seed 000 Table 3)",
+                        build_volume_encoder_for, _volume_features, _network_3d, _volume_identity,
+                        False))
+register_kind(ModelKind("mst", "2D slice encoder + MST slice transformer (CLS) + DeepHit (seed 000 Table 3)",
+                        _slice_encoder, _slice_features, _network_mst, _slice_identity, True))
+
+
+# ----------------------------------------------------------------------------- through the registry
+def compute_features(cfg: RunConfig, encoder, prepared_dir: str | Path, patient_ids: Sequence[str],
+                     cache_dir: str | Path | None = None, *, augment: bool | None = None,
+                     progress: bool = True) -> dict:
+    """Cached features of prepared patients for the configuration's kind.
+
+    ``cache_dir`` defaults to ``<prepared>/trunk-cache`` (2D kinds) or ``<prepared>/volume-cache``
+    (3D); ``augment`` defaults to ``embed.augment`` where the kind has views.
+    """
+    kind = get_kind(cfg)
+    prepared_dir = Path(prepared_dir)
+    if cache_dir is None:
+        cache_dir = prepared_dir / ("trunk-cache" if kind.augmentable else "volume-cache")
+    aug = (cfg.embed.augment if augment is None else augment) and kind.augmentable
+    return kind.features(cfg, encoder, prepared_dir, list(patient_ids), Path(cache_dir),
+                         augment=aug, progress=progress)
+
+
+def network_factory(cfg: RunConfig, encoder=None) -> Callable[[], nn.Module]:
+    """``() -> nn.Module``: the trainable network of the configuration's kind."""
+    kind = get_kind(cfg)
+    return kind.network(cfg, kind.build_encoder(cfg) if encoder is None else encoder)
+
+
+def model_factory(cfg: RunConfig, encoder) -> Callable[[], nn.Module]:
+    """The trainable network factory of a configuration (any kind; historically the 2D one)."""
+    return network_factory(cfg, encoder)
+
+
+def variant_model_factory(cfg: RunConfig, encoder=None) -> Callable[[], nn.Module]:
+    """``() -> nn.Module`` on cached features for ``embed.kind`` "3d" or "mst"."""
+    if cfg.embed.kind not in ("3d", "mst"):
+        raise StudyError(f"variant_model_factory: embed.kind must be '3d' or 'mst', got {cfg.embed.kind!r}")
+    return network_factory(cfg, encoder)
+
+
+def model_identity(cfg: RunConfig, encoder) -> dict:
+    """What a saved model must share with the installation that loads it."""
+    return {"kind": cfg.embed.kind, **get_kind(cfg).identity(cfg, encoder)}
+
+
+# ----------------------------------------------------------------------------- save / load
+def save_model(out: str | Path, model: nn.Module, cfg: RunConfig, encoder,
+               extra: Mapping | None = None) -> Path:
+    """Write ``model.safetensors`` (trainable weights, no pickle) and ``model.json``
+    (configuration, identity, ctsurv version, ``extra``) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    meta = {"format": MODEL_FORMAT, "ctsurv_version": __version__, "config": cfg.to_dict(),
+            **model_identity(cfg, encoder), **dict(extra or {})}
+    atomic_write_json(out / "model.json", meta, indent=2)
+    return out
+
+
+def read_model_meta(model_dir: str | Path) -> dict:
+    model_dir = Path(model_dir)
+    try:
+        return json.loads((model_dir / "model.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelMismatchError(f"{model_dir}: cannot read model.json ({exc})") from exc
+
+
+def load_model(model_dir: str | Path):
+    """Load a saved model of any kind; returns ``(model, config, encoder)``.
+
+    Refuses models whose kind, preprocessing, backbone, weights or volume settings differ from
+    what this installation would use, and never unpickles anything (weights are read with
+    safetensors, metadata as JSON). Models saved before kinds were recorded are ``2d``.
+    """
+    model_dir = Path(model_dir)
+    meta = read_model_meta(model_dir)
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelMismatchError(f"{model_dir}: model format {meta.get('format')} is not {MODEL_FORMAT}")
+    cfg = from_dict(meta["config"])
+    meta.setdefault("kind", "2d")  # models saved before kinds were recorded
+    kind = get_kind(cfg)
+    encoder = kind.build_encoder(cfg)
+    now = model_identity(cfg, encoder)
+    for key, value in now.items():
+        if key == "volume" and key not in meta:  # 3D models saved before it was recorded
+            continue
+        if meta.get(key) != value:
+            raise ModelMismatchError(
+                f"{model_dir}: {key} of the saved model ({meta.get(key)}) does not match this "
+                f"installation ({value}); refusing to score with a mismatched pipeline"
+            )
+    model = kind.network(cfg, encoder)()
+    state = load_file(str(model_dir / "model.safetensors"))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch, e.g. another horizon's head
+        raise ModelMismatchError(f"{model_dir}: weights do not fit the network ({exc})") from exc
+    if missing or unexpected:
+        raise ModelMismatchError(f"{model_dir}: weights do not fit the network "
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    return model, cfg, encoder
