@@ -12,8 +12,8 @@ own package's ``__init__`` is an edge back to it). The map is data in
     L0  exceptions  types (CTVolume, TimeGrid, PatientFeatures)  _util (atomic writes, hashes)
         _checks (the survival-input check)  config (run configuration dataclasses; imports only
         exceptions and types)  _layers (this map)  ctsurv (this package: __version__)
-    L1  io/  segment  preprocess  cohort  validate  metrics/  stats/  synthetic/
-    L2  embed/ (backbones -> engine -> cache <- augment)  models  models3d  train  plots
+    L1  io/  segment  preprocess  cohort  validate  metrics/  stats/  synthetic/  dropout
+    L2  embed/ (backbones -> engine -> cache <- augment)  models  models3d  train  train_batched  plots
         complexity  prepare  evaluate  radiomics.{features, harmonize, select, models}
     L3  build (the registry of model kinds)  estimators (scikit-learn-style estimators)
     L4  pipeline  study  predict  radiomics.track  radiomics (its __init__ re-exports track)

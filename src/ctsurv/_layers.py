@@ -30,11 +30,13 @@ LAYERS: dict[str, int] = {
     "ctsurv.metrics": 1,
     "ctsurv.stats": 1,
     "ctsurv.synthetic": 1,
+    "ctsurv.dropout": 1,  # dropout masks from a seeded stream (torch only)
     # L2: embeddings, networks, training, plots, preparation, evaluation, radiomics parts.
     "ctsurv.embed": 2,
     "ctsurv.models": 2,
     "ctsurv.models3d": 2,
     "ctsurv.train": 2,
+    "ctsurv.train_batched": 2,  # every fold at once (imports train)
     "ctsurv.plots": 2,
     "ctsurv.complexity": 2,
     "ctsurv.prepare": 2,

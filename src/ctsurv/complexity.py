@@ -44,7 +44,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ctsurv.embed import build_backbone
-from ctsurv.exceptions import ComplexityError, CtsurvError
+from ctsurv.exceptions import ComplexityError
 from ctsurv.models import DeepHit, SurvivalNet, make_aggregator
 from ctsurv.models3d import (DenseNet3D121, MedicalSliceTransformer, ResNet3D18, ViTSliceEncoder,
                              Volume3DNet)

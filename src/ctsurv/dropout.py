@@ -8,13 +8,17 @@ batched forward over ten folds cannot reproduce that order. So training attaches
 in forward order (``attach_mask_stream``). The batched trainer draws the same masks from the
 same streams in the same order.
 
-Mask definition: ``keep = U < 1 - p`` with ``U ~ Uniform[0, 1)`` from ``torch.rand`` on the
-stream's generator (24-bit floats, so the keep probability is ``1 - p`` to within 2**-24), and
-kept values are scaled by ``1 / (1 - p)`` as in ``nn.Dropout``. Outside training, or with no
+Mask definition: each element is kept when a uniform 16-bit integer (four per 64-bit draw of
+the stream's generator: 3x cheaper than ``torch.rand``, which matters because the reference
+network drops out 1280 features of every slice) is below ``round(65536 (1 - p))``: the keep
+probability is ``1 - p`` to within 2**-17 (0.8 -> 52429/65536 = 0.800003). Kept values are
+scaled by ``1 / (1 - p)`` as in ``nn.Dropout``. Outside training, or with no
 stream attached, :class:`StreamDropout` is exactly ``nn.Dropout``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -34,10 +38,18 @@ class MaskStream:
     def __init__(self, seed: int):
         self.generator = torch.Generator().manual_seed(int(seed))
 
+    def keep(self, shape, p: float) -> Tensor:
+        """``(shape)`` bool: True where kept (probability ``1 - p`` to within 2**-17)."""
+        n = math.prod(shape)
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1,
+                                                                        generator=self.generator)
+        lanes = words.view(torch.int16)[:n]  # four uniform 16-bit integers per 64-bit draw
+        threshold = round((1.0 - p) * 65536) - 32768
+        return (lanes < threshold).view(tuple(shape))
+
     def mask(self, shape, p: float) -> Tensor:
         """``(shape)`` float32 mask: ``1 / (1 - p)`` where kept, 0 where dropped."""
-        keep = torch.rand(tuple(shape), generator=self.generator) < (1.0 - p)
-        return keep.to(torch.float32) * (1.0 / (1.0 - p))
+        return self.keep(shape, p).to(torch.float32).mul_(1.0 / (1.0 - p))
 
 
 class StreamDropout(nn.Dropout):
@@ -49,7 +61,8 @@ class StreamDropout(nn.Dropout):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training and self.p > 0 and self.stream is not None:
-            return x * self.stream.mask(x.shape, self.p).to(x.dtype)
+            keep = self.stream.keep(x.shape, self.p)
+            return x.masked_fill(~keep, 0.0) * (1.0 / (1.0 - self.p))
         return super().forward(x)
 
 

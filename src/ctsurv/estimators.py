@@ -25,14 +25,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ctsurv.build import (augment_views, get_kind, load_model, network_factory, read_model_meta,
                           save_model)
 from ctsurv.config import RunConfig, from_dict
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_td
-from ctsurv.train import TrainConfig, predict, train_model
+from ctsurv.train import TrainConfig, predict
+from ctsurv.train_batched import Replica, train_replicas
 from ctsurv.types import PatientFeatures
 from ctsurv.validate import _stratified_holdout, two_year_label
 
@@ -157,10 +157,13 @@ class SurvivalEstimator:
             vf, vt, ve = validation
             train_set = (feats, time, event)
             val_set = (as_patient_features(vf), np.asarray(vt, float), np.asarray(ve))
-        torch.set_num_threads(max(1, cfg.train.threads))
         encoder = self.encoder if self.encoder is not None else kind.build_encoder(cfg)
         tcfg = TrainConfig.from_run(cfg, seed=cfg.seed, views=augment_views(cfg))
-        res = train_model(network_factory(cfg, encoder), *train_set, *val_set, tcfg, progress=progress)
+        n_tr = len(train_set[0])
+        replica = Replica(np.arange(n_tr), train_set[1], train_set[2],
+                          np.arange(n_tr, n_tr + len(val_set[0])), val_set[1], val_set[2], cfg.seed)
+        res = train_replicas(network_factory(cfg, encoder), [*train_set[0], *val_set[0]], [replica],
+                             tcfg, progress=progress, sequential=cfg.train.trainer == "sequential")[0]
         train_surv, _ = predict(res.model, train_set[0])
         self.config_, self.encoder_, self.model_ = cfg, encoder, res.model
         self.time_grid_ = cfg.time_grid

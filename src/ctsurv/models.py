@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ctsurv.exceptions import CtsurvError, ModelInputError
+from ctsurv.exceptions import ModelInputError
 from ctsurv.types import TimeGrid
 
 __all__ = [

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctsurv.embed.backbones import _new_linear, load_state_dict_strict
-from ctsurv.exceptions import CtsurvError, Model3DError, ModelMismatchError, WeightsNotFoundError
+from ctsurv.exceptions import Model3DError, ModelMismatchError, WeightsNotFoundError
 from ctsurv.models import DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, SurvivalOutput
 
 __all__ = [

@@ -41,7 +41,8 @@ from ctsurv.evaluate import ctd_ascent
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_index, concordance_td
 from ctsurv.prepare import prepare_cohort, summarize_manifest
-from ctsurv.train import TrainConfig, predict, train_model
+from ctsurv.train import TrainConfig, predict
+from ctsurv.train_batched import CohortTensors, Replica, train_replicas
 from ctsurv.types import DEFAULT_GRID, TimeGrid
 from ctsurv.validate import stratified_folds
 
@@ -68,7 +69,7 @@ def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[p
 #: default, so run folders written before they existed still resume.
 _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("model", "volume_size"): 224, ("model", "volume_mode"): "resample",
-                  ("data", "bin_width_months"): 1.0}
+                  ("data", "bin_width_months"): 1.0, ("train", "trainer"): "batched"}
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -148,6 +149,8 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     cfg.save(out / "config.yaml")
     grid = cfg.time_grid
     kind = get_kind(cfg)
+    if cfg.train.trainer not in ("batched", "sequential"):
+        raise CtsurvError(f"train.trainer must be 'batched' or 'sequential', got {cfg.train.trainer!r}")
     timings = {}
     t0 = _time.perf_counter()
     manifest, prepared = prepare_step(cfg, out, progress=progress)
@@ -183,29 +186,36 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     pred_rows, att_rows, hist_rows = [], [], []
     bar = tqdm(total=cfg.cv.n_folds * cfg.train.epochs, desc="train", unit="epoch", disable=not progress)
     columns = grid.columns
+    records: dict[int, dict] = {}
     for k in range(cfg.cv.n_folds):
         done = out / "folds" / f"fold_{k}.json"
         if done.exists() and json.loads(done.read_text()).get("config_hash") == chash:
-            rec = json.loads(done.read_text())
+            records[k] = json.loads(done.read_text())
             bar.update(cfg.train.epochs)
-        else:
-            sel = {r: [pos[p] for p in plan.patients(k, r)] for r in ("train", "val", "test")}
-            tcfg = TrainConfig.from_run(cfg, seed=int(fold_seeds[k].generate_state(1)[0]), views=views)
-            res = train_model(
-                build,
-                [feats[ids[i]] for i in sel["train"]], time[sel["train"]], event[sel["train"]],
-                [feats[ids[i]] for i in sel["val"]], time[sel["val"]], event[sel["val"]],
-                tcfg, progress=bar,
-            )
+    todo = [k for k in range(cfg.cv.n_folds) if k not in records]
+    if todo:
+        # every unfinished fold trained at once (ctsurv.train_batched); each keeps its own seed
+        sels = {k: {r: np.array([pos[p] for p in plan.patients(k, r)], dtype=int)
+                    for r in ("train", "val", "test")} for k in todo}
+        replicas = [Replica(sels[k]["train"], time[sels[k]["train"]], event[sels[k]["train"]],
+                            sels[k]["val"], time[sels[k]["val"]], event[sels[k]["val"]],
+                            int(fold_seeds[k].generate_state(1)[0])) for k in todo]
+        cohort = CohortTensors.from_features([feats[p] for p in ids])
+        results = train_replicas(build, cohort, replicas, TrainConfig.from_run(cfg, seed=0, views=views),
+                                 progress=bar, sequential=cfg.train.trainer == "sequential")
+        for k, res in zip(todo, results):
+            sel = sels[k]
             test_ids = [ids[i] for i in sel["test"]]
             surv, weights = predict(res.model, [feats[p] for p in test_ids])
             train_surv, _ = predict(res.model, [feats[ids[i]] for i in sel["train"]])
-            rec = {"config_hash": chash, "fold": k, "best_epoch": res.best_epoch,
-                   "train_risk_median": float(np.median(1.0 - train_surv[:, -1])),
-                   "selection": res.selection, "test_ids": test_ids,
-                   "surv": surv.tolist(), "weights": [w.tolist() for w in weights],
-                   "history": res.history}
-            atomic_write_text(done, json.dumps(rec))
+            records[k] = {"config_hash": chash, "fold": k, "best_epoch": res.best_epoch,
+                          "train_risk_median": float(np.median(1.0 - train_surv[:, -1])),
+                          "selection": res.selection, "test_ids": test_ids,
+                          "surv": surv.tolist(), "weights": [w.tolist() for w in weights],
+                          "history": res.history}
+            atomic_write_text(out / "folds" / f"fold_{k}.json", json.dumps(records[k]))
+    for k in range(cfg.cv.n_folds):
+        rec = records[k]
         for j, p in enumerate(rec["test_ids"]):
             s = np.asarray(rec["surv"][j])
             pred_rows.append({"patient_id": p, "fold": k, "time": time[pos[p]],

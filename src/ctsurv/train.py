@@ -212,7 +212,7 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
                          horizon=grid.horizon, bin_width=grid.bin_width)
     idx_t, ev_t = torch.as_tensor(idx), torch.as_tensor(ev, dtype=torch.float32)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     loss_kw = {"alpha": cfg.alpha, "beta": cfg.beta, "sigma": cfg.sigma}
 
     def loss_on(patients, time, event):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ctsurv.exceptions import CtsurvError, ModelError
+from ctsurv.exceptions import ModelError
 
 __all__ = ["CoxNet", "ClinicalEncoder", "rank_normalize", "linear_shap", "shap_summary_plot",
            "STAGE_ORDER"]

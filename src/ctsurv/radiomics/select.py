@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from ctsurv.exceptions import CtsurvError, SelectionError
+from ctsurv.exceptions import SelectionError
 from ctsurv.radiomics.harmonize import check_matrix
 
 __all__ = ["NearZeroVariance", "CorrelationFilter", "StabilitySelector", "Standardizer", "PCA",
