@@ -31,6 +31,7 @@ from ctsurv.pipeline import TIME_COLUMNS, run_cv
 from ctsurv.synthetic import write_phantom_cohort
 
 N_PATIENTS = 240
+N_NULL = 5
 # The paper's network, loss, optimiser and protocol (100 epochs), with 5 folds instead of 10
 # and augmentation off so that one embedding pass serves every run.
 SETTINGS = {
@@ -59,7 +60,8 @@ def _config(root, **extra):
 @pytest.fixture(scope="module")
 def signal_run(phantom):
     out = phantom / "run"
-    return out, run_cv(_config(phantom), out, progress=False)
+    # five label-permuted null replicas trained beside the true run (cv.null_replicas)
+    return out, run_cv(_config(phantom, cv={"n_folds": 5, "null_replicas": N_NULL}), out, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +168,20 @@ def test_training_recovers_a_hazard_planted_in_features():
     assert abs(_planted_feature_cv(permute=True) - 0.5) < 0.1
 
 
+def test_true_run_beats_every_null_replica(signal_run):
+    _, real = signal_run
+    null = real["null"]
+    assert null["n"] == N_NULL and None not in null["ctd_fold_mean"]
+    # the true run exceeds every label-permuted replica trained the same way
+    assert real["ctd_mean"] > max(null["ctd_fold_mean"]), (real["ctd_mean"], null["ctd_fold_mean"])
+    assert null["p_value_fold_mean"] == pytest.approx(1 / (N_NULL + 1))
+    # the per-fold mean of the null is at chance (each fold model ranks its own test patients)
+    assert abs(np.mean(null["ctd_fold_mean"]) - 0.5) < 0.05, null["ctd_fold_mean"]
+    # the pooled null sits at or below 0.5: pooling compares curves of different fold models,
+    # whose baselines differ (README); it must not sit above chance
+    assert np.mean(null["ctd_pooled"]) < 0.53, null["ctd_pooled"]
+
+
 def test_method_beats_chance_and_permuted_labels_do_not(signal_run, permuted_run):
     (_, real), (_, perm) = signal_run, permuted_run
     assert real["permute_labels"] is False and perm["permute_labels"] is True
@@ -222,12 +238,21 @@ def test_evaluate_and_compare_work_on_run_folders(phantom, signal_run, permuted_
     assert res["risk_groups"]["cut"] == "training median of each fold's model"
     assert (tmp_path / "eval" / "figures" / "km_risk_groups.png").exists()
     other = tmp_path / "mean-pool"
-    run_cv(_config(phantom, model={"aggregator": "mean"}, cv={"n_folds": 2}, train={"epochs": 3}),
-           other, progress=False)
+    # same seed and cv settings: the same fold plan, so the per-fold Ctd pair up
+    run_cv(_config(phantom, model={"aggregator": "mean"}, train={"epochs": 3}), other, progress=False)
     table = compare_runs([out, other], tmp_path / "cmp", n_permutations=200, n_bootstrap=50)
     assert list(table["run"]) == [out.name, other.name]
     assert 0 < table["p_vs_reference"].iloc[1] <= 1
     assert (tmp_path / "cmp" / "compare.md").exists()
+    assert res["headline"] == "fold_mean" and res["censoring_distribution"] == "training patients of each fold"
+    # a run whose folds differ is refused, naming the patient
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    pm = pd.read_csv(other / "predictions.csv", dtype={"patient_id": str})
+    pm.loc[0, "fold"] = (pm.loc[0, "fold"] + 1) % 5
+    pm.to_csv(moved / "predictions.csv", index=False)
+    with pytest.raises(CtsurvError, match=f"patient {pm.loc[0, 'patient_id']} in fold .*the folds differ"):
+        compare_runs([out, moved], tmp_path / "cmp3", n_permutations=10, n_bootstrap=10)
     # a permuted-label run has other outcomes for the same patients: not comparable
     with pytest.raises(CtsurvError, match="different outcomes"):
         compare_runs([out, perm_out], tmp_path / "cmp2", n_permutations=10, n_bootstrap=10)

@@ -60,3 +60,34 @@ def test_unknown_selection_is_refused():
     feats, time, event = _cohort(4, seed=0)
     with pytest.raises(CtsurvError, match="selection must be"):
         train_model(_build, feats, time, event, feats, time, event, epochs=1, selection="best")
+
+
+def _val_ctd(model, feats, time, event) -> float:
+    from ctsurv.metrics import concordance_td
+    from ctsurv.train import predict
+
+    surv, _ = predict(model, feats)
+    return concordance_td(np.asarray(time, float), event, surv, np.arange(25.0))
+
+
+def test_val_ctd_keeps_the_epoch_of_the_best_validation_ctd():
+    feats, time, event = _cohort(24, seed=0)
+    val_feats, val_time, val_event = _cohort(10, seed=1)
+    res = train_model(_build, feats, time, event, val_feats, val_time, val_event,
+                      epochs=6, augment=False, selection="val_ctd", seed=3, lr=3e-3)
+    assert res.selection == "val_ctd" and all(set(h) == {"epoch", "train_loss", "val_ctd"} for h in res.history)
+    scores = [h["val_ctd"] for h in res.history]
+    assert res.best_epoch == int(np.argmax(scores))  # first of ties, as ">" keeps the earliest
+    assert _val_ctd(res.model, val_feats, val_time, val_event) == pytest.approx(scores[res.best_epoch], abs=1e-12)
+
+
+def test_without_comparable_pairs_the_loss_decides_every_epoch():
+    feats, time, event = _cohort(24, seed=0)
+    val_feats, val_time, _ = _cohort(6, seed=1)
+    val_event = np.zeros(6, dtype=int)  # all censored: Ctd undefined whatever the model predicts
+    res = train_model(_build, feats, time, event, val_feats, val_time, val_event,
+                      epochs=4, augment=False, selection="val_ctd", seed=3)
+    assert res.selection == "val_loss"
+    assert all("val_loss" in h and "val_ctd" not in h for h in res.history)  # never mixed
+    losses = [-h["val_loss"] for h in res.history]
+    assert res.best_epoch == int(np.argmin(losses))

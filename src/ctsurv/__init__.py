@@ -11,12 +11,12 @@ own package's ``__init__`` is an edge back to it). The map is data in
 
     L0  exceptions  types (CTVolume, TimeGrid, PatientFeatures)  _util (atomic writes, hashes)
         _checks (the survival-input check)  config (run configuration dataclasses; imports only
-        exceptions and types)  _layers (this map)  ctsurv (this package: __version__)
+        exceptions and types)  _layers (this map)  seeds (random streams)  ctsurv (this package: __version__)
     L1  io/  segment  preprocess  cohort  validate  metrics/  stats/  synthetic/  dropout
     L2  embed/ (backbones -> engine -> cache <- augment)  models  models3d  train  train_batched  plots
         complexity  prepare  evaluate  radiomics.{features, harmonize, select, models}
     L3  build (the registry of model kinds)  estimators (scikit-learn-style estimators)
-    L4  pipeline  study  predict  radiomics.track  radiomics (its __init__ re-exports track)
+    L4  pipeline  study  predict  demo  radiomics.track  radiomics (its __init__ re-exports track)
     L5  cli  (__main__ if one is added)
 
 A new module has no layer until it is added to :data:`ctsurv._layers.LAYERS`, and the test

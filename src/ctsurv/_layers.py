@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "ctsurv._util": 0,  # atomic writes, hashes
     "ctsurv._checks": 0,  # the survival-input check
     "ctsurv.config": 0,  # run configuration dataclasses (imports only exceptions/types)
+    "ctsurv.seeds": 0,  # one seed, separate random streams
     # L1: reading, image processing, cohorts, metrics, statistics, synthetic data.
     "ctsurv.io": 1,
     "ctsurv.segment": 1,
@@ -52,6 +53,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.pipeline": 4,
     "ctsurv.study": 4,
     "ctsurv.predict": 4,
+    "ctsurv.demo": 4,  # the demo's configuration and summary.json
     "ctsurv.radiomics.track": 4,
     "ctsurv.radiomics": 4,  # the package __init__ re-exports track
     # L5: the command line.

@@ -31,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_save_npy", "atomic_savez", "atomic_to_csv", "json_hash", "file_sha256",
+           "atomic_save_npy", "atomic_savez", "atomic_to_csv", "json_safe", "json_hash", "file_sha256",
            "bytes_sha256"]
 
 
@@ -109,6 +109,22 @@ def atomic_to_csv(path: str | os.PathLike, frame, **kwargs: Any) -> Path:
     buf = io.StringIO()
     frame.to_csv(buf, **kwargs)
     return atomic_write_text(path, buf.getvalue())
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by ``None``, numpy scalars and
+    arrays made plain, so that strict JSON (``allow_nan=False``) can encode it."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def json_hash(obj: Any, *, length: int | None = None) -> str:

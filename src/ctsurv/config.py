@@ -99,6 +99,12 @@ class TrainSection:
 class CVSection:
     n_folds: int = 10
     val_fraction: float = 0.1
+    #: repeated cross-validation: independent fold assignments (``ctsurv run --repeats R``)
+    repeats: int = 1
+    #: label-permuted replicas trained like the true run: the permutation null (``--null K``)
+    null_replicas: int = 0
+    #: report the mean over the folds whose Ctd is defined instead of refusing it
+    allow_missing_folds: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Settings are the run configuration's (:class:`ctsurv.config.RunConfig`): pass on
 ``config`` and/or override single keys by their name, e.g. ``epochs=5``, ``aggregator="mean"``,
 ``horizon_months=36`` (every key of the ``data``, ``embed``, ``model``, ``train`` and ``cv``
 sections has a unique name). ``fit`` holds out ``cv.val_fraction`` of the patients (stratified
-on the event by the horizon, drawn from the configuration's seed) to select the epoch, exactly
+on the event by the horizon, drawn from the ``holdout`` stream of the configuration's seed) to select the epoch, exactly
 as ``ctsurv fit`` does, unless ``validation=(features, time, event)`` is given. Fitted state
 ends in ``_``; ``fit`` returns ``self``.
 """
@@ -31,6 +31,7 @@ from ctsurv.build import (augment_views, get_kind, load_model, network_factory, 
 from ctsurv.config import RunConfig, from_dict
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_td
+from ctsurv.seeds import rng as seed_rng
 from ctsurv.train import TrainConfig, predict
 from ctsurv.train_batched import Replica, train_replicas
 from ctsurv.types import PatientFeatures
@@ -147,7 +148,7 @@ class SurvivalEstimator:
             raise CtsurvError(f"features, time and event differ in length: {len(feats)}, "
                               f"{len(time)}, {len(event)}")
         if validation is None:
-            rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0])
+            rng = seed_rng(cfg.seed, "holdout")
             val = _stratified_holdout(two_year_label(time, event, cfg.data.horizon_months),
                                       cfg.cv.val_fraction, rng)
             tr, va = np.flatnonzero(~val), np.flatnonzero(val)

@@ -17,13 +17,14 @@
 ``risk`` is the predicted probability of death by the horizon, ``1 - S(H)`` (``H`` =
 ``data.horizon_months``, 24 by default). Models are reached only through the registry of
 kinds (:mod:`ctsurv.build`). Folds already finished (``folds/fold_<k>.json`` with the same
-configuration hash) are reused, so an interrupted run resumes.
+configuration hash and fold plan) are reused, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import json
 import time as _time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ctsurv import plots
-from ctsurv._util import atomic_to_csv, atomic_write_text, json_hash
+from ctsurv._util import (atomic_to_csv, atomic_write_json, atomic_write_text, bytes_sha256, json_hash,
+                          json_safe)
 from ctsurv.build import (augment_views, build_encoder, compute_features, embed_step,  # noqa: F401
                           get_kind, model_factory, network_factory, preprocess_config)
 from ctsurv.config import RunConfig
@@ -41,6 +43,9 @@ from ctsurv.evaluate import ctd_ascent
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_index, concordance_td
 from ctsurv.prepare import prepare_cohort, summarize_manifest
+from ctsurv.seeds import int_seed
+from ctsurv.seeds import rng as seed_rng
+from ctsurv.stats import fold_mean_interval
 from ctsurv.train import TrainConfig, predict
 from ctsurv.train_batched import CohortTensors, Replica, train_replicas
 from ctsurv.types import DEFAULT_GRID, TimeGrid
@@ -69,7 +74,9 @@ def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[p
 #: default, so run folders written before they existed still resume.
 _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("model", "volume_size"): 224, ("model", "volume_mode"): "resample",
-                  ("data", "bin_width_months"): 1.0, ("train", "trainer"): "batched"}
+                  ("data", "bin_width_months"): 1.0, ("train", "trainer"): "batched",
+                  ("cv", "repeats"): 1, ("cv", "null_replicas"): 0,
+                  ("cv", "allow_missing_folds"): False}
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -97,15 +104,22 @@ def cohort_arrays(cfg: RunConfig, prepared: Path) -> tuple[list[str], np.ndarray
 
 
 def label_permutation(seed: int, n: int) -> np.ndarray:
-    """The permutation of (time, event) across ``n`` patients that ``permute_labels`` applies."""
-    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]).permutation(n)
+    """The permutation of (time, event) across ``n`` patients that ``permute_labels`` applies
+    (the ``labels`` stream of :mod:`ctsurv.seeds`)."""
+    return seed_rng(seed, "labels").permutation(n)
 
 
-def fold_plan(cfg: RunConfig, ids, time, event):
-    """The cross-validation plan of ``cfg`` (seed, folds, validation fraction, horizon)."""
+def null_permutation(seed: int, n: int, replica: int) -> np.ndarray:
+    """The label permutation of null replica ``replica`` (``cv.null_replicas``)."""
+    return seed_rng(seed, "null", replica).permutation(n)
+
+
+def fold_plan(cfg: RunConfig, ids, time, event, *, repeat: int = 0):
+    """The cross-validation plan of ``cfg`` (seed, folds, validation fraction, horizon) for
+    repeat ``repeat`` of ``cv.repeats``."""
     return stratified_folds(ids, time, event, n_folds=cfg.cv.n_folds,
                             val_fraction=cfg.cv.val_fraction, horizon=cfg.data.horizon_months,
-                            seed=cfg.seed)
+                            seed=cfg.seed, repeat=repeat)
 
 
 def _check_plan(plan, cfg: RunConfig, ids: list[str]) -> None:
@@ -180,79 +194,226 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     build = model_builder if model_builder is not None else network_factory(cfg, encoder)
     views = augment_views(cfg)
     pos = {p: i for i, p in enumerate(ids)}
-    fold_seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.cv.n_folds + 1)[1:]
     chash = config_hash(cfg)
     (out / "folds").mkdir(exist_ok=True)
-    pred_rows, att_rows, hist_rows = [], [], []
-    bar = tqdm(total=cfg.cv.n_folds * cfg.train.epochs, desc="train", unit="epoch", disable=not progress)
-    columns = grid.columns
-    records: dict[int, dict] = {}
-    for k in range(cfg.cv.n_folds):
-        done = out / "folds" / f"fold_{k}.json"
-        if done.exists() and json.loads(done.read_text()).get("config_hash") == chash:
-            records[k] = json.loads(done.read_text())
-            bar.update(cfg.train.epochs)
-    todo = [k for k in range(cfg.cv.n_folds) if k not in records]
+    arms = _arms(cfg, ids, time, event, plan)
+    n_models = sum(1 for _ in arms for _k in range(cfg.cv.n_folds))
+    bar = tqdm(total=n_models * cfg.train.epochs, desc="train", unit="epoch", disable=not progress)
+    records: dict[tuple, dict] = {}
+    todo = []
+    for arm in arms:
+        for k in range(cfg.cv.n_folds):
+            done = out / "folds" / f"{arm.prefix}fold_{k}.json"
+            if done.exists() and _reusable(json.loads(done.read_text()), chash, arm.plan_sha):
+                records[arm.key, k] = json.loads(done.read_text())
+                bar.update(cfg.train.epochs)
+            else:
+                todo.append((arm, k))
     if todo:
-        # every unfinished fold trained at once (ctsurv.train_batched); each keeps its own seed
-        sels = {k: {r: np.array([pos[p] for p in plan.patients(k, r)], dtype=int)
-                    for r in ("train", "val", "test")} for k in todo}
-        replicas = [Replica(sels[k]["train"], time[sels[k]["train"]], event[sels[k]["train"]],
-                            sels[k]["val"], time[sels[k]["val"]], event[sels[k]["val"]],
-                            int(fold_seeds[k].generate_state(1)[0])) for k in todo]
+        # every unfinished model (folds x repeats x null replicas) trained at once
+        # (ctsurv.train_batched); each keeps its own seed and validation patients
+        sels = {(arm.key, k): {r: np.array([pos[p] for p in arm.plan.patients(k, r)], dtype=int)
+                               for r in ("train", "val", "test")} for arm, k in todo}
+        replicas = []
+        for arm, k in todo:
+            sel = sels[arm.key, k]
+            replicas.append(Replica(sel["train"], arm.time[sel["train"]], arm.event[sel["train"]],
+                                    sel["val"], arm.time[sel["val"]], arm.event[sel["val"]],
+                                    arm.model_seed(cfg.seed, k)))
         cohort = CohortTensors.from_features([feats[p] for p in ids])
         results = train_replicas(build, cohort, replicas, TrainConfig.from_run(cfg, seed=0, views=views),
                                  progress=bar, sequential=cfg.train.trainer == "sequential")
-        for k, res in zip(todo, results):
-            sel = sels[k]
+        for (arm, k), res in zip(todo, results):
+            sel = sels[arm.key, k]
             test_ids = [ids[i] for i in sel["test"]]
             surv, weights = predict(res.model, [feats[p] for p in test_ids])
             train_surv, _ = predict(res.model, [feats[ids[i]] for i in sel["train"]])
-            records[k] = {"config_hash": chash, "fold": k, "best_epoch": res.best_epoch,
-                          "train_risk_median": float(np.median(1.0 - train_surv[:, -1])),
-                          "selection": res.selection, "test_ids": test_ids,
-                          "surv": surv.tolist(), "weights": [w.tolist() for w in weights],
-                          "history": res.history}
-            atomic_write_text(out / "folds" / f"fold_{k}.json", json.dumps(records[k]))
-    for k in range(cfg.cv.n_folds):
-        rec = records[k]
-        for j, p in enumerate(rec["test_ids"]):
-            s = np.asarray(rec["surv"][j])
-            pred_rows.append({"patient_id": p, "fold": k, "time": time[pos[p]],
-                              "event": int(event[pos[p]]), "risk": 1.0 - s[-1],
-                              "risk_cut": rec["train_risk_median"],
-                              **dict(zip(columns, s))})
-            rp = feats[p].rel_pos
-            for si, w in enumerate(rec["weights"][j]):
-                att_rows.append({"patient_id": p, "fold": k, "slice": si,
-                                 "rel_pos": float(rp[si]), "weight": w})
-        for h in rec["history"]:
-            hist_rows.append({"fold": k, **h})
+            rec = {"config_hash": chash, "plan_sha256": arm.plan_sha, "fold": k, "arm": arm.prefix,
+                   "best_epoch": res.best_epoch,
+                   "train_risk_median": float(np.median(1.0 - train_surv[:, -1])),
+                   "selection": res.selection, "test_ids": test_ids, "surv": surv.tolist(),
+                   "weights": [w.tolist() for w in weights] if arm.main else [],
+                   "history": res.history if arm.main else []}
+            records[arm.key, k] = rec
+            atomic_write_text(out / "folds" / f"{arm.prefix}fold_{k}.json", json.dumps(rec))
+    columns = grid.columns
+    arm_preds: dict[tuple, pd.DataFrame] = {}
+    pred_rows, att_rows, hist_rows = [], [], []
+    for arm in arms:
+        rows = []
+        for k in range(cfg.cv.n_folds):
+            rec = records[arm.key, k]
+            for j, p in enumerate(rec["test_ids"]):
+                s_ = np.asarray(rec["surv"][j])
+                rows.append({"patient_id": p, "fold": k, "time": arm.time[pos[p]],
+                             "event": int(arm.event[pos[p]]), "risk": 1.0 - s_[-1],
+                             "risk_cut": rec["train_risk_median"], **dict(zip(columns, s_))})
+                if arm.main:
+                    rp = feats[p].rel_pos
+                    for si, w in enumerate(rec["weights"][j]):
+                        att_rows.append({"patient_id": p, "fold": k, "slice": si,
+                                         "rel_pos": float(rp[si]), "weight": w})
+            if arm.main:
+                for h in rec["history"]:
+                    hist_rows.append({"fold": k, **h})
+        arm_preds[arm.key] = pd.DataFrame(rows).sort_values("patient_id").reset_index(drop=True)
+        if arm.main:
+            pred_rows = rows
     bar.close()
     timings["train_s"] = round(_time.perf_counter() - t0, 1)
-    preds = pd.DataFrame(pred_rows).sort_values("patient_id").reset_index(drop=True)
+    preds = arm_preds[arms[0].key]
     if sorted(preds["patient_id"]) != sorted(ids):
         raise CtsurvError("internal error: out-of-fold predictions do not cover every patient once")
     atomic_to_csv(out / "predictions.csv", preds)
     atomic_to_csv(out / "attention.csv", pd.DataFrame(att_rows))
     atomic_to_csv(out / "history.csv", pd.DataFrame(hist_rows))
-    metrics = cv_metrics(preds)
+    metrics = cv_metrics(preds, allow_missing_folds=cfg.cv.allow_missing_folds)
+    metrics.update(_repeat_and_null_metrics(cfg, arms, arm_preds, metrics, out))
     metrics["n_patients"] = len(ids)
     metrics["permute_labels"] = cfg.permute_labels
     metrics["horizon_months"] = grid.horizon
     metrics["bin_width_months"] = grid.bin_width
     metrics["seconds"] = round(_time.perf_counter() - t_start, 1)
     metrics["timings"] = timings
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_json(out / "metrics.json", json_safe(metrics), indent=2)
     run_figures(out, preds, pd.DataFrame(att_rows), metrics)
-    _log(f"Ctd (Antolini) mean over folds {metrics['ctd_mean']:.3f} +- {metrics['ctd_std']:.3f}; "
-         f"pooled out-of-fold {metrics['ctd_pooled']:.3f}; results in {out}")
+    _log(headline(metrics) + f"; results in {out}")
     return metrics
 
 
-def cv_metrics(preds: pd.DataFrame) -> dict:
+@dataclass(frozen=True)
+class _Arm:
+    """One cross-validation of a run: repeat ``repeat`` with the true labels, or null replica
+    ``null`` (labels permuted across patients) on repeat 0's settings."""
+
+    repeat: int
+    null: int | None
+    plan: object
+    time: np.ndarray
+    event: np.ndarray
+
+    @property
+    def main(self) -> bool:
+        return self.repeat == 0 and self.null is None
+
+    @property
+    def key(self) -> tuple:
+        return (self.repeat, self.null)
+
+    @property
+    def prefix(self) -> str:
+        if self.null is not None:
+            return f"null{self.null}_"
+        return "" if self.repeat == 0 else f"repeat{self.repeat}_"
+
+    @property
+    def plan_sha(self) -> str:
+        return bytes_sha256(self.plan.table.to_csv(index=False).encode())
+
+    def model_seed(self, seed: int, fold: int) -> int:
+        if self.null is None:
+            return int_seed(seed, "models", self.repeat, fold)
+        return int_seed(seed, "models", 0, fold, self.null + 1)
+
+
+def _reusable(rec: dict, chash: str, plan_sha: str) -> bool:
+    """A finished fold is reused only with the same configuration and the same fold plan."""
+    return rec.get("config_hash") == chash and rec.get("plan_sha256") == plan_sha
+
+
+def _arms(cfg: RunConfig, ids, time, event, plan) -> list[_Arm]:
+    arms = [_Arm(0, None, plan, time, event)]
+    for r in range(1, cfg.cv.repeats):
+        arms.append(_Arm(r, None, fold_plan(cfg, ids, time, event, repeat=r), time, event))
+    for j in range(cfg.cv.null_replicas):
+        perm = null_permutation(cfg.seed, len(ids), j)
+        t, e = time[perm], event[perm]
+        arms.append(_Arm(0, j, fold_plan(cfg, ids, t, e), t, e))
+    return arms
+
+
+def _repeat_and_null_metrics(cfg: RunConfig, arms, arm_preds, metrics: dict, out: Path) -> dict:
+    """Repeated-CV spread and the permutation null of a run (``cv.repeats``, ``cv.null_replicas``)."""
+    res: dict = {}
+    rows = []
+    per_arm = {}
+    for arm in arms:
+        m = metrics if arm.main else cv_metrics(arm_preds[arm.key], allow_missing_folds=True,
+                                                 secondary=False)
+        per_arm[arm.key] = m
+        for f in m["per_fold"]:
+            rows.append({"repeat": arm.repeat, "null": "" if arm.null is None else arm.null,
+                         "fold": f["fold"], "n": f["n"], "ctd": f["ctd"], "reason": f.get("reason", "")})
+    if len(arms) > 1:
+        atomic_to_csv(out / "replicas.csv", pd.DataFrame(rows))
+    reps = [per_arm[a.key]["ctd_mean"] for a in arms if a.null is None]
+    if cfg.cv.repeats > 1:
+        vals = np.array([v for v in reps if v is not None], dtype=float)
+        res["repeats"] = {"n": cfg.cv.repeats, "ctd_fold_mean": reps,
+                          "mean": float(vals.mean()) if len(vals) else None,
+                          "sd": float(vals.std(ddof=1)) if len(vals) > 1 else None,
+                          "note": "independent fold assignments (stream 'folds' of ctsurv.seeds); "
+                                  "mean +- sd over repeats of the mean per-fold Ctd"}
+    nulls = [a for a in arms if a.null is not None]
+    if nulls:
+        fm = [per_arm[a.key]["ctd_mean"] for a in nulls]
+        pooled = [per_arm[a.key]["ctd_pooled"] for a in nulls]
+        true_fm, true_pooled = metrics["ctd_mean"], metrics["ctd_pooled"]
+
+        def p_value(null_vals, observed):
+            v = [x for x in null_vals if x is not None]
+            if observed is None or not v:
+                return None
+            return (1 + sum(x >= observed for x in v)) / (len(v) + 1)
+
+        res["null"] = {
+            "n": len(nulls), "ctd_fold_mean": fm, "ctd_pooled": pooled,
+            "mean_ctd_fold_mean": float(np.mean([x for x in fm if x is not None])) if any(
+                x is not None for x in fm) else None,
+            "mean_ctd_pooled": float(np.mean([x for x in pooled if x is not None])) if any(
+                x is not None for x in pooled) else None,
+            "p_value_fold_mean": p_value(fm, true_fm), "p_value_pooled": p_value(pooled, true_pooled),
+            "note": "labels permuted across patients (stream 'null' of ctsurv.seeds), folds "
+                    "stratified on the permuted labels, models trained exactly as the true run; "
+                    "p = (1 + #null >= observed) / (n + 1). The pooled Ctd of a null replica sits "
+                    "below 0.5 because fold models have different baselines (see README)."}
+    return res
+
+
+def headline(metrics: dict) -> str:
+    """The console headline of a run: mean per-fold Ctd with its interval, pooled secondary."""
+    f = metrics.get("ctd_fold") or {}
+    if metrics.get("ctd_mean") is None:
+        text = f"Ctd (Antolini) mean over folds: refused ({metrics.get('ctd_mean_refused')})"
+    else:
+        text = (f"Ctd (Antolini) mean over folds {metrics['ctd_mean']:.3f} "
+                f"(95 % t-interval {f.get('ci_low', float('nan')):.3f}-{f.get('ci_high', float('nan')):.3f}, "
+                f"{f.get('n_folds_used', '?')} folds)")
+    if metrics.get("ctd_pooled") is not None:
+        text += f"; pooled out-of-fold {metrics['ctd_pooled']:.3f} (secondary)"
+    if "repeats" in metrics and metrics["repeats"]["mean"] is not None:
+        r = metrics["repeats"]
+        text += f"; {r['n']} repeats {r['mean']:.3f} +- {r['sd']:.3f}"
+    if "null" in metrics and metrics["null"]["p_value_fold_mean"] is not None:
+        n = metrics["null"]
+        text += (f"; {n['n']} null replicas: mean {n['mean_ctd_fold_mean']:.3f}, "
+                 f"empirical p {n['p_value_fold_mean']:.3f}")
+    return text
+
+
+def cv_metrics(preds: pd.DataFrame, *, allow_missing_folds: bool = False,
+               secondary: bool = True) -> dict:
     """Per-fold and pooled discrimination of out-of-fold predictions (any time grid: read
-    from the ``S_*`` columns)."""
+    from the ``S_*`` columns).
+
+    The headline is the mean of the per-fold Ctd (seed 000's number) with a Student-t interval
+    over folds (:func:`ctsurv.stats.fold_mean_interval`); the pooled out-of-fold Ctd is
+    secondary. A fold whose Ctd is undefined is listed with its reason; the mean is then
+    refused (``ctd_mean`` None, ``ctd_mean_refused`` says why) unless ``allow_missing_folds``,
+    and ``n_folds_used`` always says how many folds it averages. ``ctd_ascent*`` is Antolini's Ctd
+    with ASCENT's off-by-one CIF and tie rule on ctsurv's grid: a variant for comparison with
+    ctsurv runs, not a reproduction of ASCENT's number (which used ``days // 30`` months).
+    """
     grid = TimeGrid.from_columns(preds.columns)
     columns, times = grid.columns, grid.times
 
@@ -261,33 +422,58 @@ def cv_metrics(preds: pd.DataFrame) -> dict:
         s = df[columns].to_numpy(float)
         try:
             if method == "ascent":
-                return float(ctd_ascent(t, e, s, times))
-            return float(concordance_td(t, e, s, times, method=method))
-        except ValueError:
-            return float("nan")
+                return float(ctd_ascent(t, e, s, times)), ""
+            return float(concordance_td(t, e, s, times, method=method)), ""
+        except ValueError as exc:
+            return None, str(exc)
 
     per_fold = []
     for k, df in preds.groupby("fold"):
-        per_fold.append({"fold": int(k), "n": len(df), "ctd": ctd(df, "antolini"),
-                         "ctd_ascent": ctd(df, "ascent")})
-    vals = np.array([f["ctd"] for f in per_fold])
-    asc = np.array([f["ctd_ascent"] for f in per_fold])
-    return {
-        "per_fold": per_fold,
-        "ctd_mean": float(np.nanmean(vals)), "ctd_std": float(np.nanstd(vals, ddof=1)),
-        "ctd_ascent_mean": float(np.nanmean(asc)), "ctd_ascent_std": float(np.nanstd(asc, ddof=1)),
-        "ctd_pooled": ctd(preds, "antolini"), "ctd_ascent_pooled": ctd(preds, "ascent"),
-        "cindex_pooled": float(concordance_index(preds["time"].to_numpy(float),
-                                                 preds["event"].to_numpy(int),
-                                                 preds["risk"].to_numpy(float))),
-    }
+        v, why = ctd(df, "antolini")
+        va, _ = ctd(df, "ascent") if secondary else (None, "")
+        row = {"fold": int(k), "n": len(df), "ctd": v, "ctd_ascent": va}
+        if why:
+            row["reason"] = why
+        per_fold.append(row)
+    used = [f["ctd"] for f in per_fold if f["ctd"] is not None]
+    missing = [f for f in per_fold if f["ctd"] is None]
+    out = {"per_fold": per_fold, "n_folds": len(per_fold), "n_folds_used": len(used)}
+    if missing and not allow_missing_folds:
+        out["ctd_mean"] = out["ctd_std"] = None
+        out["ctd_mean_refused"] = "; ".join(f"fold {f['fold']}: {f['reason']}" for f in missing)
+    elif len(used) >= 1:
+        out["ctd_mean"] = float(np.mean(used))
+        out["ctd_std"] = float(np.std(used, ddof=1)) if len(used) > 1 else None
+        if len(used) > 1:
+            iv = fold_mean_interval(used)
+            out["ctd_fold"] = {"mean": iv.mean, "sd": iv.sd, "ci_low": iv.low, "ci_high": iv.high,
+                               "n_folds": len(per_fold), "n_folds_used": len(used), "method": iv.method}
+    else:
+        out["ctd_mean"] = out["ctd_std"] = None
+        out["ctd_mean_refused"] = "no fold has a defined Ctd"
+    out["ctd_pooled"], why = ctd(preds, "antolini")
+    if why:
+        out["ctd_pooled_reason"] = why
+    if secondary:
+        asc = [f["ctd_ascent"] for f in per_fold if f["ctd_ascent"] is not None]
+        out["ctd_ascent_mean"] = float(np.mean(asc)) if asc else None
+        out["ctd_ascent_std"] = float(np.std(asc, ddof=1)) if len(asc) > 1 else None
+        out["ctd_ascent_pooled"] = ctd(preds, "ascent")[0]
+        try:
+            out["cindex_pooled"] = float(concordance_index(preds["time"].to_numpy(float),
+                                                           preds["event"].to_numpy(int),
+                                                           preds["risk"].to_numpy(float)))
+        except ValueError:
+            out["cindex_pooled"] = None
+    return out
 
 
 def run_figures(out: Path, preds: pd.DataFrame, att: pd.DataFrame, metrics: dict) -> None:
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     fig, ax = plots.new_axes((6, 4))
-    plots.plot_metric_per_fold([f["ctd"] for f in metrics["per_fold"]], ax=ax, label="Ctd")
+    plots.plot_metric_per_fold([np.nan if f["ctd"] is None else f["ctd"] for f in metrics["per_fold"]],
+                               ax=ax, label="Ctd")
     plots.save_figure(fig, fig_dir / "ctd_per_fold.png")
     if len(att):
         fig, ax = plots.new_axes((6, 4))

@@ -433,12 +433,17 @@ def _comparison(st: Study, items: list[StudyItem], out: Path) -> pd.DataFrame:
             "ctd_fold_mean": float(c["ctd_fold_mean"]), "ctd_fold_std": float(c["ctd_fold_std"]),
             "ctd_pooled": float(c["ctd_pooled"]), "ctd_ci_low": float(c["ci_low"]),
             "ctd_ci_high": float(c["ci_high"]), "p_vs_reference": float(c["p_vs_reference"]),
-            "ctd_ascent_mean": float(metrics.get("ctd_ascent_mean", float("nan"))),
-            "cindex_pooled": float(metrics.get("cindex_pooled", float("nan"))),
+            "ctd_ascent_mean": _num(metrics.get("ctd_ascent_mean")),
+            "cindex_pooled": _num(metrics.get("cindex_pooled")),
             "params_total": cx["params_total"], "params_trainable": cx["params_trainable"],
             "gflops": cx["gflops"], "paper": it.paper, "is_reference": it.name == st.reference,
         })
     return pd.DataFrame(rows)
+
+
+def _num(x) -> float:
+    """A metric that may be undefined (None in strict JSON) as a float (NaN when undefined)."""
+    return float("nan") if x is None else float(x)
 
 
 def _fmt_params(n: int) -> str:
@@ -455,7 +460,7 @@ def write_comparison(st: Study, table: pd.DataFrame, out: str | Path) -> None:
         f"{int(table['n_patients'].iloc[0])} patients, {int(table['n_folds'].iloc[0])} folds, "
         f"identical for every configuration (`folds.csv`). Ctd = Antolini's time-dependent "
         f"concordance (higher is better; 0.5 = random). Reference: `{st.reference}`; p = paired "
-        f"permutation test of the pooled out-of-fold Ctd against it ({st.n_permutations} swaps); "
+        f"permutation test, within folds, of the mean per-fold Ctd against it ({st.n_permutations} swaps); "
         f"95 % CI: patient bootstrap ({st.n_bootstrap} resamples). Parameters and GFLOPs "
         f"(2 x multiply-adds) per patient at {st.n_slices} slices of {st.image_size} x {st.image_size}.",
     ]

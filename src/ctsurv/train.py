@@ -6,13 +6,14 @@ backbone (e.g. ``Dropout + Linear(1280 -> 256)``), the aggregator and the DeepHi
 
 Protocol of seed 000: AdamW (lr 1e-4, weight decay 1e-2), batch size 4, 100 epochs, and the
 epoch with the best validation Ctd (Antolini) is kept. Where the validation set has no
-comparable pair (possible with ~10 % of a small cohort) the validation loss decides instead;
-the history records which criterion was used.
+comparable pair (possible with ~10 % of a small cohort) the validation loss decides instead,
+for every epoch (:func:`selection_criterion` decides once, before epoch 0); the history records
+which criterion was used.
 
-Determinism: a model depends only on its seed. The seed draws the initialisation
-(``torch.manual_seed`` before ``build_model()``), the batch order and augmentation views
-(``numpy.random.default_rng(seed)``) and the dropout masks (a :class:`ctsurv.dropout.MaskStream`
-of the seed); training runs with :data:`TRAIN_THREADS` intra-op threads whatever the machine
+Determinism: a model depends only on its seed, split by :func:`ctsurv.seeds.model_streams`
+into three independent streams: the initialisation (``torch.manual_seed`` before
+``build_model()``), the batch order and augmentation views (``numpy.random.default_rng``) and
+the dropout masks (a :class:`ctsurv.dropout.MaskStream`); training runs with :data:`TRAIN_THREADS` intra-op threads whatever the machine
 or ``train.threads`` say, so results do not depend on the thread count. Across machines, float
 rounding in BLAS kernels (AVX2 vs AVX-512 code paths) can still differ in the last bits, which
 100 epochs can amplify; the same machine and seed always give the same model.
@@ -34,10 +35,11 @@ from ctsurv.embed.augment import sample_views
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import concordance_td
 from ctsurv.models import deephit_loss, month_bins, survival
+from ctsurv.seeds import model_streams
 from ctsurv.types import DEFAULT_GRID, PatientFeatures, TimeGrid
 
 __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collate", "predict",
-           "train_model", "training_threads", "SELECTIONS", "TRAIN_THREADS"]
+           "train_model", "training_threads", "selection_criterion", "SELECTIONS", "TRAIN_THREADS"]
 
 #: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
 #: ``RunConfig.time_grid`` (:class:`ctsurv.types.TimeGrid`).
@@ -89,12 +91,21 @@ def predict(model: torch.nn.Module, patients: list[PatientFeatures], *, batch_si
     return np.concatenate(surv).astype(np.float64), weights
 
 
-def _val_score(model, patients, time, event, loss_fn, grid: TimeGrid) -> tuple[float, str]:
-    surv, _ = predict(model, patients)
+def selection_criterion(selection: str, val_time, val_event, grid: TimeGrid) -> str:
+    """The score that selects the epoch, decided once before epoch 0 from the labels alone.
+
+    ``"val_ctd"`` (seed 000) when the validation patients have a comparable pair, so their Ctd
+    is defined for any predictions; otherwise, and for ``selection="val_loss"`` or ``"last"``
+    (which only monitors), ``"val_loss"``. One run never mixes the two scores.
+    """
+    if selection != "val_ctd" or len(val_time) < 2:
+        return "val_loss"
+    probe = np.tile(np.linspace(1.0, 0.5, len(grid.times)), (len(val_time), 1))
     try:
-        return concordance_td(time, event, surv, grid.times, method="antolini"), "val_ctd"
+        concordance_td(np.asarray(val_time, float), np.asarray(val_event), probe, grid.times)
     except MetricError:
-        return -float(loss_fn(patients, time, event)), "val_loss"
+        return "val_loss"
+    return "val_ctd"
 
 
 @dataclass(frozen=True)
@@ -205,9 +216,10 @@ def train_model(
 def _train_one(build_model, train, train_time, train_event, val, val_time, val_event,
                cfg: TrainConfig, progress) -> TrainResult:
     grid = cfg.grid
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = attach_mask_stream(build_model(), MaskStream(cfg.seed))
+    seeds = model_streams(cfg.seed)
+    torch.manual_seed(seeds["init"])
+    rng = np.random.default_rng(seeds["batches"])
+    model = attach_mask_stream(build_model(), MaskStream(seeds["dropout"]))
     idx, ev = month_bins(np.asarray(train_time, float), np.asarray(train_event),
                          horizon=grid.horizon, bin_width=grid.bin_width)
     idx_t, ev_t = torch.as_tensor(idx), torch.as_tensor(ev, dtype=torch.float32)
@@ -227,7 +239,7 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
 
     best = (-np.inf, -1, None)
     history = []
-    criterion = "val_ctd"
+    criterion = selection_criterion(cfg.selection, val_time, val_event, grid)
     n_views = train[0].features.shape[0]
     view_kw = {} if cfg.views is None else {"views": cfg.views}
     for epoch in range(cfg.epochs):
@@ -248,10 +260,12 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
-        if cfg.selection == "val_ctd":
-            score, criterion = _val_score(model, val, val_time, val_event, loss_on, grid)
+        if criterion == "val_ctd":
+            surv, _ = predict(model, val)
+            score = concordance_td(np.asarray(val_time, float), np.asarray(val_event), surv,
+                                   grid.times, method="antolini")
         else:
-            score, criterion = -loss_on(val, val_time, val_event), "val_loss"
+            score = -loss_on(val, val_time, val_event)
         history.append({"epoch": epoch, "train_loss": total / len(train), criterion: score})
         if cfg.selection != "last" and score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))

@@ -25,9 +25,8 @@ Why it is fast
   fused kernel, per replica (its own step count; a replica with no batch at a step is skipped).
 
 What each replica keeps, as :func:`ctsurv.train.train_model` does for one model: its own
-initialisation (``build_model()`` after ``torch.manual_seed(seed)``), batch order and
-augmentation draws (``numpy.random.default_rng(seed)``), dropout masks (a
-:class:`ctsurv.dropout.MaskStream` of ``seed``, drawn in the same order), epoch selection on its
+initialisation, batch order and augmentation draws, and dropout masks (the three streams of
+:func:`ctsurv.seeds.model_streams` of its seed; masks drawn in the same order), epoch selection on its
 own validation patients, and its history. The two trainers therefore give the same models up
 to floating-point rounding (tests/test_train_batched.py checks predictions and kept epochs).
 
@@ -47,10 +46,11 @@ from torch import Tensor, nn
 
 from ctsurv.dropout import MaskStream
 from ctsurv.embed.augment import sample_views
-from ctsurv.exceptions import CtsurvError, MetricError
+from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_td
 from ctsurv.models import DeepHit, MeanPool, SoftAttention, SurvivalNet, month_bins, survival
-from ctsurv.train import TrainConfig, TrainResult, train_model, training_threads
+from ctsurv.seeds import model_streams
+from ctsurv.train import TrainConfig, TrainResult, selection_criterion, train_model, training_threads
 from ctsurv.types import PatientFeatures
 
 __all__ = ["CohortTensors", "Replica", "train_replicas", "fast_path_supported", "FastNet"]
@@ -453,7 +453,7 @@ def train_replicas(build_model, cohort: CohortTensors | Sequence[PatientFeatures
     with training_threads():
         nets = []
         for r in replicas:
-            torch.manual_seed(r.seed)
+            torch.manual_seed(model_streams(r.seed)["init"])
             nets.append(build_model())
         if sequential or not all(fast_path_supported(n) for n in nets):
             return [train_model(build_model, cohort.patients(r.train_idx), r.train_time, r.train_event,
@@ -467,8 +467,8 @@ def _train_fast(nets, cohort: CohortTensors, replicas: list[Replica], cfg: Train
     grid = cfg.grid
     net = FastNet(nets)
     opt = _BatchedAdamW(net.params, cfg.lr, cfg.weight_decay, K)
-    streams = [MaskStream(r.seed) for r in replicas]
-    rngs = [np.random.default_rng(r.seed) for r in replicas]
+    streams = [MaskStream(model_streams(r.seed)["dropout"]) for r in replicas]
+    rngs = [np.random.default_rng(model_streams(r.seed)["batches"]) for r in replicas]
     loss_kw = {"alpha": cfg.alpha, "beta": cfg.beta, "sigma": cfg.sigma}
     n_views = cohort.features.shape[1]
     augment = cfg.augment and n_views > 1
@@ -490,7 +490,7 @@ def _train_fast(nets, cohort: CohortTensors, replicas: list[Replica], cfg: Train
 
     best = [(-np.inf, -1, None) for _ in range(K)]
     histories: list[list[dict]] = [[] for _ in range(K)]
-    criteria = ["val_ctd"] * K
+    criteria = [selection_criterion(cfg.selection, r.val_time, r.val_event, grid) for r in replicas]
     n_train = [len(r.train_idx) for r in replicas]
     bs = cfg.batch_size
     for epoch in range(cfg.epochs):
@@ -524,16 +524,12 @@ def _train_fast(nets, cohort: CohortTensors, replicas: list[Replica], cfg: Train
         surv, vlosses = val_outputs()
         for k, r in enumerate(replicas):
             nv = len(r.val_idx)
-            if cfg.selection == "val_ctd":
-                try:
-                    score = concordance_td(np.asarray(r.val_time, float), np.asarray(r.val_event),
-                                           surv[k, :nv].numpy().astype(np.float64), grid.times,
-                                           method="antolini")
-                    criteria[k] = "val_ctd"
-                except MetricError:
-                    score, criteria[k] = -float(vlosses[k]), "val_loss"
+            if criteria[k] == "val_ctd":
+                score = concordance_td(np.asarray(r.val_time, float), np.asarray(r.val_event),
+                                       surv[k, :nv].numpy().astype(np.float64), grid.times,
+                                       method="antolini")
             else:
-                score, criteria[k] = -float(vlosses[k]), "val_loss"
+                score = -float(vlosses[k])
             histories[k].append({"epoch": epoch, "train_loss": totals[k] / n_train[k], criteria[k]: score})
             if cfg.selection != "last" and score > best[k][0]:
                 best[k] = (score, epoch, net.state_dict(k))

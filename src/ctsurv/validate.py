@@ -19,6 +19,7 @@ import pandas as pd
 
 from ctsurv._util import atomic_to_csv
 from ctsurv.exceptions import CtsurvError
+from ctsurv.seeds import stream as seed_stream
 
 ROLES = ("train", "val", "test")
 
@@ -114,6 +115,7 @@ def stratified_folds(
     val_fraction: float = 0.1,
     horizon: float = 24.0,
     seed: int = 42,
+    repeat: int = 0,
 ) -> FoldPlan:
     """Stratified k-fold split with an inner stratified validation split (seed 000).
 
@@ -129,8 +131,13 @@ def stratified_folds(
     val_fraction : float
         Fraction of each fold's training patients held out for model selection (0.1).
     seed : int
-        The only seed. The outer assignment uses ``SeedSequence(seed)``'s first child and the
-        inner split of fold ``f`` the child ``f + 1``, so folds are reproducible and independent.
+        The only seed. The plan draws from the ``folds`` stream of :mod:`ctsurv.seeds`
+        (repeat ``repeat``): the outer assignment from its first child and the inner split of
+        fold ``f`` from child ``f + 1``, so folds are reproducible, and independent of the label
+        permutations, model seeds and phantom generator that the same seed drives.
+    repeat : int
+        Index of the repeated cross-validation (``cv.repeats``): each repeat is an independent
+        assignment.
 
     Returns
     -------
@@ -149,7 +156,7 @@ def stratified_folds(
     if not 0.0 < val_fraction < 1.0:
         raise CtsurvError(f"val_fraction must be in (0, 1), got {val_fraction}")
     strata = two_year_label(time, event, horizon)
-    children = np.random.SeedSequence(seed).spawn(n_folds + 1)
+    children = seed_stream(seed, "folds", repeat).spawn(n_folds + 1)
     outer = _stratified_assign(strata, n_folds, np.random.default_rng(children[0]))
     rows = []
     for f in range(n_folds):

@@ -57,6 +57,7 @@ from ctsurv.io.rtstruct import (
     _rtstruct_files,
     list_rois,
     read_rtstruct_mask,
+    roi_z_centre,
 )
 from ctsurv.io.write import _DETACHED_STUDY, _apply_tag, _ds, _file_meta, _uid, write_ct_series, write_rtstruct
 
@@ -65,7 +66,7 @@ __all__ = [
     "RTSTRUCT_STORAGE",
     "list_rois",
     "read_ct",
-    "read_rtstruct_mask",
+    "read_rtstruct_mask", "roi_z_centre",
     "write_ct_series",
     "write_rtstruct",
 ]

@@ -240,3 +240,33 @@ def read_rtstruct_mask(path: str | os.PathLike, ct: CTVolume, roi_name: str) -> 
         mask[k] = _fill_nested(polys, ny, nx)
     return mask
 
+
+def roi_z_centre(path: str | os.PathLike, roi_name: str) -> float:
+    """Cranio-caudal centre of a region: the area-weighted mean z (mm, patient LPS) of its
+    CLOSED_PLANAR contours (shoelace area in x-y; nested contours are counted with their own
+    area, so this is exact for regions without holes). No CT is needed.
+
+    Raises :class:`~ctsurv.exceptions.RoiError` naming the patient folder when the region is
+    missing or has no contour of positive area.
+    """
+    path = Path(path)
+    who = path.name
+    _, ds = _one_rtstruct(path, who)
+    numbers = [n for n, name in _roi_names(ds).items() if name == roi_name]
+    if not numbers:
+        raise RoiError(f"patient {who}: no region {roi_name!r} (regions: {sorted(_roi_names(ds).values())})")
+    total = weighted = 0.0
+    for roi in ds.get("ROIContourSequence", []):
+        if int(roi.ReferencedROINumber) not in numbers:
+            continue
+        for item in roi.get("ContourSequence", []):
+            if str(item.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
+                continue
+            pts = _contour_points(item)
+            x, y = pts[:, 0], pts[:, 1]
+            area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+            total += area
+            weighted += area * float(pts[:, 2].mean())
+    if total <= 0:
+        raise RoiError(f"patient {who}: region {roi_name!r} has no contour of positive area")
+    return weighted / total

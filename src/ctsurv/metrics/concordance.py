@@ -231,9 +231,10 @@ def concordance_td(time, event, surv, time_grid, *, method: str = "antolini") ->
     orders) and count 1 if their predictions are equal and 1/2 otherwise; an event and a
     censoring at the same time are comparable in both orders.
 
-    ``method="ascent"``: compatibility option reproducing the ``ct_index`` of the authors' code
-    for seeds 000/001 (github nico9902/ASCENT), so that ctsurv numbers can be put beside their
-    0.584. It is *not* Antolini's index and should not be used as the primary metric. Their risk
+    ``method="ascent"``: the formula of the ``ct_index`` of the authors' code for seeds 000/001
+    (github nico9902/ASCENT). Applied to ctsurv's labels and grid it is a variant, not a
+    reproduction of their 0.584 (ASCENT computed it on ``days // 30`` months and 25 bins). It is
+    *not* Antolini's index and should not be used as the primary metric. Their risk
     for patient :math:`j` at the time :math:`T_i` (integer months) of event patient :math:`i` is
     the predicted probability mass summed over bins ``[:T_i - 1]`` (an off-by-one: bins
     ``0 .. T_i - 2``, i.e. :math:`1 - \hat S_j(T_i - 2)`; every score is 0 at :math:`T_i = 1`,

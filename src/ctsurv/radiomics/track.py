@@ -39,6 +39,7 @@ from ctsurv.radiomics.harmonize import ComBat
 from ctsurv.radiomics.models import (ClinicalEncoder, CoxNet, ModelError, linear_shap, rank_normalize,
                                      shap_summary_plot)
 from ctsurv.radiomics.select import PCA, Standardizer, StabilitySelector
+from ctsurv.seeds import rng as seed_rng
 from ctsurv.stats import binary_labels_at, binary_metrics, choose_threshold
 from ctsurv.types import DEFAULT_GRID, TimeGrid
 from ctsurv.validate import stratified_folds
@@ -456,7 +457,7 @@ def fit_cv(features_csv, clinical_csv, out_dir, *, model: str = "radiomics", n_f
     t_raw = clin["time_raw"].to_numpy(float)
     e_raw = clin["event_raw"].to_numpy(int)
     pos = {p: i for i, p in enumerate(ids)}
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_folds)]
+    rngs = [seed_rng(seed, "models", 0, f) for f in range(n_folds)]  # not the fold stream
     preds, train_rows, fold_info, shap_rows = [], [], [], []
     for f in range(n_folds):
         tr = np.array([pos[p] for p in plan.patients(f, "train") + plan.patients(f, "val")])

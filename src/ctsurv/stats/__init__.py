@@ -13,8 +13,9 @@ data sets; see ``tests/test_stats.py``.
 Modules: :mod:`~ctsurv.stats.km` (the product-limit core, Kaplan-Meier, log-rank),
 :mod:`~ctsurv.stats.cox`, :mod:`~ctsurv.stats.groups` (risk cut points and groups),
 :mod:`~ctsurv.stats.calibration`, :mod:`~ctsurv.stats.binary` (binary metrics at a horizon,
-thresholds, decision curves) and :mod:`~ctsurv.stats.resampling` (bootstrap, permutation,
-Wilcoxon). Survival inputs go through :func:`ctsurv._checks.check_survival`.
+thresholds, decision curves), :mod:`~ctsurv.stats.resampling` (bootstrap, permutation,
+Wilcoxon) and :mod:`~ctsurv.stats.folds` (t-interval over CV folds, within-fold permutation
+test). Survival inputs go through :func:`ctsurv._checks.check_survival`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from ctsurv.stats.binary import (
 )
 from ctsurv.stats.calibration import CalibrationResult, calibration_at
 from ctsurv.stats.cox import cox_univariable
+from ctsurv.stats.folds import (
+    FoldInterval,
+    fold_mean_interval,
+    paired_fold_permutation_test,
+)
 from ctsurv.stats.groups import risk_cutpoints, risk_groups
 from ctsurv.stats.km import KaplanMeier, kaplan_meier, logrank_test
 from ctsurv.stats.resampling import (
@@ -42,5 +48,6 @@ __all__ = [
     "KaplanMeier", "kaplan_meier", "logrank_test", "cox_univariable", "risk_cutpoints",
     "risk_groups", "CalibrationResult", "calibration_at", "BinaryLabels", "binary_labels_at",
     "binary_metrics", "choose_threshold", "decision_curve", "BootstrapResult", "bootstrap_ci",
-    "PermutationResult", "paired_permutation_test", "wilcoxon_signed_rank",
+    "PermutationResult", "paired_permutation_test", "wilcoxon_signed_rank", "FoldInterval",
+    "fold_mean_interval", "paired_fold_permutation_test",
 ]
