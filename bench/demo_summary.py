@@ -1,0 +1,48 @@
+"""Record the demo's numbers: copy ``summary.json`` of a finished ``bash scripts/demo.sh`` run to
+``bench/results/demo.json`` (with the CPU it ran on) and print the lines the README quotes.
+
+Usage::
+
+    bash scripts/demo.sh                 # writes demo-run/run/summary.json
+    python bench/demo_summary.py [--demo demo-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--demo", default="demo-run")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "demo.json"))
+    a = ap.parse_args()
+    run = Path(a.demo) / "run"
+    s = json.loads((run / "summary.json").read_text())
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else ""
+    s["cpu"] = cpu
+    Path(a.out).write_text(json.dumps(s, indent=2) + "\n")
+    c, iv = s["ctd"], s["ctd"]["interval"] or {}
+    print(f"mean per-fold Ctd {c['mean']:.3f} (95 % t-interval {iv.get('ci_low', float('nan')):.3f}-"
+          f"{iv.get('ci_high', float('nan')):.3f}); folds {min(c['per_fold']):.3f}-{max(c['per_fold']):.3f}; "
+          f"pooled {c['pooled_secondary']:.3f}")
+    if s.get("repeats"):
+        r = s["repeats"]
+        print(f"repeats: {r['n']} fold assignments, mean {r['mean']:.3f} +- {r['sd']:.3f}: "
+              + ", ".join(f"{v:.3f}" for v in r["ctd_fold_mean"]))
+    k = s["km"]
+    print(f"KM at the training-median risk: chi2 {k['logrank_chi2']:.1f}, p {k['logrank_p']:.1e}; "
+          f"2-year survival high {k['surv_24m_high']:.2f} vs low {k['surv_24m_low']:.2f}")
+    print(f"attention peak at {s['attention']['peak_bin_centre']:.3f} "
+          f"(x{s['attention']['peak_relative_weight']:.2f} uniform); tumours at "
+          f"{s['tumour']['rel_pos_mean']:.3f} +- {s['tumour']['rel_pos_sd']:.3f}")
+    print(f"timings {s['timings']}")
+    print(f"written to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
