@@ -34,6 +34,10 @@ def main() -> None:
         r = s["repeats"]
         print(f"repeats: {r['n']} fold assignments, mean {r['mean']:.3f} +- {r['sd']:.3f}: "
               + ", ".join(f"{v:.3f}" for v in r["ctd_fold_mean"]))
+    if s.get("probe") and s["probe"].get("ctd_mean") is not None:
+        pr = s["probe"]
+        print(f"linear probe (same folds and features) {pr['ctd_mean']:.3f}; model beats it: "
+              f"{pr.get('model_beats_probe')}")
     k = s["km"]
     print(f"KM at the training-median risk: chi2 {k['logrank_chi2']:.1f}, p {k['logrank_p']:.1e}; "
           f"2-year survival high {k['surv_24m_high']:.2f} vs low {k['surv_24m_low']:.2f}")

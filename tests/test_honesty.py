@@ -142,6 +142,12 @@ def test_repeats_and_null_replicas(cohort_labels, tmp_path):
     # the main predictions are repeat 0 with the true labels: every patient once
     preds = pd.read_csv(tmp_path / "run" / "predictions.csv")
     assert len(preds) == TINY_N and preds["patient_id"].is_unique
+    # the linear probe stands beside the model, on the same folds
+    probe = m["probe"]
+    assert "error" not in probe, probe.get("error")
+    assert len(probe["per_fold"]) == cfg.cv.n_folds and probe["n_folds_used"] >= 1
+    assert probe["model_beats_probe"] == (m["ctd_mean"] > probe["ctd_mean"])
+    assert ("warning" in probe) == (not probe["model_beats_probe"])
     # a rerun resumes every replica from its record
     again = run_cv(cfg.replace(cv={"repeats": 2, "null_replicas": 3}), tmp_path / "run", progress=False,
                    features=feats)

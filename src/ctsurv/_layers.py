@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.complexity": 2,
     "ctsurv.prepare": 2,
     "ctsurv.evaluate": 2,
+    "ctsurv.probe": 2,  # the in-fold linear probe beside every deep model
     "ctsurv.radiomics.features": 2,
     "ctsurv.radiomics.harmonize": 2,
     "ctsurv.radiomics.select": 2,

@@ -102,7 +102,7 @@ def demo_summary(run_dir: str | Path, cohort_dir: str | Path, prepared: str | Pa
                 "mean": m.get("ctd_mean"), "interval": m.get("ctd_fold"),
                 "per_fold": [f["ctd"] for f in m["per_fold"]],
                 "pooled_secondary": m.get("ctd_pooled")},
-        "repeats": m.get("repeats"), "null": m.get("null"), "km": km,
+        "repeats": m.get("repeats"), "null": m.get("null"), "probe": m.get("probe"), "km": km,
         "attention": _attention_profile(att),
         "tumour": _tumour_position(cohort_dir / "images", prepared, sorted(preds["patient_id"])),
         "timings": m.get("timings"), "n_patients": m.get("n_patients"),

@@ -43,6 +43,7 @@ from ctsurv.evaluate import ctd_ascent
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_index, concordance_td
 from ctsurv.prepare import prepare_cohort, summarize_manifest
+from ctsurv.probe import pool_features, probe_cv
 from ctsurv.seeds import int_seed
 from ctsurv.seeds import rng as seed_rng
 from ctsurv.stats import fold_mean_interval
@@ -269,6 +270,9 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     atomic_to_csv(out / "history.csv", pd.DataFrame(hist_rows))
     metrics = cv_metrics(preds, allow_missing_folds=cfg.cv.allow_missing_folds)
     metrics.update(_repeat_and_null_metrics(cfg, arms, arm_preds, metrics, out))
+    t0 = _time.perf_counter()
+    metrics["probe"] = linear_probe_metrics(cfg, [feats[p] for p in ids], time, event, plan, metrics)
+    timings["probe_s"] = round(_time.perf_counter() - t0, 1)
     metrics["n_patients"] = len(ids)
     metrics["permute_labels"] = cfg.permute_labels
     metrics["horizon_months"] = grid.horizon
@@ -380,6 +384,51 @@ def _repeat_and_null_metrics(cfg: RunConfig, arms, arm_preds, metrics: dict, out
     return res
 
 
+def linear_probe_metrics(cfg: RunConfig, patients, time, event, plan, metrics: dict) -> dict:
+    """The in-fold linear probe on the same folds and frozen features as the deep model.
+
+    Mean-pooled view-0 features; standardisation, PCA (10 components) and a ridge Cox model with
+    its penalty chosen by inner 5-fold CV are fitted on each fold's non-test patients (training
+    and validation, as the deep model uses them) only (:mod:`ctsurv.probe`). Its per-fold Ctd is
+    on the run's grid, so it compares with the model's; the run says whether the model beats it.
+    """
+    grid = cfg.time_grid
+    X = pool_features(patients)
+    pos = {p.patient_id: i for i, p in enumerate(patients)}
+    folds = []
+    for k in range(cfg.cv.n_folds):
+        fit_rows = np.array([pos[p] for p in plan.patients(k, "train") + plan.patients(k, "val")])
+        test_rows = np.array([pos[p] for p in plan.patients(k, "test")])
+        folds.append((fit_rows, test_rows))
+    # inner CV of the penalty: 5 folds, fewer when a fold's training patients have fewer events
+    inner = min(5, min(int(np.asarray(event)[f].sum()) for f, _ in folds))
+    method = ("mean-pooled frozen features -> standardise -> PCA 10 -> ridge Cox (alpha by inner "
+              f"{inner}-fold CV), fitted on each fold's training and validation patients")
+    if inner < 2:
+        return {"method": method, "ctd_mean": None,
+                "error": "a fold's training patients have fewer than 2 events: no inner CV for the penalty"}
+    try:
+        table = probe_cv(X, time, event, folds, times=grid.times, inner_folds=inner,
+                         seed=int_seed(cfg.seed, "models", 0, 0, 0))
+    except CtsurvError as exc:  # the probe is a baseline: its failure is reported, not fatal
+        return {"method": method, "ctd_mean": None, "error": str(exc)}
+    vals = [None if not np.isfinite(v) else float(v) for v in table["ctd"]]
+    used = [v for v in vals if v is not None]
+    out = {"method": method, "per_fold": vals, "alpha": table["alpha"].tolist(),
+           "ctd_mean": float(np.mean(used)) if used else None, "n_folds_used": len(used)}
+    if len(used) > 1:
+        iv = fold_mean_interval(used)
+        out["ctd_fold"] = {"mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high, "method": iv.method}
+    model = metrics.get("ctd_mean")
+    if model is not None and out["ctd_mean"] is not None:
+        out["model_minus_probe"] = model - out["ctd_mean"]
+        out["model_beats_probe"] = bool(model > out["ctd_mean"])
+        if not out["model_beats_probe"]:
+            out["warning"] = (f"the deep model (mean fold Ctd {model:.3f}) does not beat the linear probe "
+                              f"on the same features and folds ({out['ctd_mean']:.3f})")
+    return out
+
+
 def headline(metrics: dict) -> str:
     """The console headline of a run: mean per-fold Ctd with its interval, pooled secondary."""
     f = metrics.get("ctd_fold") or {}
@@ -391,6 +440,11 @@ def headline(metrics: dict) -> str:
                 f"{f.get('n_folds_used', '?')} folds)")
     if metrics.get("ctd_pooled") is not None:
         text += f"; pooled out-of-fold {metrics['ctd_pooled']:.3f} (secondary)"
+    pr = metrics.get("probe") or {}
+    if pr.get("ctd_mean") is not None:
+        text += f"; linear probe {pr['ctd_mean']:.3f}"
+        if pr.get("model_beats_probe") is False:
+            text += " (THE MODEL DOES NOT BEAT ITS PROBE)"
     if "repeats" in metrics and metrics["repeats"]["mean"] is not None:
         r = metrics["repeats"]
         text += f"; {r['n']} repeats {r['mean']:.3f} +- {r['sd']:.3f}"
