@@ -112,19 +112,23 @@ def atomic_to_csv(path: str | os.PathLike, frame, **kwargs: Any) -> Path:
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, inf) replaced by ``None``, numpy scalars and
-    arrays made plain, so that strict JSON (``allow_nan=False``) can encode it."""
+    """``obj`` as plain JSON values for strict JSON (``allow_nan=False``): every non-finite
+    float (NaN, inf) becomes ``None``, numpy scalars and arrays become Python ones, a DataFrame
+    becomes its records and mapping keys become strings. Anything else is refused."""
+    if hasattr(obj, "to_dict") and hasattr(obj, "columns"):  # a pandas DataFrame
+        return json_safe(obj.to_dict(orient="records"))
     if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
         return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
+    if obj is None or isinstance(obj, (str, bool, np.bool_)):
+        return bool(obj) if isinstance(obj, np.bool_) else obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    raise TypeError(f"cannot write a {type(obj).__name__} to JSON: {obj!r}")
 
 
 def json_hash(obj: Any, *, length: int | None = None) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 
 from ctsurv.dropout import MaskStream, attach_mask_stream
 from ctsurv.embed.augment import sample_views
+from ctsurv.embed.engine import torch_threads
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import concordance_td
 from ctsurv.models import deephit_loss, month_bins, survival
@@ -156,16 +156,9 @@ SELECTIONS = ("val_ctd", "val_loss", "last")
 TRAIN_THREADS = 1
 
 
-@contextmanager
 def training_threads(n: int = TRAIN_THREADS):
     """Run the enclosed training with ``n`` torch intra-op threads, then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-_LEGACY = {"horizon"}  # keyword of the 22-argument signature, mapped onto ``grid``
+    return torch_threads(n)
 
 
 def train_model(

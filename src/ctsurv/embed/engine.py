@@ -80,7 +80,7 @@ def export_trunk_onnx(encoder: SliceEncoder, path: str | Path | None = None) -> 
 
 
 @contextmanager
-def _torch_threads(n: int | None):
+def torch_threads(n: int | None):
     if n is None:
         yield
         return
@@ -172,7 +172,7 @@ class TrunkRunner:
                 out[start:start + len(batch)] = self._session.run(["features"],
                                                                   {"slices": batch})[0]
             else:
-                with _torch_threads(self.threads), torch.inference_mode():
+                with torch_threads(self.threads), torch.inference_mode():
                     x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
                     out[start:start + len(batch)] = self._trunk(x).float().numpy()
         return out

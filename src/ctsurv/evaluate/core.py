@@ -12,7 +12,7 @@ import pandas as pd
 from ctsurv import metrics as M
 from ctsurv import plots
 from ctsurv import stats as S
-from ctsurv._util import atomic_to_csv, atomic_write_text
+from ctsurv._util import atomic_to_csv, atomic_write_text, json_safe
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import concordance_td
 from ctsurv.types import DEFAULT_GRID, TimeGrid
@@ -333,24 +333,6 @@ def _ctd_fold_headline(per: pd.DataFrame, *, allow_missing_folds: bool, level: f
             "missing_folds": [_plain(f) for f in missing["fold"]], "method": fi.method}
 
 
-def _strict(obj):
-    """``obj`` with every NaN/inf as None and numpy values as Python ones: strict JSON."""
-    if isinstance(obj, pd.DataFrame):
-        return _strict(obj.to_dict(orient="records"))
-    if isinstance(obj, dict):
-        return {str(k): _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_strict(v) for v in obj]
-    if obj is None or isinstance(obj, (str, bool, np.bool_)):
-        return bool(obj) if isinstance(obj, np.bool_) else obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    raise TypeError(f"metrics: cannot write a {type(obj).__name__} to JSON: {obj!r}")
-
-
 def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path | None = None, *,
                          folds: str | Path | pd.DataFrame | None = None, horizons=None,
                          n_bootstrap: int = 1000, seed: int = 42,
@@ -535,7 +517,7 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
     dca = S.decision_curve(time, event, 1.0 - s_at, h_cal, np.linspace(0.05, 0.95, 19))
     res["bootstrap"] = {"n_resamples": n_bootstrap, "seed": seed, "method": "percentile"}
     if plan is not None:
-        res["ipcw_per_fold"] = _strict(res["ipcw_per_fold"])
+        res["ipcw_per_fold"] = json_safe(res["ipcw_per_fold"])
 
     if out is not None:
         out = Path(out)
@@ -550,7 +532,7 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
 
 def metrics_json(res: dict) -> str:
     """Strict JSON text of a metrics dictionary: NaN and infinities become ``null``."""
-    return json.dumps(_strict(res), indent=2, allow_nan=False)
+    return json.dumps(json_safe(res), indent=2, allow_nan=False)
 
 
 def _grid_index(times: np.ndarray, h: float) -> int:
