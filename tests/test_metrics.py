@@ -381,3 +381,18 @@ S4 = np.array([[1.0, 0.8, 0.5], [1.0, 0.9, 0.6], [1.0, 0.7, 0.4], [1.0, 0.95, 0.
 def test_error_messages(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_comparable_pairs_hand_count_and_definition():
+    from ctsurv.metrics import comparable_pairs
+
+    # event at 1 precedes 4 patients; event at 2 precedes 3 and 5 and ties a censoring at 2
+    assert comparable_pairs([1, 2, 2, 3, 5], [1, 1, 0, 0, 1]) == 4 + 3
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = int(rng.integers(2, 30))
+        t = rng.integers(0, 6, size=n).astype(float)  # many ties
+        e = rng.integers(0, 2, size=n)
+        brute = sum(1 for i in range(n) for j in range(n)
+                    if i != j and e[i] and (t[i] < t[j] or (t[i] == t[j] and not e[j])))
+        assert comparable_pairs(t, e) == brute

@@ -255,6 +255,10 @@ def test_evaluate_and_compare_work_on_run_folders(phantom, signal_run, permuted_
     assert list(table["run"]) == [out.name, other.name]
     assert 0 < table["p_vs_reference"].iloc[1] <= 1
     assert (tmp_path / "cmp" / "compare.md").exists()
+    # each run's linear probe stands beside it (same frozen features and folds: the same probe)
+    assert table["probe_ctd_mean"].iloc[0] == pytest.approx(metrics["probe"]["ctd_mean"], abs=1e-12)
+    assert table["probe_ctd_mean"].iloc[1] == pytest.approx(metrics["probe"]["ctd_mean"], abs=1e-12)
+    assert f"{metrics['probe']['ctd_mean']:.3f}" in (tmp_path / "cmp" / "compare.md").read_text()
     assert res["headline"] == "fold_mean" and res["censoring_distribution"] == "training patients of each fold"
     # a run whose folds differ is refused, naming the patient
     moved = tmp_path / "moved"
@@ -267,3 +271,31 @@ def test_evaluate_and_compare_work_on_run_folders(phantom, signal_run, permuted_
     # a permuted-label run has other outcomes for the same patients: not comparable
     with pytest.raises(CtsurvError, match="different outcomes"):
         compare_runs([out, perm_out], tmp_path / "cmp2", n_permutations=10, n_bootstrap=10)
+
+
+def test_learning_diagnostics_of_every_fold(signal_run):
+    """metrics.json says, per fold, what the kept model learnt and what chose it: the training
+    Ctd of the kept epoch (as history.csv records it), the validation pairs recounted here from
+    folds.csv and clinical labels, and the selection optimism (validation score - test Ctd)."""
+    from ctsurv.metrics import comparable_pairs
+
+    out, metrics = signal_run
+    learning = metrics["learning"]
+    hist = pd.read_csv(out / "history.csv")
+    folds = pd.read_csv(out / "folds.csv")
+    labels = pd.read_csv(out / "predictions.csv").set_index("patient_id")
+    test_ctd = {f["fold"]: f["ctd"] for f in metrics["per_fold"]}
+    assert len(learning["per_fold"]) == 5
+    for d in learning["per_fold"]:
+        h = hist[(hist.fold == d["fold"]) & (hist.epoch == d["kept_epoch"])].iloc[0]
+        assert d["train_ctd_kept"] == pytest.approx(h["train_ctd"], abs=1e-12)
+        val = folds[(folds.fold == d["fold"]) & (folds.role == "val")]["patient_id"]
+        lab = labels.loc[val]
+        assert d["val_patients"] == len(val) and d["val_events"] == int(lab["event"].sum())
+        assert d["val_pairs"] == comparable_pairs(lab["time"].to_numpy(), lab["event"].to_numpy())
+        assert d["selection_optimism"] == pytest.approx(d["val_score_kept"] - test_ctd[d["fold"]])
+        assert ("few_validation_pairs" in d["flags"]) == (d["val_pairs"] < 100)
+    # the heads fit their own training patients on this planted signal; the best of 100 epochs
+    # on the validation patients is optimistic on average
+    assert learning["train_ctd_kept_mean"] > 0.6
+    assert learning["selection_optimism_mean"] > 0

@@ -75,10 +75,24 @@ def test_val_ctd_keeps_the_epoch_of_the_best_validation_ctd():
     val_feats, val_time, val_event = _cohort(10, seed=1)
     res = train_model(_build, feats, time, event, val_feats, val_time, val_event,
                       epochs=6, augment=False, selection="val_ctd", seed=3, lr=3e-3)
-    assert res.selection == "val_ctd" and all(set(h) == {"epoch", "train_loss", "val_ctd"} for h in res.history)
+    assert res.selection == "val_ctd"
+    assert all(set(h) == {"epoch", "train_loss", "val_ctd", "train_ctd"} for h in res.history)
     scores = [h["val_ctd"] for h in res.history]
     assert res.best_epoch == int(np.argmax(scores))  # first of ties, as ">" keeps the earliest
     assert _val_ctd(res.model, val_feats, val_time, val_event) == pytest.approx(scores[res.best_epoch], abs=1e-12)
+    # the recorded training Ctd of the kept epoch is the returned model's, recomputed from scratch
+    assert _val_ctd(res.model, feats, time, event) == pytest.approx(res.history[res.best_epoch]["train_ctd"],
+                                                                   abs=1e-12)
+
+
+def test_training_ctd_rises_when_the_head_fits():
+    """A learning diagnostic: on a planted signal the training Ctd climbs far above 0.5."""
+    feats, time, event = _cohort(40, seed=4)
+    val_feats, val_time, val_event = _cohort(10, seed=5)
+    res = train_model(_build, feats, time, event, val_feats, val_time, val_event,
+                      epochs=15, augment=False, selection="last", seed=3, lr=3e-3)
+    first, last = res.history[0]["train_ctd"], res.history[-1]["train_ctd"]
+    assert last > 0.8 and last > first, (first, last)
 
 
 def test_without_comparable_pairs_the_loss_decides_every_epoch():
@@ -91,3 +105,22 @@ def test_without_comparable_pairs_the_loss_decides_every_epoch():
     assert all("val_loss" in h and "val_ctd" not in h for h in res.history)  # never mixed
     losses = [-h["val_loss"] for h in res.history]
     assert res.best_epoch == int(np.argmin(losses))
+
+
+def test_learning_diagnostics_flags():
+    from ctsurv.train import MIN_VAL_PAIRS, TrainResult, learning_diagnostics
+
+    hist = [{"epoch": 0, "train_loss": 1.0, "val_ctd": 0.6, "train_ctd": 0.52},
+            {"epoch": 1, "train_loss": 0.9, "val_ctd": 0.5, "train_ctd": 0.53}]
+    res = TrainResult(model=None, best_epoch=0, history=hist, selection="val_ctd")
+    # 4 validation patients: times 1 (event), 2 (event), 3 (censored), 4 (event): pairs 3 + 2 = 5
+    d = learning_diagnostics(res, [1.0, 2.0, 3.0, 4.0], [1, 1, 0, 1])
+    assert d["val_pairs"] == 5 < MIN_VAL_PAIRS and d["val_events"] == 3 and d["val_patients"] == 4
+    assert d["train_ctd_kept"] == 0.52 and d["val_score_kept"] == 0.6 and d["kept_epoch"] == 0
+    assert set(d["flags"]) == {"head_did_not_fit", "few_validation_pairs", "kept_first_epoch"}
+    # a fitted head, chosen at epoch 1 by 20 + 20 patients (400 event-before-censoring pairs)
+    hist[1]["train_ctd"] = 0.8
+    res = TrainResult(model=None, best_epoch=1, history=hist, selection="val_ctd")
+    d = learning_diagnostics(res, np.r_[np.arange(1.0, 21.0), np.full(20, 30.0)],
+                             np.r_[np.ones(20, int), np.zeros(20, int)])
+    assert d["val_pairs"] == 20 * 19 // 2 + 20 * 20 and d["flags"] == []

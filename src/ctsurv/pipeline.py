@@ -47,7 +47,7 @@ from ctsurv.probe import pool_features, probe_cv
 from ctsurv.seeds import int_seed
 from ctsurv.seeds import rng as seed_rng
 from ctsurv.stats import fold_mean_interval
-from ctsurv.train import TrainConfig, predict
+from ctsurv.train import MIN_VAL_PAIRS, NOT_FIT_TRAIN_CTD, TrainConfig, learning_diagnostics, predict
 from ctsurv.train_batched import CohortTensors, Replica, train_replicas
 from ctsurv.types import DEFAULT_GRID, TimeGrid
 from ctsurv.validate import stratified_folds
@@ -233,6 +233,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                    "best_epoch": res.best_epoch,
                    "train_risk_median": float(np.median(1.0 - train_surv[:, -1])),
                    "selection": res.selection, "test_ids": test_ids, "surv": surv.tolist(),
+                   "learning": learning_diagnostics(res, arm.time[sel["val"]], arm.event[sel["val"]]),
                    "weights": [w.tolist() for w in weights] if arm.main else [],
                    "history": res.history if arm.main else []}
             records[arm.key, k] = rec
@@ -270,6 +271,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     atomic_to_csv(out / "history.csv", pd.DataFrame(hist_rows))
     metrics = cv_metrics(preds, allow_missing_folds=cfg.cv.allow_missing_folds)
     metrics.update(_repeat_and_null_metrics(cfg, arms, arm_preds, metrics, out))
+    metrics["learning"] = learning_summary([records[arms[0].key, k] for k in range(cfg.cv.n_folds)], metrics)
     t0 = _time.perf_counter()
     metrics["probe"] = linear_probe_metrics(cfg, [feats[p] for p in ids], time, event, plan, metrics)
     timings["probe_s"] = round(_time.perf_counter() - t0, 1)
@@ -429,6 +431,37 @@ def linear_probe_metrics(cfg: RunConfig, patients, time, event, plan, metrics: d
     return out
 
 
+def learning_summary(records: list[dict], metrics: dict) -> dict:
+    """Learning diagnostics of the main cross-validation's fold models (issue: does the head
+    learn?): per fold the kept epoch, its training Ctd and validation score, the validation
+    patients / events / comparable pairs, the test Ctd and the selection optimism (validation
+    score of the kept epoch minus test Ctd), and each fold's flags; ``warnings`` in words."""
+    per_fold = {int(f["fold"]): f.get("ctd") for f in metrics.get("per_fold", [])}
+    rows = []
+    for rec in records:
+        d = dict(rec.get("learning") or {"flags": ["no diagnostics (fold trained by an older ctsurv)"]})
+        d["fold"] = int(rec["fold"])
+        d["test_ctd"] = per_fold.get(d["fold"])
+        if d.get("selection") == "val_ctd" and d.get("val_score_kept") is not None and d["test_ctd"] is not None:
+            d["selection_optimism"] = d["val_score_kept"] - d["test_ctd"]
+        rows.append(d)
+    train_ctd = [r["train_ctd_kept"] for r in rows if r.get("train_ctd_kept") is not None]
+    opt = [r["selection_optimism"] for r in rows if "selection_optimism" in r]
+    warnings = []
+    for flag, words in (("head_did_not_fit", "the kept model's training Ctd stayed below "
+                         f"{NOT_FIT_TRAIN_CTD} (the head did not fit)"),
+                        ("few_validation_pairs", f"fewer than {MIN_VAL_PAIRS} comparable validation pairs "
+                         "chose the epoch (selection is noisy)"),
+                        ("kept_first_epoch", "the kept epoch is epoch 0 (validation never improved)")):
+        folds = [r["fold"] for r in rows if flag in r.get("flags", [])]
+        if folds:
+            warnings.append(f"folds {folds}: {words}")
+    return {"per_fold": rows,
+            "train_ctd_kept_mean": float(np.mean(train_ctd)) if train_ctd else None,
+            "selection_optimism_mean": float(np.mean(opt)) if opt else None,
+            "warnings": warnings}
+
+
 def headline(metrics: dict) -> str:
     """The console headline of a run: mean per-fold Ctd with its interval, pooled secondary."""
     f = metrics.get("ctd_fold") or {}
@@ -445,6 +478,11 @@ def headline(metrics: dict) -> str:
         text += f"; linear probe {pr['ctd_mean']:.3f}"
         if pr.get("model_beats_probe") is False:
             text += " (THE MODEL DOES NOT BEAT ITS PROBE)"
+    lr = metrics.get("learning") or {}
+    if lr.get("train_ctd_kept_mean") is not None:
+        text += f"; kept models' training Ctd {lr['train_ctd_kept_mean']:.3f}"
+    if lr.get("warnings"):
+        text += f" ({len(lr['warnings'])} learning warning(s) in metrics.json)"
     if "repeats" in metrics and metrics["repeats"]["mean"] is not None:
         r = metrics["repeats"]
         text += f"; {r['n']} repeats {r['mean']:.3f} +- {r['sd']:.3f}"

@@ -33,13 +33,14 @@ from ctsurv.dropout import MaskStream, attach_mask_stream
 from ctsurv.embed.augment import sample_views
 from ctsurv.embed.engine import torch_threads
 from ctsurv.exceptions import CtsurvError, MetricError
-from ctsurv.metrics import concordance_td
+from ctsurv.metrics import comparable_pairs, concordance_td
 from ctsurv.models import deephit_loss, month_bins, survival
 from ctsurv.seeds import model_streams
 from ctsurv.types import DEFAULT_GRID, PatientFeatures, TimeGrid
 
 __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collate", "predict",
-           "train_model", "training_threads", "selection_criterion", "SELECTIONS", "TRAIN_THREADS"]
+           "train_model", "training_threads", "training_ctd", "selection_criterion", "SELECTIONS", "TRAIN_THREADS",
+           "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS"]
 
 #: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
 #: ``RunConfig.time_grid`` (:class:`ctsurv.types.TimeGrid`).
@@ -89,6 +90,53 @@ def predict(model: torch.nn.Module, patients: list[PatientFeatures], *, batch_si
             w = out["weights"].numpy()
             weights.extend(w[b, : p.n_slices].copy() for b, p in enumerate(chunk))
     return np.concatenate(surv).astype(np.float64), weights
+
+
+def training_ctd(time, event, surv: np.ndarray, times) -> float | None:
+    """Antolini's Ctd of the model on its own training patients (a learning diagnostic: a kept
+    model whose training Ctd stays near 0.5 did not fit), or None without a comparable pair."""
+    try:
+        return float(concordance_td(np.asarray(time, float), np.asarray(event), surv, times,
+                                    method="antolini"))
+    except MetricError:
+        return None
+
+
+#: A kept model whose training Ctd is below this did not fit its own training patients.
+NOT_FIT_TRAIN_CTD = 0.55
+#: Below this many comparable pairs (:func:`ctsurv.metrics.comparable_pairs`) a validation Ctd
+#: is too noisy to pick the best of many epochs: at 10 x 10 = 100 pairs Hanley and McNeil's
+#: (1982) standard error of a C index of 0.5 is 0.13, larger than the differences it ranks.
+MIN_VAL_PAIRS = 100
+
+
+def learning_diagnostics(result: TrainResult, val_time, val_event) -> dict:
+    """What a trained fold model learnt, from its history: the kept epoch's training Ctd and
+    validation score, how many patients, events and comparable pairs chose the epoch, and flags.
+
+    Flags: ``"head_did_not_fit"`` (kept training Ctd below :data:`NOT_FIT_TRAIN_CTD`; the head
+    stayed near chance on its own training data), ``"few_validation_pairs"`` (fewer than
+    :data:`MIN_VAL_PAIRS` comparable validation pairs: epoch selection is unreliable),
+    ``"selected_by_loss"`` (no comparable validation pair: the loss chose), ``"kept_first_epoch"``
+    (selection kept epoch 0: the validation score never improved).
+    """
+    kept = result.history[result.best_epoch] if result.history else {}
+    val_time, val_event = np.asarray(val_time, float), np.asarray(val_event)
+    pairs = comparable_pairs(val_time, val_event) if len(val_time) else 0
+    flags = []
+    train_ctd = kept.get("train_ctd")
+    if train_ctd is not None and train_ctd < NOT_FIT_TRAIN_CTD:
+        flags.append("head_did_not_fit")
+    if pairs < MIN_VAL_PAIRS:
+        flags.append("few_validation_pairs")
+    if result.selection == "val_loss" and pairs == 0:
+        flags.append("selected_by_loss")
+    if result.best_epoch == 0 and len(result.history) > 1:
+        flags.append("kept_first_epoch")
+    return {"kept_epoch": int(result.best_epoch), "train_ctd_kept": train_ctd,
+            "val_score_kept": kept.get(result.selection), "selection": result.selection,
+            "val_patients": int(len(val_time)), "val_events": int(val_event.sum()),
+            "val_pairs": int(pairs), "flags": flags}
 
 
 def selection_criterion(selection: str, val_time, val_event, grid: TimeGrid) -> str:
@@ -259,7 +307,9 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
                                    grid.times, method="antolini")
         else:
             score = -loss_on(val, val_time, val_event)
-        history.append({"epoch": epoch, "train_loss": total / len(train), criterion: score})
+        train_surv, _ = predict(model, train)
+        history.append({"epoch": epoch, "train_loss": total / len(train), criterion: score,
+                        "train_ctd": training_ctd(train_time, train_event, train_surv, grid.times)})
         if cfg.selection != "last" and score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
         if progress is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,14 @@ def _check_same_folds(name: str, df: pd.DataFrame, plan, ref: str, base: pd.Data
                           "per-fold Ctd are not paired")
 
 
+def _probe(run: Path) -> dict:
+    """The run's linear probe (``metrics.json["probe"]``), or {} for runs without one."""
+    try:
+        return json.loads((run / "metrics.json").read_text()).get("probe") or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int = 5000,
                  n_bootstrap: int = 1000, seed: int = 42, allow_missing_folds: bool = False,
                  level: float = 0.95) -> pd.DataFrame:
@@ -72,7 +81,9 @@ def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int =
         ctd_fold_mean, ctd_fold_sd, ctd_fold_ci_low, ctd_fold_ci_high, ctd_fold_std`` (= sd, the
         column of earlier versions), ``diff_vs_reference, p_vs_reference`` (the headline test),
         ``ctd_pooled, ci_low, ci_high`` (pooled Ctd and bootstrap CI),
-        ``diff_pooled_vs_reference, p_vs_reference_pooled``.
+        ``diff_pooled_vs_reference, p_vs_reference_pooled``, and ``probe_ctd_mean,
+        model_beats_probe`` (the run's in-fold linear probe on its own frozen features and the
+        same folds, from its ``metrics.json``; empty for runs without one).
     """
     runs = [Path(r) for r in runs]
     ref = Path(reference) if reference else runs[0]
@@ -147,8 +158,12 @@ def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int =
             row.update(diff_pooled_vs_reference=pt.diff, p_vs_reference_pooled=pt.p_value)
             if not fold_aware:
                 row.update(diff_vs_reference=pt.diff, p_vs_reference=pt.p_value)
+        pr = _probe(r)
+        row.update(probe_ctd_mean=pr.get("ctd_mean", float("nan")),
+                   model_beats_probe=pr.get("model_beats_probe"))
         rows.append(row)
     table = pd.DataFrame(rows)
+    table["probe_ctd_mean"] = table["probe_ctd_mean"].astype(float)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_to_csv(out / "compare.csv", table)
@@ -182,15 +197,18 @@ def compare_markdown(table: pd.DataFrame, ref: str, *, n_permutations: int, n_bo
              "and its pooled paired permutation p."),
             "",
             (f"| run | n | folds | Ctd mean over folds [{pct} t-interval] | sd over folds | "
-             "Δ vs reference | p vs reference | pooled Ctd [95 % CI] (secondary) | pooled p |"),
-            "|---|---|---|---|---|---|---|---|---|",
+             "Δ vs reference | p vs reference | pooled Ctd [95 % CI] (secondary) | pooled p | "
+             "linear probe (same folds) |"),
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in table.itertuples():
+            beats = {True: "", False: " (model does not beat it)"}.get(getattr(r, "model_beats_probe", None), "")
             lines.append(
                 f"| {r.run} | {r.n} | {r.n_folds_used}/{r.n_folds} | {f(r.ctd_fold_mean)} "
                 f"[{f(r.ctd_fold_ci_low)}, {f(r.ctd_fold_ci_high)}] | {f(r.ctd_fold_sd)} | "
                 f"{f(r.diff_vs_reference)} | {p(r.p_vs_reference)} | {f(r.ctd_pooled)} "
-                f"[{f(r.ci_low)}, {f(r.ci_high)}] | {p(r.p_vs_reference_pooled)} |")
+                f"[{f(r.ci_low)}, {f(r.ci_high)}] | {p(r.p_vs_reference_pooled)} | "
+                f"{f(getattr(r, 'probe_ctd_mean', float('nan')))}{beats} |")
     else:
         lines += [
             "",

@@ -44,6 +44,7 @@ from ctsurv.metrics.auc import cumulative_dynamic_auc
 from ctsurv.metrics.brier import brier_score, integrated_brier_score
 from ctsurv.metrics.concordance import (  # noqa: F401 (_DIRECT_MAX: see _FORWARDED)
     _DIRECT_MAX,
+    comparable_pairs,
     concordance_index,
     concordance_index_ipcw,
     concordance_td,
@@ -51,6 +52,7 @@ from ctsurv.metrics.concordance import (  # noqa: F401 (_DIRECT_MAX: see _FORWAR
 
 __all__ = [
     "brier_score",
+    "comparable_pairs",
     "concordance_index",
     "concordance_index_ipcw",
     "concordance_td",

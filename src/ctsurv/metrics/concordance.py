@@ -14,7 +14,7 @@ from ctsurv.exceptions import MetricError, NoComparablePairError
 from ctsurv.metrics._common import _check_grid, _check_has_event, _check_surv, _ipcw_events
 from ctsurv.metrics._counting import _sorted_order, _suffix_window_counts
 
-__all__ = ["concordance_index", "concordance_index_ipcw", "concordance_td"]
+__all__ = ["comparable_pairs", "concordance_index", "concordance_index_ipcw", "concordance_td"]
 
 _TD_METHODS = ("antolini", "adj_antolini", "ascent")
 
@@ -207,6 +207,24 @@ def _grouped_column_counts(surv_s: np.ndarray, cols: np.ndarray, starts: np.ndar
         n_gt[grp] = gt
         n_eq[grp] = eq
     return n_gt, n_eq
+
+
+def comparable_pairs(time, event) -> int:
+    r"""Number of comparable ordered pairs of Antolini's :math:`C^{td}` (the denominator of
+    :func:`concordance_td`, ``method="antolini"``): :math:`\sum_{i \ne j} \delta_i\,\mathrm{cmp}_{ij}`
+    with :math:`\mathrm{cmp}_{ij} = I(t_i < t_j) + I(t_i = t_j,\ \delta_j = 0)`.
+
+    How many pairs a concordance rests on decides how noisy it is; a validation set with few
+    pairs cannot select an epoch reliably (:func:`ctsurv.train.learning_diagnostics`).
+    """
+    t, d = check_survival(time, event)
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    # for each event i: patients with t_j > t_i, plus censorings at t_j == t_i
+    later = len(t) - np.searchsorted(ts, t[d], side="right")
+    cens_t = np.sort(t[~d])
+    tied_cens = np.searchsorted(cens_t, t[d], side="right") - np.searchsorted(cens_t, t[d], side="left")
+    return int(later.sum() + tied_cens.sum())
 
 
 def concordance_td(time, event, surv, time_grid, *, method: str = "antolini") -> float:
