@@ -32,6 +32,9 @@ def test_summary_is_written_as_strict_json(tiny_run):
     json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     m = json.loads((root / "run" / "metrics.json").read_text())
     assert s["ctd"]["mean"] == m["ctd_mean"] and s["ctd"]["per_fold"] == [f["ctd"] for f in m["per_fold"]]
+    kept = [d["train_ctd_kept"] for d in m["learning"]["per_fold"]]
+    assert s["learning"]["train_ctd_kept_mean"] == pytest.approx(np.mean(kept))
+    assert s["learning"]["warnings"] == m["learning"]["warnings"]
 
 
 def test_logrank_matches_lifelines(tiny_run):

@@ -12,6 +12,8 @@ demo, computed from the run folder and the phantom cohort (nothing typed by hand
   patient's weights multiplied by its number of slices (1 = uniform attention), and its peak;
 * ``tumour``: the phantoms' mean tumour position on the same axis (the GTV-1 centre from each
   patient's RTSTRUCT, mapped to the relative slice position of its preprocessed volume);
+* ``learning``: the kept fold models' mean training Ctd, the mean selection optimism
+  (validation score of the kept epoch minus test Ctd) and the learning warnings of the run;
 * ``timings``: seconds per stage.
 """
 
@@ -103,6 +105,8 @@ def demo_summary(run_dir: str | Path, cohort_dir: str | Path, prepared: str | Pa
                 "per_fold": [f["ctd"] for f in m["per_fold"]],
                 "pooled_secondary": m.get("ctd_pooled")},
         "repeats": m.get("repeats"), "null": m.get("null"), "probe": m.get("probe"), "km": km,
+        "learning": {k: (m.get("learning") or {}).get(k)
+                     for k in ("train_ctd_kept_mean", "selection_optimism_mean", "warnings")},
         "attention": _attention_profile(att),
         "tumour": _tumour_position(cohort_dir / "images", prepared, sorted(preds["patient_id"])),
         "timings": m.get("timings"), "n_patients": m.get("n_patients"),
