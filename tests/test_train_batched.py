@@ -160,3 +160,36 @@ def test_cohort_tensors_shapes_and_memory():
     assert c.nbytes == 6 * 2 * s_max * F_IN * 4 + 6 * s_max * (1 + 4)
     back = c.patients([3])[0]
     np.testing.assert_array_equal(back.features, feats[3].features)
+
+
+def test_the_3d_kind_trains_on_the_fast_path_as_the_reference_does():
+    """The 3D kind's trainable part (its encoder head ``Dropout + Linear`` on one cached volume
+    feature per patient, mean pooling over that one item, DeepHit) takes the exact batched path
+    and gives the one-model trainer's models."""
+    from ctsurv.build import get_kind, network_factory
+    from ctsurv.config import from_dict
+
+    cfg = from_dict({"embed": {"kind": "3d", "backbone": "densenet3d-121", "weights": "random",
+                               "embedding_dim": 16},
+                     "model": {"shared_layers": 1, "shared_width": 12, "cs_layers": 1, "cs_width": 12}})
+    encoder = get_kind(cfg).build_encoder(cfg)
+    build = network_factory(cfg, encoder)
+    assert fast_path_supported(build())
+    rng = np.random.default_rng(8)
+    n, f = 30, encoder.feature_dim
+    eta = rng.normal(size=n)
+    time = np.minimum(10 * rng.exponential(size=n) / np.exp(eta), 30.0)
+    event = (rng.uniform(size=n) < 0.8).astype(int)
+    feats = []
+    for i in range(n):
+        x = rng.normal(size=(1, 1, f)).astype(np.float32)
+        x[0, 0, :8] += eta[i]
+        feats.append(PatientFeatures(f"V{i:03d}", x, np.array([0.5], dtype=np.float32)))
+    cfg_t = TrainConfig(epochs=3, batch_size=4, lr=3e-3, augment=False, grid=cfg.time_grid)
+    reps = [Replica(tr, time[tr], event[tr], va, time[va], event[va], seed) for tr, va, seed in _replicas(n, 2)]
+    batched = train_replicas(build, feats, reps, cfg_t)
+    for r, res in zip(reps, batched):
+        seq = train_model(build, [feats[i] for i in r.train_idx], r.train_time, r.train_event,
+                          [feats[i] for i in r.val_idx], r.val_time, r.val_event, cfg_t.replace(seed=r.seed))
+        assert res.best_epoch == seq.best_epoch
+        np.testing.assert_allclose(predict(res.model, feats)[0], predict(seq.model, feats)[0], atol=1e-4)

@@ -147,14 +147,19 @@ class Replica:
 
 # ----------------------------------------------------------------------------- the fast network
 def _embedding_parts(net: SurvivalNet):
-    """``(dropout_p, linear)`` when the embedding is ``Dropout + Linear``, else None."""
-    emb = net.embedding
+    """``(dropout_p, linear, name)`` when the embedding is ``Dropout + Linear`` (``name``: the
+    parameter prefix of the linear), else None. A wrapper whose only child is such a sequence
+    (the 3D kind's head on cached volume features) counts as it."""
+    emb, prefix = net.embedding, "embedding"
+    children = list(emb.named_children())
+    if not isinstance(emb, nn.Sequential) and len(children) == 1 and isinstance(children[0][1], nn.Sequential):
+        emb, prefix = children[0][1], f"embedding.{children[0][0]}"
     if not isinstance(emb, nn.Sequential) or len(emb) != 2:
         return None
     drop, lin = emb[0], emb[1]
     if not (isinstance(drop, nn.Dropout) and isinstance(lin, nn.Linear) and lin.bias is not None):
         return None
-    return float(drop.p), lin
+    return float(drop.p), lin, f"{prefix}.1"
 
 
 def fast_path_supported(net: nn.Module) -> bool:
@@ -252,7 +257,7 @@ class FastNet:
         names = [n for n, _ in self.template.named_parameters()]
         self.params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in nets]).clone()
                        .requires_grad_(True) for n in names}
-        self.p_emb, _ = _embedding_parts(self.template)
+        self.p_emb, _, self._lin = _embedding_parts(self.template)
         self.soft = isinstance(self.template.aggregator, SoftAttention)
         self.K = len(nets)
         self._buffers: dict[str, Tensor] = {}
@@ -312,7 +317,7 @@ class FastNet:
             scale = 1.0 / (1.0 - self.p_emb)
         else:
             z = x
-        W, b = P["embedding.1.weight"], P["embedding.1.bias"]  # (K, D, F), (K, D)
+        W, b = P[f"{self._lin}.weight"], P[f"{self._lin}.bias"]  # (K, D, F), (K, D)
         if self.soft:
             h = _PoolProject.apply(W, b, P["aggregator.score.0.weight"][:, 0],
                                    P["aggregator.score.0.bias"][:, 0], z, smask, scale)
@@ -334,7 +339,7 @@ class FastNet:
         """
         P = self.params
         N, S, F = x0.shape
-        W, b = P["embedding.1.weight"], P["embedding.1.bias"]
+        W, b = P[f"{self._lin}.weight"], P[f"{self._lin}.bias"]
         if self.soft:
             a, c = P["aggregator.score.0.weight"][:, 0], P["aggregator.score.0.bias"][:, 0]
             U = torch.bmm(a[:, None, :], W)[:, 0]  # (K, F)
