@@ -38,3 +38,23 @@ def test_unknown_keys_are_errors():
 def test_replace_keeps_other_values():
     cfg = RunConfig().replace(train={"epochs": 2}, permute_labels=True)
     assert cfg.train.epochs == 2 and cfg.train.lr == 1e-4 and cfg.permute_labels
+
+
+def test_named_protocols_fill_in_only_what_the_configuration_leaves_unset():
+    from ctsurv.config import PROTOCOLS, RunConfig
+
+    paper = from_dict({})
+    assert paper.train.protocol == "paper" and paper == RunConfig()  # seed 000's values
+    preset = PROTOCOLS["shallow-head"]
+    shallow = from_dict({"train": {"protocol": "shallow-head"}})
+    for section, values in preset.items():
+        for key, value in values.items():
+            assert getattr(getattr(shallow, section), key) == value
+    # a key the user sets wins over the preset
+    own = from_dict({"train": {"protocol": "shallow-head", "epochs": 80}})
+    assert own.train.epochs == 80 and own.model.shared_layers == preset["model"]["shared_layers"]
+    # replace() with a new protocol applies it; replacing anything else keeps the values
+    assert paper.replace(train={"protocol": "shallow-head"}) == shallow
+    assert shallow.replace(train={"lr": 1e-3}).model.shared_layers == preset["model"]["shared_layers"]
+    with pytest.raises(CtsurvError, match="unknown train.protocol 'fast'; known: paper"):
+        from_dict({"train": {"protocol": "fast"}})

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ctsurv.config import PROTOCOLS
 from ctsurv.demo import DEMO_N_PATIENTS, demo_config  # noqa: F401  (re-exported for bench/)
 from ctsurv.exceptions import CtsurvError
 
@@ -36,6 +37,8 @@ def _cmd_run(a) -> None:
     cv = {k: v for k, v in (("null_replicas", a.null), ("repeats", a.repeats)) if v is not None}
     if cv:
         cfg = cfg.replace(cv=cv)
+    if a.protocol is not None:
+        cfg = cfg.replace(train={"protocol": a.protocol})
     out = a.out or Path(a.config).with_suffix("")
     run_cv(cfg, out, progress=not a.no_progress)
 
@@ -211,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add K label-permuted replicas (the permutation null; cv.null_replicas)")
     s.add_argument("--repeats", type=int, metavar="R",
                    help="repeated cross-validation with R fold assignments (cv.repeats)")
+    s.add_argument("--protocol", choices=sorted(PROTOCOLS),
+                   help="a named training protocol (train.protocol; default: the config's, 'paper')")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_run)
 

@@ -93,6 +93,9 @@ class TrainSection:
     #: "batched": every fold at once with the exact linear-pooling path (ctsurv.train_batched;
     #: other networks fall back to one at a time); "sequential": one model at a time, the reference
     trainer: str = "batched"
+    #: a named protocol (:data:`PROTOCOLS`): "paper" is seed 000's (every default here); another
+    #: name sets its values wherever the configuration does not set them itself
+    protocol: str = "paper"
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,46 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     def replace(self, **sections: Any) -> "RunConfig":
-        """Return a copy with some values changed, e.g. ``replace(train={"epochs": 5})``."""
-        return from_dict(_merge(self.to_dict(), sections))
+        """Return a copy with some values changed, e.g. ``replace(train={"epochs": 5})``.
+
+        Changing ``train.protocol`` applies the new protocol's values except where ``sections``
+        sets them too."""
+        merged = _merge(self.to_dict(), sections)
+        if "protocol" in (sections.get("train") or {}):
+            merged = _with_protocol(merged, sections)
+        return from_dict(merged)
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+#: Named protocols: the values each sets (section -> key -> value) where a configuration does
+#: not set them. "paper" = seed 000 (the dataclass defaults above). "shallow-head": DeepHit with
+#: one shared and one cause-specific hidden layer, 50 epochs (bench/learning.py measures it
+#: beside "paper" per hazard family; see the README, "Does the method learn at my cohort size?").
+PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {},
+    "shallow-head": {"model": {"shared_layers": 1, "cs_layers": 1}, "train": {"epochs": 50}},
+}
+
+
+def _with_protocol(values: dict, given: dict) -> dict:
+    """``values`` with the preset of ``values["train"]["protocol"]`` filled in wherever
+    ``given`` (the mapping the user wrote) does not set the key."""
+    train = values.get("train")
+    name = train.get("protocol", "paper") if isinstance(train, dict) else "paper"
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        raise CtsurvError(f"unknown train.protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    out = dict(values)
+    for section, preset in PROTOCOLS[name].items():
+        if not isinstance(out.get(section) or {}, dict):
+            continue  # _build names the malformed section
+        sec = dict(out.get(section) or {})
+        for key, value in preset.items():
+            if key not in (given.get(section) or {}):
+                sec[key] = value
+        out[section] = sec
+    return out
 
 
 def _plain(obj: Any) -> Any:
@@ -178,8 +216,12 @@ def _build(cls, values: dict, where: str):
 
 
 def from_dict(values: dict | None) -> RunConfig:
-    """Build a :class:`RunConfig` from a (possibly partial) nested mapping."""
-    return _build(RunConfig, values or {}, "")
+    """Build a :class:`RunConfig` from a (possibly partial) nested mapping; a ``train.protocol``
+    fills in its values (:data:`PROTOCOLS`) where the mapping does not set them."""
+    values = values or {}
+    if not isinstance(values, dict):
+        raise CtsurvError(f"a run configuration must be a mapping, got {type(values).__name__}")
+    return _build(RunConfig, _with_protocol(values, values), "")
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -76,6 +76,7 @@ def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[p
 _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("model", "volume_size"): 224, ("model", "volume_mode"): "resample",
                   ("data", "bin_width_months"): 1.0, ("train", "trainer"): "batched",
+                  ("train", "protocol"): "paper",
                   ("cv", "repeats"): 1, ("cv", "null_replicas"): 0,
                   ("cv", "allow_missing_folds"): False}
 
