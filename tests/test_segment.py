@@ -237,7 +237,8 @@ REAL_MIN_DICE = {"LUNG1-001": 0.97, "LUNG1-002": 0.95}
 
 @pytest.mark.parametrize("pid", sorted(REAL_MIN_DICE))
 def test_real_patients_dice(lung1_dir, pid):
-    io = pytest.importorskip("ctsurv.io")
+    from ctsurv import io
+
     folder = lung1_dir / pid
     if not folder.exists():
         pytest.skip(f"{folder} not found")
