@@ -2,7 +2,8 @@
 
 ``prepare_cohort`` walks the union of the clinical table's patients and the image entries
 (one entry per patient in the images folder, named by the patient ID: a folder of DICOM files
-in any layout, or a NIfTI / NRRD file). Every patient ends in ``manifest.csv`` with a status:
+in any layout, or a NIfTI / NRRD file). Every patient and every other image entry ends in
+``manifest.csv`` with a status:
 
 ``ok``
     preprocessed; the artifact ``patients/<ID>.npz`` is valid.
@@ -12,6 +13,17 @@ in any layout, or a NIfTI / NRRD file). Every patient ends in ``manifest.csv`` w
 ``failed``
     an unexpected error; the reason carries the exception type and message. One bad patient
     never stops the others.
+``ignored``
+    an image entry that is not a patient (a stray ``README.txt``, TCIA's ``metadata.csv``, a
+    ``LICENSE``, a ``DICOMDIR`` index, a folder holding no images); the row's ``patient_id`` is
+    the entry's name and the reason says why. Never prepared, never in ``cohort.csv``.
+
+Which image entries are patients (:func:`scan_image_entries`): hidden entries (name starting
+with ``.``) and OS junk (``Thumbs.db``, ``desktop.ini``, ``__MACOSX``) are skipped silently. An
+entry named by a clinical-table patient ID is that patient's entry, whatever it holds (a read
+error then excludes or fails the patient, with the reason). Otherwise a NIfTI / NRRD file or a
+folder holding at least one DICOM or volume file is a patient; any other file or folder is
+``ignored``. Nothing in the images folder stops the cohort, except two entries for one patient.
 
 Each artifact is written atomically and carries a *source key*: a hash of the entry's files
 (relative path, size, modification time), the preprocessing settings and the code version.
@@ -45,33 +57,113 @@ MANIFEST_COLUMNS = ["patient_id", "status", "reason", "in_table", "has_images", 
                     "fingerprint", "source_key", "seconds"]
 
 
-def list_image_entries(images_dir: str | Path) -> dict[str, Path]:
-    """Map patient ID -> image entry (folder or volume file) of an images folder.
+#: OS junk skipped like hidden entries (compared case-insensitively)
+JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+#: file suffixes that promise DICOM (as :mod:`ctsurv.io` reads them; not imported from there:
+#: only the workers import the readers)
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
-    Hidden entries are ignored; anything else that is neither a folder nor a known volume
-    file raises, naming the entry, rather than being skipped silently.
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in JUNK_NAMES
+
+
+def _volume_suffix(name: str) -> str | None:
+    return next((s for s in IMAGE_SUFFIXES if name.lower().endswith(s)), None)
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` holds (at any depth) a file that may be DICOM or a volume.
+
+    A DICOM or volume suffix, or the ``DICM`` marker at byte 128, counts; hidden files and
+    folders do not. Stops at the first such file; an unreadable file counts (its patient's
+    read then reports it).
+    """
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+        for name in sorted(names):
+            if _is_hidden(name):
+                continue
+            if name.lower().endswith(_DICOM_SUFFIXES) or _volume_suffix(name):
+                return True
+            try:
+                with open(Path(root) / name, "rb") as fh:
+                    fh.seek(128)
+                    if fh.read(4) == b"DICM":
+                        return True
+            except OSError:
+                return True
+    return False
+
+
+def scan_image_entries(
+    images_dir: str | Path, patient_ids=None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Patient entries and ignored entries of an images folder.
+
+    Parameters
+    ----------
+    images_dir : path
+        The images folder.
+    patient_ids : iterable of str, optional
+        The clinical table's patient IDs: an entry named by one of them is always that
+        patient's entry (a folder by its name, a volume file by its name less the suffix, any
+        other file by its full name).
+
+    Returns
+    -------
+    entries : dict
+        Patient ID -> image entry (folder or volume file).
+    ignored : dict
+        Entry name -> reason, for every entry that is not a patient: a file that is neither a
+        NIfTI/NRRD volume nor named by a table patient; a folder not named by a table patient
+        that holds no DICOM or volume file. Hidden entries and OS junk (:data:`JUNK_NAMES`)
+        are in neither.
+
+    Raises
+    ------
+    CohortError
+        The folder does not exist, or two entries are one patient's (``P1/`` and ``P1.nii.gz``).
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise CohortError(f"images folder {images_dir} does not exist")
+    known = {str(p) for p in patient_ids} if patient_ids is not None else set()
     entries: dict[str, Path] = {}
+    ignored: dict[str, str] = {}
     for p in sorted(images_dir.iterdir()):
-        if p.name.startswith("."):
+        if _is_hidden(p.name):
             continue
         if p.is_dir():
             pid = p.name
-        else:
-            suffix = next((s for s in IMAGE_SUFFIXES if p.name.lower().endswith(s)), None)
-            if suffix is None:
-                raise CohortError(
-                    f"image entry {p.name!r} in {images_dir} is neither a patient folder nor a "
-                    f"NIfTI/NRRD volume ({', '.join(IMAGE_SUFFIXES)})"
-                )
+            if pid not in known and not _holds_images(p):
+                where = "not in the clinical table and " if patient_ids is not None else ""
+                ignored[p.name] = (f"image entry {p.name!r}: not a patient: a folder {where}"
+                                   f"holding no DICOM file or NIfTI/NRRD volume")
+                continue
+        elif (suffix := _volume_suffix(p.name)) is not None:
             pid = p.name[: -len(suffix)]
+        elif p.name in known:
+            pid = p.name  # named by a table patient: its read reports what is wrong
+        else:
+            what = ("a DICOMDIR index file, not a patient folder" if p.name.upper() == "DICOMDIR"
+                    else "a file that is neither a DICOM folder nor a NIfTI/NRRD volume "
+                         f"({', '.join(IMAGE_SUFFIXES)})")
+            ignored[p.name] = f"image entry {p.name!r}: not a patient: {what}"
+            continue
         if pid in entries:
             raise CohortError(f"patient {pid}: two image entries ({entries[pid].name}, {p.name})")
         entries[pid] = p
-    return entries
+    return entries, ignored
+
+
+def list_image_entries(images_dir: str | Path, patient_ids=None) -> dict[str, Path]:
+    """Map patient ID -> image entry (folder or volume file) of an images folder.
+
+    The patient entries of :func:`scan_image_entries`; entries that are not patients (stray
+    files, folders without images), hidden entries and OS junk are left out, never raise.
+    """
+    return scan_image_entries(images_dir, patient_ids)[0]
 
 
 def source_key(entry: Path, settings: dict) -> str:
@@ -178,14 +270,17 @@ def prepare_cohort(
     Returns
     -------
     DataFrame
-        The manifest: one row per patient of the union of table rows and image entries.
+        The manifest: one row per patient of the union of table rows and image entries,
+        then one ``ignored`` row per image entry that is not a patient (:func:`scan_image_entries`).
     """
     config = config or PreprocessConfig()
     out_dir = Path(out_dir)
     (out_dir / "patients").mkdir(parents=True, exist_ok=True)
-    entries = list_image_entries(images_dir)
 
-    table, table_issues = _load_table(clinical, entries, horizon_months)
+    table, table_issues = _load_table(clinical, horizon_months)
+    listed = None if table is None else (
+        set(table["patient_id"].astype(str)) | set(table_issues["patient_id"].astype(str)))
+    entries, ignored = scan_image_entries(images_dir, listed)
     rows: dict[str, dict] = {}
     for issue in table_issues.itertuples(index=False):
         rows[str(issue.patient_id)] = {"patient_id": str(issue.patient_id), "status": "excluded",
@@ -197,8 +292,10 @@ def prepare_cohort(
         if pid in rows:
             continue
         if pid not in entries:
+            near = [n for n in ignored if n.startswith(pid + ".")]
+            hint = f" (ignored: {', '.join(map(repr, near))})" if near else ""
             rows[pid] = {"patient_id": pid, "status": "excluded",
-                         "reason": f"patient {pid}: clinical row but no image entry"}
+                         "reason": f"patient {pid}: clinical row but no image entry{hint}"}
             continue
         if pid not in table_ids:
             rows[pid] = {"patient_id": pid, "status": "excluded",
@@ -232,6 +329,12 @@ def prepare_cohort(
     manifest["in_table"] = manifest["patient_id"].isin(table_ids | {
         str(i.patient_id) for i in table_issues.itertuples()})
     manifest["has_images"] = manifest["patient_id"].isin(entries)
+    if ignored:  # their rows follow the patients' rows; never prepared, never in cohort.csv
+        stray = pd.DataFrame([{"patient_id": name, "status": "ignored", "reason": reason,
+                               "in_table": False, "has_images": False}
+                              for name, reason in sorted(ignored.items())])
+        manifest = pd.concat([manifest, stray.reindex(columns=MANIFEST_COLUMNS)],
+                             ignore_index=True)
     manifest["n_slices"] = manifest["n_slices"].astype("Int64")
     atomic_to_csv(out_dir / "manifest.csv", manifest)
     if table is not None:
@@ -248,7 +351,7 @@ def _config_dict(config) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def _load_table(clinical, entries: dict, horizon_months):
+def _load_table(clinical, horizon_months):
     """Standardised survival table and its issues (patient_id, reason)."""
     empty = pd.DataFrame(columns=["patient_id", "reason"])
     if clinical is None:
@@ -285,10 +388,17 @@ def load_prepared(out_dir: str | Path, patient_ids=None):
 
 
 def summarize_manifest(manifest: pd.DataFrame) -> str:
+    """One line: patients per status, then the image entries ignored as not patients (named)."""
     counts = manifest["status"].value_counts()
     parts = [f"{counts.get(s, 0)} {s}" for s in ("ok", "excluded", "failed")]
-    return f"{len(manifest)} patients: " + ", ".join(parts)
+    line = f"{len(manifest) - counts.get('ignored', 0)} patients: " + ", ".join(parts)
+    stray = manifest.loc[manifest["status"] == "ignored", "patient_id"].astype(str).tolist()
+    if stray:
+        names = ", ".join(stray[:5]) + (", ..." if len(stray) > 5 else "")
+        noun = "entry" if len(stray) == 1 else "entries"
+        line += f"; {len(stray)} image {noun} ignored as not patients ({names})"
+    return line
 
 
-__all__ = ["prepare_cohort", "list_image_entries", "load_prepared", "artifact_path",
-           "source_key", "summarize_manifest"]
+__all__ = ["prepare_cohort", "list_image_entries", "scan_image_entries", "load_prepared",
+           "artifact_path", "source_key", "summarize_manifest"]
