@@ -38,6 +38,10 @@ def main() -> None:
         pr = s["probe"]
         print(f"linear probe (same folds and features) {pr['ctd_mean']:.3f}; model beats it: "
               f"{pr.get('model_beats_probe')}")
+    lr = s.get("learning") or {}
+    if lr.get("train_ctd_kept_mean") is not None:
+        print(f"kept models' training Ctd {lr['train_ctd_kept_mean']:.3f}; selection optimism "
+              f"{lr['selection_optimism_mean']:.3f}; warnings: {lr.get('warnings')}")
     k = s["km"]
     print(f"KM at the training-median risk: chi2 {k['logrank_chi2']:.1f}, p {k['logrank_p']:.1e}; "
           f"2-year survival high {k['surv_24m_high']:.2f} vs low {k['surv_24m_low']:.2f}")
