@@ -4,7 +4,7 @@
 Usage::
 
     bash scripts/demo.sh                 # writes demo-run/run/summary.json
-    python bench/demo_summary.py [--demo demo-run]
+    python bench/demo_summary.py [--demo demo-run] [--wall-s SECONDS]
 """
 
 from __future__ import annotations
@@ -19,12 +19,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo", default="demo-run")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "demo.json"))
+    ap.add_argument("--wall-s", type=float,
+                    help="wall seconds of the whole `bash scripts/demo.sh` (e.g. from /usr/bin/time), recorded")
     a = ap.parse_args()
     run = Path(a.demo) / "run"
     s = json.loads((run / "summary.json").read_text())
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else ""
     s["cpu"] = cpu
+    if a.wall_s is not None:
+        s["demo_sh_wall_s"] = a.wall_s
     Path(a.out).write_text(json.dumps(s, indent=2) + "\n")
     c, iv = s["ctd"], s["ctd"]["interval"] or {}
     print(f"mean per-fold Ctd {c['mean']:.3f} (95 % t-interval {iv.get('ci_low', float('nan')):.3f}-"
