@@ -323,10 +323,13 @@ class FastNet:
                                    P["aggregator.score.0.bias"][:, 0], z, smask, scale)
         else:
             h = _PoolProject.apply(W, b, None, None, z, smask, scale)
-        head = self.template.head
+        return self._deephit(h, rows, n_rows, streams)
+
+    def _deephit(self, h: Tensor, rows: Tensor, n_rows, streams) -> Tensor:
+        """DeepHit logits ``(K, B, L)`` of pooled embeddings ``h (K, B, D)``."""
+        P, head = self.params, self.template.head
         s = self._seq(head.shared, "head.shared", h, rows, n_rows, streams)
-        zc = torch.cat([s, h], dim=-1)
-        zc = self._seq(head.cause, "head.cause", zc, rows, n_rows, streams)
+        zc = self._seq(head.cause, "head.cause", torch.cat([s, h], dim=-1), rows, n_rows, streams)
         return torch.baddbmm(P["head.out.bias"][:, None, :], zc, P["head.out.weight"].transpose(1, 2))
 
     @torch.no_grad()
@@ -350,11 +353,7 @@ class FastNet:
             w = (mask / mask.sum(dim=1, keepdim=True)).to(x0.dtype)[..., None].expand(N, S, self.K)
         pooled = torch.bmm(w.transpose(1, 2), x0).transpose(0, 1)  # (K, N, F)
         h = torch.baddbmm(b[:, None, :], pooled, W.transpose(1, 2))
-        rows = torch.ones((self.K, N), dtype=torch.bool)
-        head = self.template.head
-        s_ = self._seq(head.shared, "head.shared", h, rows, None, None)
-        zc = self._seq(head.cause, "head.cause", torch.cat([s_, h], dim=-1), rows, None, None)
-        return torch.baddbmm(P["head.out.bias"][:, None, :], zc, P["head.out.weight"].transpose(1, 2))
+        return self._deephit(h, torch.ones((self.K, N), dtype=torch.bool), None, None)
 
     def state_dict(self, k: int) -> dict:
         """Replica ``k``'s parameters under the template's names."""
