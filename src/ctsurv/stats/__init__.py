@@ -27,7 +27,16 @@ from ctsurv.stats.binary import (
     choose_threshold,
     decision_curve,
 )
-from ctsurv.stats.calibration import CalibrationResult, calibration_at
+from ctsurv.stats.calibration import (
+    CalibrationResult,
+    DCalibration,
+    SmoothedCalibration,
+    calibration_at,
+    calibration_in_the_large,
+    calibration_slope,
+    d_calibration,
+    smoothed_calibration,
+)
 from ctsurv.stats.cox import cox_univariable
 from ctsurv.stats.folds import (
     FoldInterval,
@@ -46,7 +55,9 @@ from ctsurv.stats.resampling import (
 
 __all__ = [
     "KaplanMeier", "kaplan_meier", "logrank_test", "cox_univariable", "risk_cutpoints",
-    "risk_groups", "CalibrationResult", "calibration_at", "BinaryLabels", "binary_labels_at",
+    "risk_groups", "CalibrationResult", "calibration_at", "calibration_in_the_large",
+    "calibration_slope", "SmoothedCalibration", "smoothed_calibration", "DCalibration",
+    "d_calibration", "BinaryLabels", "binary_labels_at",
     "binary_metrics", "choose_threshold", "decision_curve", "BootstrapResult", "bootstrap_ci",
     "PermutationResult", "paired_permutation_test", "wilcoxon_signed_rank", "FoldInterval",
     "fold_mean_interval", "paired_fold_permutation_test",
