@@ -46,6 +46,15 @@ def main() -> None:
     if lr.get("train_ctd_kept_mean") is not None:
         print(f"kept models' training Ctd {lr['train_ctd_kept_mean']:.3f}; selection optimism "
               f"{lr['selection_optimism_mean']:.3f}; warnings: {lr.get('warnings')}")
+    cal = s.get("calibration") or {}
+    for h, v in (cal.get("horizons") or {}).items():
+        r, c = v["raw"], v["recalibrated"]
+        if r["mean_predicted"] is None or c["mean_predicted"] is None:
+            continue
+        print(f"{h}-month survival: KM {c['km_observed']:.3f}; mean predicted raw {r['mean_predicted']:.3f} "
+              f"(ICI {r['ici'] if r['ici'] is None else round(r['ici'], 3)}), recalibrated in-fold "
+              f"{c['mean_predicted']:.3f} (ICI {c['ici'] if c['ici'] is None else round(c['ici'], 3)}); "
+              f"predictions.csv holds {cal.get('shown')}")
     k = s["km"]
     print(f"KM at the training-median risk: chi2 {k['logrank_chi2']:.1f}, p {k['logrank_p']:.1e}; "
           f"2-year survival high {k['surv_24m_high']:.2f} vs low {k['surv_24m_low']:.2f}")

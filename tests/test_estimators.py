@@ -82,6 +82,22 @@ def test_save_load_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(again.predict_survival_function(feats),
                                   fitted.predict_survival_function(feats))
     assert again.best_epoch_ == fitted.best_epoch_ and again.train_risk_median_ == fitted.train_risk_median_
+    assert again.recalibration_ == fitted.recalibration_ and fitted.recalibration_.fitted
+    np.testing.assert_array_equal(again.predict_survival_function(feats, raw=True),
+                                  fitted.predict_survival_function(feats, raw=True))
+
+
+def test_recalibrated_curves_keep_ranks(fitted):
+    """The map (fitted on the 12 held-out patients) changes the curves, never the order of
+    patients at any time point."""
+    feats, time, event, _ = _planted(80, seed=1)
+    raw = fitted.predict_survival_function(feats, raw=True)
+    cal = fitted.predict_survival_function(feats)
+    m = fitted.recalibration_
+    assert m.n == fitted.n_val_ and (m.a, m.b) != (0.0, 1.0)
+    np.testing.assert_allclose(cal, m.apply(raw))
+    for j in range(raw.shape[1]):
+        assert (np.argsort(raw[:, j], kind="stable") == np.argsort(cal[:, j], kind="stable")).all()
 
 
 def test_arrays_are_accepted_and_bad_input_refused():

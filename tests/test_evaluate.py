@@ -9,6 +9,7 @@ import pytest
 from ctsurv.evaluate import S_COLUMNS, compare_runs, evaluate_predictions, read_predictions
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import concordance_index, concordance_td
+from ctsurv.stats import kaplan_meier
 
 
 def _predictions(signal: float, *, n=150, seed=0, noise_seed=1):
@@ -46,6 +47,14 @@ def test_evaluate_matches_direct_metrics_and_writes_outputs(tmp_path):
     assert on_disk["n_patients"] == 150
     for name in ("km_risk_groups", "time_auc", "calibration", "decision_curve"):
         assert (tmp_path / "eval" / "figures" / f"{name}.png").stat().st_size > 1000
+    # calibration per horizon, pooled and per fold: the mean predicted 2-year survival and the
+    # Kaplan-Meier estimate of the same patients, recomputed here
+    by_h = res["calibration"]["by_horizon"]
+    citl = by_h["pooled"]["24"]["citl"]
+    assert citl["mean_predicted"] == pytest.approx(df["S_24"].mean(), abs=1e-12)
+    assert citl["observed"] == pytest.approx(kaplan_meier(t, e).predict(24.0), abs=1e-12)
+    assert by_h["horizons"] == [12.0, 24.0] and len(by_h["per_fold"]) == 5
+    assert 0 <= by_h["d_calibration"]["p_value"] <= 1
 
 
 def test_compare_identical_and_better_runs(tmp_path):
@@ -58,6 +67,11 @@ def test_compare_identical_and_better_runs(tmp_path):
     assert p["same"] == 1.0  # identical predictions: every permutation ties the observed 0
     assert p["better"] < 0.01
     assert "| better |" in (tmp_path / "cmp" / "compare.md").read_text()
+    ref = _predictions(0.3, noise_seed=1)
+    row = table[table["run"] == "ref"].iloc[0]
+    assert row["mean_predicted_survival"] == pytest.approx(ref["S_24"].mean(), abs=1e-12)
+    assert row["km_survival"] == pytest.approx(
+        kaplan_meier(ref["time"].to_numpy(), ref["event"].to_numpy()).predict(24.0), abs=1e-12)
 
 
 def test_compare_refuses_different_patients(tmp_path):

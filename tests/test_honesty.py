@@ -114,6 +114,9 @@ def test_fold_k_ignores_its_test_patients(cohort_labels, tmp_path):
     assert ra["best_epoch"] == rb["best_epoch"]
     assert ra["history"] == rb["history"]
     assert ra["train_risk_median"] == rb["train_risk_median"]
+    # and its recalibration map, fitted on its validation patients only
+    assert ra["recalibration"] == rb["recalibration"]
+    assert ra["train_risk_median_recalibrated"] == rb["train_risk_median_recalibrated"]
     # and the changed patients did reach the other folds' training
     other = json.loads((tmp_path / "a" / "folds" / "fold_0.json").read_text())
     other_b = json.loads((tmp_path / "b" / "folds" / "fold_0.json").read_text())

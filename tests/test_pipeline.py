@@ -299,3 +299,38 @@ def test_learning_diagnostics_of_every_fold(signal_run):
     # on the validation patients is optimistic on average
     assert learning["train_ctd_kept_mean"] > 0.6
     assert learning["selection_optimism_mean"] > 0
+
+
+def test_in_fold_recalibration(signal_run):
+    """predictions.csv holds each fold's raw curves (predictions_raw.csv) mapped by the map that
+    fold fitted on its own validation patients: per-fold Ctd identical, mean predicted 2-year
+    survival closer to the Kaplan-Meier estimate than the raw curves', maps fitted on exactly
+    the fold's validation patients and deaths (recounted from folds.csv)."""
+    from ctsurv.pipeline import cv_metrics
+    from ctsurv.stats import kaplan_meier
+    from ctsurv.stats.recalibration import RecalibrationMap
+
+    out, metrics = signal_run
+    cal = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str}).set_index("patient_id")
+    raw = pd.read_csv(out / "predictions_raw.csv", dtype={"patient_id": str}).set_index("patient_id")
+    raw = raw.loc[cal.index]
+    folds = pd.read_csv(out / "folds.csv", dtype={"patient_id": str})
+    assert metrics["calibration"]["shown"] == "recalibrated"
+    for k in range(5):
+        rec = json.loads((out / "folds" / f"fold_{k}.json").read_text())
+        rmap = RecalibrationMap.from_dict(rec["recalibration"])
+        val = folds[(folds.fold == k) & (folds.role == "val")]["patient_id"]
+        assert rmap.fitted and rmap.n == len(val)
+        assert rmap.n_events == int(((raw.loc[val, "time"] <= 24) & (raw.loc[val, "event"] == 1)).sum())
+        m = cal["fold"] == k
+        np.testing.assert_allclose(cal.loc[m, TIME_COLUMNS].to_numpy(),
+                                   rmap.apply(raw.loc[m, TIME_COLUMNS].to_numpy()), atol=1e-12)
+    c_cal = [f["ctd"] for f in cv_metrics(cal.reset_index())["per_fold"]]
+    c_raw = [f["ctd"] for f in cv_metrics(raw.reset_index())["per_fold"]]
+    np.testing.assert_allclose(c_cal, c_raw, atol=1e-12)
+    km = kaplan_meier(cal["time"].to_numpy(), cal["event"].to_numpy()).predict(24.0)
+    citl = {v: metrics["calibration"][v]["pooled"]["24"]["citl"] for v in ("raw", "recalibrated")}
+    assert citl["raw"]["mean_predicted"] == pytest.approx(raw["S_24"].mean())
+    assert citl["recalibrated"]["observed"] == pytest.approx(km)
+    assert abs(citl["recalibrated"]["difference"]) < abs(citl["raw"]["difference"])
+    assert (out / "figures" / "calibration.png").stat().st_size > 1000

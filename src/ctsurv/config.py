@@ -96,6 +96,10 @@ class TrainSection:
     #: a named protocol (:data:`PROTOCOLS`): "paper" is seed 000's (every default here); another
     #: name sets its values wherever the configuration does not set them itself
     protocol: str = "paper"
+    #: map each fold's curves with a monotone recalibration fitted on its validation patients
+    #: (:mod:`ctsurv.stats.recalibration`); ``predictions.csv`` then holds the recalibrated
+    #: curves and ``predictions_raw.csv`` the raw ones. Ranks, hence Ctd, are unchanged.
+    recalibrate: bool = True
 
 
 @dataclass(frozen=True)

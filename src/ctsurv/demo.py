@@ -14,6 +14,9 @@ demo, computed from the run folder and the phantom cohort (nothing typed by hand
   patient's RTSTRUCT, mapped to the relative slice position of its preprocessed volume);
 * ``learning``: the kept fold models' mean training Ctd, the mean selection optimism
   (validation score of the kept epoch minus test Ctd) and the learning warnings of the run;
+* ``calibration``: at each reporting horizon the mean predicted survival of the raw and of the
+  in-fold recalibrated curves against the Kaplan-Meier estimate, their ICI, slope and
+  D-calibration p-value, and which version ``predictions.csv`` holds;
 * ``timings``: seconds per stage.
 """
 
@@ -83,6 +86,33 @@ def _tumour_position(images: Path, prepared: Path, patient_ids, roi: str = "GTV-
             "note": "area-weighted GTV centre from the RTSTRUCT, on the attention profile's axis"}
 
 
+def _calibration_summary(cal: dict | None) -> dict | None:
+    """Per horizon and version (raw / recalibrated): mean predicted vs KM survival, ICI, slope;
+    and D-calibration of the whole curves."""
+    if not cal:
+        return None
+
+    def num(d, *keys):
+        for k in keys:
+            if not isinstance(d, dict) or k not in d:
+                return None
+            d = d[k]
+        return d
+
+    out = {"shown": cal.get("shown"), "horizons": {}}
+    for h in cal["raw"]["horizons"]:
+        key = f"{h:g}"
+        out["horizons"][key] = {
+            v: {"mean_predicted": num(cal[v], "pooled", key, "citl", "mean_predicted"),
+                "km_observed": num(cal[v], "pooled", key, "citl", "observed"),
+                "difference": num(cal[v], "pooled", key, "citl", "difference"),
+                "ici": num(cal[v], "pooled", key, "smoothed", "ici"),
+                "slope": num(cal[v], "pooled", key, "slope", "slope")}
+            for v in ("raw", "recalibrated")}
+    out["d_calibration_p"] = {v: num(cal[v], "d_calibration", "p_value") for v in ("raw", "recalibrated")}
+    return out
+
+
 def demo_summary(run_dir: str | Path, cohort_dir: str | Path, prepared: str | Path,
                  horizon: float = 24.0) -> dict:
     """Compute and write ``run_dir/summary.json`` (see the module docstring); returns it."""
@@ -107,6 +137,7 @@ def demo_summary(run_dir: str | Path, cohort_dir: str | Path, prepared: str | Pa
         "repeats": m.get("repeats"), "null": m.get("null"), "probe": m.get("probe"), "km": km,
         "learning": {k: (m.get("learning") or {}).get(k)
                      for k in ("train_ctd_kept_mean", "selection_optimism_mean", "warnings")},
+        "calibration": _calibration_summary(m.get("calibration")),
         "attention": _attention_profile(att),
         "tumour": _tumour_position(cohort_dir / "images", prepared, sorted(preds["patient_id"])),
         "timings": m.get("timings"), "n_patients": m.get("n_patients"),

@@ -32,6 +32,7 @@ from ctsurv.config import RunConfig, from_dict
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_td
 from ctsurv.seeds import rng as seed_rng
+from ctsurv.stats.recalibration import IDENTITY_MAP, RecalibrationMap, fit_recalibration
 from ctsurv.train import TrainConfig, predict
 from ctsurv.train_batched import Replica, train_replicas
 from ctsurv.types import PatientFeatures
@@ -166,6 +167,12 @@ class SurvivalEstimator:
         res = train_replicas(network_factory(cfg, encoder), [*train_set[0], *val_set[0]], [replica],
                              tcfg, progress=progress, sequential=cfg.train.trainer == "sequential")[0]
         train_surv, _ = predict(res.model, train_set[0])
+        # the recalibration map (train.recalibrate): fitted on the validation patients only
+        self.recalibration_ = IDENTITY_MAP
+        if cfg.train.recalibrate:
+            val_surv, _ = predict(res.model, val_set[0])
+            self.recalibration_ = fit_recalibration(val_set[1], val_set[2], val_surv, cfg.time_grid)
+            train_surv = self.recalibration_.apply(train_surv)
         self.config_, self.encoder_, self.model_ = cfg, encoder, res.model
         self.time_grid_ = cfg.time_grid
         self.times_ = self.time_grid_.times
@@ -180,11 +187,12 @@ class SurvivalEstimator:
             raise CtsurvError(f"this {type(self).__name__} is not fitted yet; call fit first")
 
     # -- prediction ----------------------------------------------------------------------
-    def predict_survival_function(self, features) -> np.ndarray:
-        """``S(t)`` on :attr:`times_` for each patient: ``(n_patients, n_times)``."""
+    def predict_survival_function(self, features, *, raw: bool = False) -> np.ndarray:
+        """``S(t)`` on :attr:`times_` for each patient: ``(n_patients, n_times)``; recalibrated by
+        :attr:`recalibration_` (the identity when ``train.recalibrate`` is off) unless ``raw``."""
         self._check_fitted()
         surv, _ = predict(self.model_, as_patient_features(features))
-        return surv
+        return surv if raw else self.recalibration_.apply(surv)
 
     def predict(self, features) -> np.ndarray:
         """Risk score ``1 - S(horizon)`` (the predicted probability of death by the horizon)."""
@@ -206,7 +214,8 @@ class SurvivalEstimator:
         self._check_fitted()
         return save_model(out, self.model_, self.config_, self.encoder_, {
             "best_epoch": self.best_epoch_, "n_train": int(self.n_train_), "n_val": int(self.n_val_),
-            "train_risk_median": self.train_risk_median_})
+            "train_risk_median": self.train_risk_median_,
+            "recalibration": self.recalibration_.to_dict()})
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "SurvivalEstimator":
@@ -222,6 +231,7 @@ class SurvivalEstimator:
         est.best_epoch_, est.history_, est.selection_ = meta.get("best_epoch"), [], cfg.train.selection
         est.n_train_, est.n_val_ = meta.get("n_train"), meta.get("n_val")
         est.train_risk_median_ = meta.get("train_risk_median")
+        est.recalibration_ = RecalibrationMap.from_dict(meta.get("recalibration"))
         return est
 
 

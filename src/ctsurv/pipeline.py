@@ -39,14 +39,15 @@ from ctsurv._util import (atomic_to_csv, atomic_write_json, atomic_write_text, b
 from ctsurv.build import (augment_views, build_encoder, compute_features, embed_step,  # noqa: F401
                           get_kind, model_factory, network_factory, preprocess_config)
 from ctsurv.config import RunConfig
-from ctsurv.evaluate import ctd_ascent
-from ctsurv.exceptions import CtsurvError
+from ctsurv.evaluate import calibration_horizons, calibration_report, ctd_ascent
+from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import concordance_index, concordance_td
 from ctsurv.prepare import prepare_cohort, summarize_manifest
 from ctsurv.probe import pool_features, probe_cv
 from ctsurv.seeds import int_seed
 from ctsurv.seeds import rng as seed_rng
-from ctsurv.stats import fold_mean_interval
+from ctsurv.stats import calibration_at, fold_mean_interval, smoothed_calibration
+from ctsurv.stats.recalibration import RecalibrationMap, fit_recalibration
 from ctsurv.train import MIN_VAL_PAIRS, NOT_FIT_TRAIN_CTD, TrainConfig, learning_diagnostics, predict
 from ctsurv.train_batched import CohortTensors, Replica, train_replicas
 from ctsurv.types import DEFAULT_GRID, TimeGrid
@@ -81,12 +82,19 @@ _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("cv", "allow_missing_folds"): False}
 
 
+#: Settings that change only how finished folds are assembled (every fold record holds both
+#: the raw curves and its recalibration map), never a fold's training: not in the hash.
+_ASSEMBLY_ONLY = {("train", "recalibrate")}
+
+
 def config_hash(cfg: RunConfig) -> str:
     d = cfg.to_dict()
     d["data"] = {k: v for k, v in d["data"].items() if k != "prepared"}
     for (section, key), default in _LATE_DEFAULTS.items():
         if d[section].get(key) == default:
             del d[section][key]
+    for section, key in _ASSEMBLY_ONLY:
+        d[section].pop(key, None)
     return json_hash(d, length=16)
 
 
@@ -230,9 +238,14 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
             test_ids = [ids[i] for i in sel["test"]]
             surv, weights = predict(res.model, [feats[p] for p in test_ids])
             train_surv, _ = predict(res.model, [feats[ids[i]] for i in sel["train"]])
+            val_surv, _ = predict(res.model, [feats[ids[i]] for i in sel["val"]])
+            # the fold's recalibration map: fitted on its validation patients only
+            rmap = fit_recalibration(arm.time[sel["val"]], arm.event[sel["val"]], val_surv, grid)
             rec = {"config_hash": chash, "plan_sha256": arm.plan_sha, "fold": k, "arm": arm.prefix,
                    "best_epoch": res.best_epoch,
                    "train_risk_median": float(np.median(1.0 - train_surv[:, -1])),
+                   "train_risk_median_recalibrated": float(np.median(1.0 - rmap.apply(train_surv)[:, -1])),
+                   "recalibration": rmap.to_dict(),
                    "selection": res.selection, "test_ids": test_ids, "surv": surv.tolist(),
                    "learning": learning_diagnostics(res, arm.time[sel["val"]], arm.event[sel["val"]]),
                    "weights": [w.tolist() for w in weights] if arm.main else [],
@@ -241,16 +254,24 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
             atomic_write_text(out / "folds" / f"{arm.prefix}fold_{k}.json", json.dumps(rec))
     columns = grid.columns
     arm_preds: dict[tuple, pd.DataFrame] = {}
-    pred_rows, att_rows, hist_rows = [], [], []
+    raw_rows, cal_rows, att_rows, hist_rows = [], [], [], []
     for arm in arms:
         rows = []
         for k in range(cfg.cv.n_folds):
             rec = records[arm.key, k]
+            raw = np.asarray(rec["surv"], dtype=float).reshape(len(rec["test_ids"]), -1)
+            cal = RecalibrationMap.from_dict(rec["recalibration"]).apply(raw)
             for j, p in enumerate(rec["test_ids"]):
-                s_ = np.asarray(rec["surv"][j])
-                rows.append({"patient_id": p, "fold": k, "time": arm.time[pos[p]],
-                             "event": int(arm.event[pos[p]]), "risk": 1.0 - s_[-1],
-                             "risk_cut": rec["train_risk_median"], **dict(zip(columns, s_))})
+                base = {"patient_id": p, "fold": k, "time": arm.time[pos[p]],
+                        "event": int(arm.event[pos[p]])}
+                r_raw = {**base, "risk": 1.0 - raw[j, -1], "risk_cut": rec["train_risk_median"],
+                         **dict(zip(columns, raw[j]))}
+                r_cal = {**base, "risk": 1.0 - cal[j, -1], "risk_cut": rec["train_risk_median_recalibrated"],
+                         **dict(zip(columns, cal[j]))}
+                rows.append(r_cal if cfg.train.recalibrate else r_raw)
+                if arm.main:
+                    raw_rows.append(r_raw)
+                    cal_rows.append(r_cal)
                 if arm.main:
                     rp = feats[p].rel_pos
                     for si, w in enumerate(rec["weights"][j]):
@@ -260,18 +281,21 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                 for h in rec["history"]:
                     hist_rows.append({"fold": k, **h})
         arm_preds[arm.key] = pd.DataFrame(rows).sort_values("patient_id").reset_index(drop=True)
-        if arm.main:
-            pred_rows = rows
     bar.close()
     timings["train_s"] = round(_time.perf_counter() - t0, 1)
     preds = arm_preds[arms[0].key]
     if sorted(preds["patient_id"]) != sorted(ids):
         raise CtsurvError("internal error: out-of-fold predictions do not cover every patient once")
+    preds_raw, preds_cal = (pd.DataFrame(r).sort_values("patient_id").reset_index(drop=True)
+                            for r in (raw_rows, cal_rows))
     atomic_to_csv(out / "predictions.csv", preds)
+    atomic_to_csv(out / "predictions_raw.csv", preds_raw)
     atomic_to_csv(out / "attention.csv", pd.DataFrame(att_rows))
     atomic_to_csv(out / "history.csv", pd.DataFrame(hist_rows))
     metrics = cv_metrics(preds, allow_missing_folds=cfg.cv.allow_missing_folds)
     metrics.update(_repeat_and_null_metrics(cfg, arms, arm_preds, metrics, out))
+    metrics["calibration"] = run_calibration(cfg, preds_raw, preds_cal,
+                                             [records[arms[0].key, k] for k in range(cfg.cv.n_folds)])
     metrics["learning"] = learning_summary([records[arms[0].key, k] for k in range(cfg.cv.n_folds)], metrics)
     t0 = _time.perf_counter()
     metrics["probe"] = linear_probe_metrics(cfg, [feats[p] for p in ids], time, event, plan, metrics)
@@ -284,6 +308,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     metrics["timings"] = timings
     atomic_write_json(out / "metrics.json", json_safe(metrics), indent=2)
     run_figures(out, preds, pd.DataFrame(att_rows), metrics)
+    calibration_figure(out / "figures" / "calibration.png", preds_raw, preds_cal)
     _log(headline(metrics) + f"; results in {out}")
     return metrics
 
@@ -324,8 +349,10 @@ class _Arm:
 
 
 def _reusable(rec: dict, chash: str, plan_sha: str) -> bool:
-    """A finished fold is reused only with the same configuration and the same fold plan."""
-    return rec.get("config_hash") == chash and rec.get("plan_sha256") == plan_sha
+    """A finished fold is reused only with the same configuration and the same fold plan (and
+    its recalibration map: folds written before maps existed are trained again)."""
+    return (rec.get("config_hash") == chash and rec.get("plan_sha256") == plan_sha
+            and "recalibration" in rec)
 
 
 def _arms(cfg: RunConfig, ids, time, event, plan) -> list[_Arm]:
@@ -432,6 +459,22 @@ def linear_probe_metrics(cfg: RunConfig, patients, time, event, plan, metrics: d
     return out
 
 
+def run_calibration(cfg: RunConfig, preds_raw: pd.DataFrame, preds_cal: pd.DataFrame,
+                    records: list[dict]) -> dict:
+    """Calibration of the main cross-validation's out-of-fold curves, raw and recalibrated
+    (each fold's map fitted on its validation patients, :mod:`ctsurv.stats.recalibration`),
+    per fold and pooled at each reporting horizon (:func:`ctsurv.evaluate.calibration_report`);
+    ``shown`` says which ``predictions.csv`` holds."""
+    maps = [{"fold": int(r["fold"]), **r["recalibration"]} for r in records]
+    return {"shown": "recalibrated" if cfg.train.recalibrate else "raw",
+            "maps": maps,
+            "raw": calibration_report(preds_raw),
+            "recalibrated": calibration_report(preds_cal),
+            "note": "recalibration: log(-log S') = a + b log(-log S) at every grid point, fitted per "
+                    "fold on that fold's validation patients (the same patients that chose its "
+                    "epoch), applied to its test patients; ranks and Ctd are unchanged"}
+
+
 def learning_summary(records: list[dict], metrics: dict) -> dict:
     """Learning diagnostics of the main cross-validation's fold models (issue: does the head
     learn?): per fold the kept epoch, its training Ctd and validation score, the validation
@@ -479,6 +522,7 @@ def headline(metrics: dict) -> str:
         text += f"; linear probe {pr['ctd_mean']:.3f}"
         if pr.get("model_beats_probe") is False:
             text += " (THE MODEL DOES NOT BEAT ITS PROBE)"
+    text += calibration_headline(metrics.get("calibration"))
     lr = metrics.get("learning") or {}
     if lr.get("train_ctd_kept_mean") is not None:
         text += f"; kept models' training Ctd {lr['train_ctd_kept_mean']:.3f}"
@@ -492,6 +536,21 @@ def headline(metrics: dict) -> str:
         text += (f"; {n['n']} null replicas: mean {n['mean_ctd_fold_mean']:.3f}, "
                  f"empirical p {n['p_value_fold_mean']:.3f}")
     return text
+
+
+def calibration_headline(cal: dict | None) -> str:
+    """``; 24-month survival: mean predicted ... vs Kaplan-Meier ...`` for the headline ('' without)."""
+    if not cal:
+        return ""
+    h = f"{max(cal['raw']['horizons']):g}"
+    raw = cal["raw"]["pooled"][h]["citl"]
+    rec = cal["recalibrated"]["pooled"][h]["citl"]
+    if "error" in raw or "error" in rec:
+        return ""
+    shown, other = (rec, raw) if cal["shown"] == "recalibrated" else (raw, rec)
+    other_name = "raw" if cal["shown"] == "recalibrated" else "recalibrated would be"
+    return (f"; {h}-month survival: mean predicted {shown['mean_predicted']:.3f} ({cal['shown']}; "
+            f"{other_name} {other['mean_predicted']:.3f}) vs Kaplan-Meier {shown['observed']:.3f}")
 
 
 def cv_metrics(preds: pd.DataFrame, *, allow_missing_folds: bool = False,
@@ -579,3 +638,30 @@ def run_figures(out: Path, preds: pd.DataFrame, att: pd.DataFrame, metrics: dict
     fig, ax = plots.new_axes((6, 4.5))
     plots.plot_km_groups(preds["time"].to_numpy(float), preds["event"].to_numpy(int), groups, ax=ax)
     plots.save_figure(fig, fig_dir / "km_by_predicted_risk.png")
+
+
+def calibration_figure(path: Path, preds_raw: pd.DataFrame, preds_cal: pd.DataFrame) -> None:
+    """One panel per reporting horizon: raw and in-fold recalibrated out-of-fold curves against
+    the Kaplan-Meier survival of predicted-survival quintiles, with the smoothed curves."""
+    grid = TimeGrid.from_columns(preds_raw.columns)
+    hs = calibration_horizons(grid)
+    fig = plots.new_axes((5 * len(hs), 5))[0]
+    fig.clear()
+    for i, h in enumerate(hs):
+        ax = fig.add_subplot(1, len(hs), i + 1)
+        panels = {}
+        for label, df in (("raw", preds_raw), ("recalibrated in-fold", preds_cal)):
+            t, e = df["time"].to_numpy(float), df["event"].to_numpy(int)
+            s_h = df[grid.columns[grid.index(h)]].to_numpy(float)
+            try:
+                grouped = calibration_at(t, e, s_h, h)
+            except MetricError:
+                continue
+            try:
+                smooth = smoothed_calibration(t, e, s_h, h)
+            except MetricError:
+                smooth = None
+            panels[label] = (grouped, smooth)
+        if panels:
+            plots.plot_calibration_before_after(panels, ax=ax, t=h)
+    plots.save_figure(fig, path)

@@ -23,7 +23,7 @@ from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.stats import CalibrationResult, kaplan_meier, logrank_test
 
 __all__ = [
-    "plot_km_groups", "plot_calibration", "plot_decision_curve", "plot_time_auc",
+    "plot_km_groups", "plot_calibration", "plot_calibration_before_after", "plot_decision_curve", "plot_time_auc",
     "plot_metric_per_fold", "plot_attention_by_position", "plot_survival_curves",
     "bubble_chart", "save_figure",
 ]
@@ -128,6 +128,45 @@ def plot_calibration(table, ax=None):
     ax.set_ylabel("observed survival (Kaplan-Meier)")
     if title:
         ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax
+
+
+#: Okabe-Ito colours (colour-blind safe) for the raw and recalibrated curves
+_BEFORE_AFTER = ("#D55E00", "#0072B2")
+
+
+def plot_calibration_before_after(panels: Mapping, ax=None, t: float | None = None):
+    """Calibration at one horizon of several versions of the same predictions (e.g. raw and
+    recalibrated): per version the grouped KM points with their CI and, when given, the
+    smoothed curve (:func:`ctsurv.stats.smoothed_calibration`), both on the survival scale.
+
+    ``panels`` maps a label to ``(grouped, smoothed)``: ``grouped`` a
+    :class:`ctsurv.stats.CalibrationResult` (or its table), ``smoothed`` a
+    ``SmoothedCalibration`` or None.
+    """
+    ax = _axes(ax)
+    for (label, (grouped, smooth)), color in zip(panels.items(), _BEFORE_AFTER * len(panels)):
+        table = grouped.table if isinstance(grouped, CalibrationResult) else grouped
+        _need_columns(table, ["predicted", "observed", "observed_low", "observed_high"],
+                      "plot_calibration_before_after")
+        tb = table.dropna(subset=["predicted", "observed"])
+        yerr = np.vstack([tb["observed"] - tb["observed_low"], tb["observed_high"] - tb["observed"]])
+        words = label
+        if smooth is not None:
+            words += f" (ICI {smooth.ici:.3f})"
+            cur = smooth.curve
+            ax.plot(1.0 - cur["predicted"], 1.0 - cur["observed"], color=color, lw=1.5)
+        ax.errorbar(tb["predicted"], tb["observed"], yerr=np.clip(yerr, 0, None), fmt="o",
+                    capsize=3, color=color, label=words)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted survival" + (f" at {t:g} months" if t is not None else ""))
+    ax.set_ylabel("observed survival (Kaplan-Meier by quintile, 95 % CI)")
+    if t is not None:
+        ax.set_title(f"calibration at {t:g} months (n = {int(table['n'].sum())})"
+                     if "n" in table.columns else f"calibration at {t:g} months")
     ax.legend(loc="upper left", fontsize=8)
     return ax
 

@@ -5,7 +5,8 @@ A saved model is a folder (any kind of the registry, :mod:`ctsurv.build`)::
     model.safetensors   the trainable weights (safetensors: no pickled objects)
     model.json          run configuration, kind, preprocessing settings and their hash,
                         backbone name, weights hash, trunk cut point, ctsurv version, the kept
-                        epoch and the training patients' median risk
+                        epoch, the training patients' median risk and the recalibration map
+                        fitted on its validation patients (:mod:`ctsurv.stats.recalibration`)
 
 Loading checks that the kind, preprocessing and backbone used now are the ones the model was
 trained with, and refuses the model otherwise (:class:`~ctsurv.exceptions.ModelMismatchError`).
@@ -29,6 +30,7 @@ from ctsurv.estimators import SurvivalEstimator
 from ctsurv.exceptions import CtsurvError
 from ctsurv.pipeline import prepare_step
 from ctsurv.prepare import load_prepared, prepare_cohort, summarize_manifest
+from ctsurv.stats.recalibration import RecalibrationMap
 from ctsurv.train import predict as predict_features
 
 __all__ = ["MODEL_FORMAT", "fit_final", "load_model", "predict_patients", "preprocess_hash"]
@@ -58,8 +60,9 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
                      top_k: int = 5, progress: bool = True) -> pd.DataFrame:
     """Score every patient of an images folder with a saved model of any kind.
 
-    Writes ``predictions.csv`` (patient_id, risk = 1 - S(horizon), risk tier, the ``S_*``
-    columns of the model's time grid), ``top_slices.csv`` (for slice models: the ``top_k``
+    Writes ``predictions.csv`` (patient_id, risk = 1 - S(horizon), risk tier, ``recalibrated``,
+    the ``S_*`` columns of the model's time grid: mapped by the model's recalibration map when
+    it has one, and the console says which), ``top_slices.csv`` (for slice models: the ``top_k``
     slices by attention with their z position), ``manifest.csv`` and
     ``figures/survival_curves.png``.
     """
@@ -77,13 +80,18 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
     ids = sorted(pres)
     feats = compute_features(cfg, encoder, prepared, ids, augment=False, progress=progress)
     surv, weights = predict_features(model, [feats[p] for p in ids])
-    cut = read_model_meta(model_dir).get("train_risk_median")
+    meta = read_model_meta(model_dir)
+    rmap = RecalibrationMap.from_dict(meta.get("recalibration"))
+    surv = rmap.apply(surv)
+    print(f"[ctsurv] predict: {_calibration_words(rmap)}")
+    cut = meta.get("train_risk_median")
     per_slice = get_kind(cfg).augmentable  # slice kinds weight slices; the 3D kind one volume
     rows, top = [], []
     for p, s, w in zip(ids, surv, weights):
         risk = float(1.0 - s[-1])
         tier = "" if cut is None else ("high" if risk > cut else "low")
-        rows.append({"patient_id": p, "risk": risk, "risk_tier": tier, **dict(zip(grid.columns, s))})
+        rows.append({"patient_id": p, "risk": risk, "risk_tier": tier,
+                     "recalibrated": bool(rmap.fitted), **dict(zip(grid.columns, s))})
         if not per_slice:
             continue
         for rank, si in enumerate(np.argsort(-w)[:top_k]):
@@ -96,6 +104,16 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
         top, columns=["patient_id", "rank", "slice", "z_mm", "rel_pos", "weight"]))
     _plot_curves(out, ids, grid.times, surv)
     return preds
+
+
+def _calibration_words(rmap: RecalibrationMap) -> str:
+    """What the curves of ``predict`` are, in words."""
+    if rmap.fitted:
+        return (f"survival curves recalibrated with the model's map (log(-log S') = {rmap.a:.3f} + "
+                f"{rmap.b:.3f} log(-log S), fitted on its {rmap.n} validation patients, "
+                f"{rmap.n_events} deaths)")
+    why = rmap.note or "the model was saved without a recalibration map (train.recalibrate off or an older ctsurv)"
+    return f"survival curves NOT recalibrated: {why}"
 
 
 def _plot_curves(out: Path, ids: list[str], times: np.ndarray, surv: np.ndarray) -> None:

@@ -31,13 +31,14 @@ What is reported, and why:
   :func:`ctsurv.stats.paired_fold_permutation_test`.
 """
 
+from ctsurv.evaluate.calibration import calibration_horizons, calibration_report
 from ctsurv.evaluate.compare import compare_markdown, compare_runs
 from ctsurv.evaluate.core import (ADMIN_EPS, CENSORING_EVALUATED, CENSORING_FOLDS, CTD_ASCENT_NOTE,
                                   GRID, POOLED_NOTE, REPORT_HORIZONS, S_COLUMNS, ctd_ascent,
                                   ctd_per_fold, evaluate_predictions, ipcw_per_fold, metrics_json,
                                   prediction_grid, read_fold_plan, read_predictions)
 
-__all__ = ["ADMIN_EPS", "CENSORING_EVALUATED", "CENSORING_FOLDS", "CTD_ASCENT_NOTE", "GRID",
+__all__ = ["calibration_horizons", "calibration_report", "ADMIN_EPS", "CENSORING_EVALUATED", "CENSORING_FOLDS", "CTD_ASCENT_NOTE", "GRID",
            "POOLED_NOTE", "REPORT_HORIZONS", "S_COLUMNS", "compare_markdown", "compare_runs",
            "ctd_ascent", "ctd_per_fold", "evaluate_predictions", "ipcw_per_fold", "metrics_json",
            "prediction_grid", "read_fold_plan", "read_predictions"]

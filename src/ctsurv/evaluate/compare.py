@@ -11,6 +11,7 @@ import pandas as pd
 from ctsurv import metrics as M
 from ctsurv import stats as S
 from ctsurv._util import atomic_to_csv, atomic_write_text
+from ctsurv.exceptions import MetricError
 from ctsurv.evaluate.core import (CtsurvError, _attach_plan, _ctd_fold_headline, ctd_per_fold, prediction_grid,
                                   read_fold_plan, read_predictions)
 
@@ -51,6 +52,19 @@ def _probe(run: Path) -> dict:
         return json.loads((run / "metrics.json").read_text()).get("probe") or {}
     except (OSError, ValueError):
         return {}
+
+
+def _calibration_columns(time, event, s_h, horizon: float) -> dict:
+    """Mean predicted survival at the horizon, its Kaplan-Meier estimate and the smoothed ICI."""
+    row = {"calibration_horizon": horizon, "mean_predicted_survival": float("nan"),
+           "km_survival": float("nan"), "ici": float("nan")}
+    try:
+        c = S.calibration_in_the_large(time, event, s_h, horizon)
+        row.update(mean_predicted_survival=c["mean_predicted"], km_survival=c["observed"])
+        row["ici"] = S.smoothed_calibration(time, event, s_h, horizon).ici
+    except MetricError:
+        pass  # undefined (e.g. no death by the horizon): the columns stay NaN, "—" in compare.md
+    return row
 
 
 def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int = 5000,
@@ -161,6 +175,7 @@ def compare_runs(runs, out: str | Path, *, reference=None, n_permutations: int =
         pr = _probe(r)
         row.update(probe_ctd_mean=pr.get("ctd_mean", float("nan")),
                    model_beats_probe=pr.get("model_beats_probe"))
+        row.update(_calibration_columns(time, event, surv[:, -1], grid.horizon))
         rows.append(row)
     table = pd.DataFrame(rows)
     table["probe_ctd_mean"] = table["probe_ctd_mean"].astype(float)
@@ -198,8 +213,8 @@ def compare_markdown(table: pd.DataFrame, ref: str, *, n_permutations: int, n_bo
             "",
             (f"| run | n | folds | Ctd mean over folds [{pct} t-interval] | sd over folds | "
              "Δ vs reference | p vs reference | pooled Ctd [95 % CI] (secondary) | pooled p | "
-             "linear probe (same folds) |"),
-            "|---|---|---|---|---|---|---|---|---|---|",
+             "linear probe (same folds) | S(H) predicted / KM, ICI |"),
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in table.itertuples():
             beats = {True: "", False: " (model does not beat it)"}.get(getattr(r, "model_beats_probe", None), "")
@@ -208,7 +223,8 @@ def compare_markdown(table: pd.DataFrame, ref: str, *, n_permutations: int, n_bo
                 f"[{f(r.ctd_fold_ci_low)}, {f(r.ctd_fold_ci_high)}] | {f(r.ctd_fold_sd)} | "
                 f"{f(r.diff_vs_reference)} | {p(r.p_vs_reference)} | {f(r.ctd_pooled)} "
                 f"[{f(r.ci_low)}, {f(r.ci_high)}] | {p(r.p_vs_reference_pooled)} | "
-                f"{f(getattr(r, 'probe_ctd_mean', float('nan')))}{beats} |")
+                f"{f(getattr(r, 'probe_ctd_mean', float('nan')))}{beats} | "
+                f"{f(r.mean_predicted_survival)} / {f(r.km_survival)}, {f(r.ici)} |")
     else:
         lines += [
             "",

@@ -13,6 +13,8 @@ from ctsurv import metrics as M
 from ctsurv import plots
 from ctsurv import stats as S
 from ctsurv._util import atomic_to_csv, atomic_write_text, json_safe
+from ctsurv.evaluate.calibration import (REPORT_HORIZONS, calibration_horizons,  # noqa: F401
+                                        calibration_report)
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import concordance_td
 from ctsurv.types import DEFAULT_GRID, TimeGrid
@@ -20,8 +22,6 @@ from ctsurv.types import DEFAULT_GRID, TimeGrid
 #: the default (24-month) grid and its columns; a predictions file carries its own grid
 GRID = DEFAULT_GRID.times
 S_COLUMNS = DEFAULT_GRID.columns
-#: reporting horizons (months) of seeds 002/003, used where they lie on the grid
-REPORT_HORIZONS = (12.0, 24.0, 36.0, 60.0)
 
 
 def prediction_grid(df: pd.DataFrame) -> TimeGrid:
@@ -398,7 +398,7 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
     grid = prediction_grid(df)
     GRID, H = grid.times, grid.horizon
     if horizons is None:
-        horizons = sorted({h for h in REPORT_HORIZONS if h <= H} | {H})
+        horizons = calibration_horizons(grid)
     if event.sum() == 0:
         raise MetricError("all patients are censored: no discrimination metric is defined")
     horizons = [float(h) for h in horizons]
@@ -514,6 +514,11 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
                               "gnd_statistic": cal.gnd_statistic, "gnd_p_value": cal.gnd_p_value}
     except MetricError as exc:
         res["calibration"] = {"error": str(exc)}
+    # calibration-in-the-large, slope, smoothed ICI/E50/E90, D-calibration; per fold and pooled
+    try:
+        res["calibration"]["by_horizon"] = calibration_report(df, horizons)
+    except MetricError as exc:
+        res["calibration"]["by_horizon"] = {"error": str(exc)}
     dca = S.decision_curve(time, event, 1.0 - s_at, h_cal, np.linspace(0.05, 0.95, 19))
     res["bootstrap"] = {"n_resamples": n_bootstrap, "seed": seed, "method": "percentile"}
     if plan is not None:
