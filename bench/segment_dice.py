@@ -1,6 +1,7 @@
 """Dice of ctsurv's built-in lung mask against the clinical RTSTRUCT lungs of real LUNG1 patients.
 
-Reference = union of the ROIs "Lung L" and "Lung R" rasterised by ``ctsurv.io.read_rtstruct_mask``.
+Reference = union of the ROIs "Lung L" and "Lung R" read by ``ctsurv.io.read_roi_mask`` (from the
+RTSTRUCT, or from a DICOM SEG where the patient folder has no RTSTRUCT holding them; names by synonym).
 Prints a table (patient, Dice, volumes in mL, seconds) and writes
 ``bench/results/segment_dice.json``.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsurv.io import read_ct, read_rtstruct_mask
+from ctsurv.io import read_ct, read_roi_mask
 from ctsurv.segment import dice, lung_mask
 
 HERE = Path(__file__).resolve().parent
@@ -38,8 +39,8 @@ def main() -> None:
     for folder in sorted(p for p in args.data.iterdir() if p.is_dir()):
         pid = folder.name
         ct = read_ct(folder, patient_id=pid)
-        ref = read_rtstruct_mask(folder, ct, "Lung L") | read_rtstruct_mask(folder, ct, "Lung R")
-        gtv = read_rtstruct_mask(folder, ct, "GTV-1")
+        ref = read_roi_mask(folder, ct, "Lung L") | read_roi_mask(folder, ct, "Lung R")
+        gtv = read_roi_mask(folder, ct, "GTV-1")
         times = []
         for _ in range(max(1, args.repeats)):
             t0 = time.perf_counter()
@@ -67,7 +68,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "method": "threshold (ctsurv.segment.lung_mask defaults)",
-        "reference": "RTSTRUCT 'Lung L' | 'Lung R' via ctsurv.io.read_rtstruct_mask",
+        "reference": "RTSTRUCT or SEG 'Lung L' | 'Lung R' via ctsurv.io.read_roi_mask",
         "machine": platform.platform(),
         "rows": rows,
     }

@@ -1,4 +1,4 @@
-"""Read CT volumes (DICOM series, NIfTI, NRRD) and RTSTRUCT masks; write test DICOM.
+"""Read CT volumes (DICOM series, NIfTI, NRRD) and RTSTRUCT / DICOM SEG masks; write test DICOM.
 
 Reading
 -------
@@ -9,11 +9,21 @@ in Hounsfield units with the geometry convention of :mod:`ctsurv.types`. Broken 
 :class:`DicomSeriesError` naming the patient, the series and the reason; the only repair made
 (dropping exact duplicate slices) is recorded in ``CTVolume.notes``.
 
-:func:`list_rois` and :func:`read_rtstruct_mask` read RT Structure Sets and rasterise
+:func:`list_rtstruct_rois` and :func:`read_rtstruct_mask` read RT Structure Sets and rasterise
 ``CLOSED_PLANAR`` contours onto the voxel grid of a :class:`CTVolume`: each contour is filled
 alone by the even-odd rule on pixel centres, and the contours of one slice are combined by
 nesting (a contour inside a larger one cuts a hole, an island in a hole is filled, repeated
 copies unite), not by XOR; see :mod:`ctsurv.io.rtstruct`.
+
+:func:`list_seg_segments` and :func:`read_seg_mask` read DICOM Segmentations (BINARY,
+FRACTIONAL thresholded at half of ``MaximumFractionalValue``, LABELMAP): frames are placed on
+CT slices by position, never by order, and a SEG in another frame of reference or on another
+grid raises (no resampling); see :mod:`ctsurv.io.seg`. :func:`read_roi_mask` is the single
+entry point for a named region of a patient folder, in its RTSTRUCT or a SEG: exact name, then
+the name ignoring case, spaces, ``_`` and ``-``, then the synonyms of
+``ctsurv/configs/roi_synonyms.yaml`` (:func:`roi_synonyms`, :func:`canonical_roi_name`), the
+RTSTRUCT preferred when both hold it. :func:`list_rois` lists the RTSTRUCT ROIs and then the SEG
+segments; :func:`list_roi_sources` says where each comes from.
 
 Writing
 -------
@@ -26,7 +36,8 @@ Privacy: only the cohort's patient ID is read or written; no name, birth date or
 Modules (imports form a DAG): :mod:`~ctsurv.io._common` (SOP class UIDs, DICOM folder scan)
 -> :mod:`~ctsurv.io.dicom` (DICOM CT series reading and geometry checks) ->
 :mod:`~ctsurv.io.image` (NIfTI/NRRD, :func:`read_ct`) and :mod:`~ctsurv.io.write` (writers);
-:mod:`~ctsurv.io._common` -> :mod:`~ctsurv.io.rtstruct` (RTSTRUCT reading). This package
+:mod:`~ctsurv.io._common` -> :mod:`~ctsurv.io.rtstruct` (RTSTRUCT reading) -> :mod:`~ctsurv.io.seg`
+(DICOM SEG reading, synonyms, :func:`read_roi_mask`, :func:`list_rois`). This package
 re-exports every name of the former single module ``ctsurv/io.py``, private helpers included.
 """
 
@@ -55,18 +66,39 @@ from ctsurv.io.rtstruct import (
     _referenced_series,
     _roi_names,
     _rtstruct_files,
-    list_rois,
+    list_rtstruct_rois,
     read_rtstruct_mask,
     roi_z_centre,
+)
+from ctsurv.io.seg import (
+    LABELMAP_SEG_STORAGE,
+    SEG_STORAGE,
+    RoiSource,
+    canonical_roi_name,
+    list_roi_sources,
+    list_rois,
+    list_seg_segments,
+    read_roi_mask,
+    read_seg_mask,
+    roi_synonyms,
 )
 from ctsurv.io.write import _DETACHED_STUDY, _apply_tag, _ds, _file_meta, _uid, write_ct_series, write_rtstruct
 
 __all__ = [
     "CT_IMAGE_STORAGE",
     "RTSTRUCT_STORAGE",
+    "SEG_STORAGE", "LABELMAP_SEG_STORAGE",
+    "RoiSource",
+    "canonical_roi_name",
+    "list_roi_sources",
     "list_rois",
+    "list_rtstruct_rois",
+    "list_seg_segments",
     "read_ct",
+    "read_roi_mask",
     "read_rtstruct_mask", "roi_z_centre",
+    "read_seg_mask",
+    "roi_synonyms",
     "write_ct_series",
     "write_rtstruct",
 ]

@@ -1,4 +1,4 @@
-"""Read RT Structure Sets: :func:`list_rois` and :func:`read_rtstruct_mask`.
+"""Read RT Structure Sets: :func:`list_rtstruct_rois` and :func:`read_rtstruct_mask`.
 
 :func:`read_rtstruct_mask` rasterises the ``CLOSED_PLANAR`` contours of one ROI onto the
 voxel grid of a :class:`ctsurv.types.CTVolume` (other contour types are ignored). Each contour
@@ -19,6 +19,8 @@ are combined by nesting, not by a plain even-odd rule over all of them (:func:`_
 
 Both functions take an RTSTRUCT file or a folder holding it (found by ``Modality`` among any
 other DICOM files). :func:`_fill_nested` is imported by the tests through :mod:`ctsurv.io`.
+Names here match exactly, then case-insensitively; :func:`ctsurv.io.read_roi_mask`
+(:mod:`ctsurv.io.seg`) adds DICOM SEG and the synonyms of ``roi_synonyms.yaml``.
 """
 
 from __future__ import annotations
@@ -60,13 +62,17 @@ def _referenced_series(ds: Dataset) -> set[str]:
     return uids
 
 
-def _one_rtstruct(path: Path, who: str, series_uid: str = "") -> tuple[Path, Dataset]:
-    found = _rtstruct_files(path, who)
+def _choose_rtstruct(found: list[tuple[Path, Dataset]], path: Path, who: str, series_uid: str = "") -> tuple[Path, Dataset]:
+    """The one RTSTRUCT among ``found`` (if several, the one referencing ``series_uid``)."""
     if len(found) > 1 and series_uid:
         found = [(f, ds) for f, ds in found if series_uid in _referenced_series(ds)] or found
     if len(found) > 1:
         raise RoiError(f"patient {who}: {len(found)} RTSTRUCT files in {path} ({', '.join(f.name for f, _ in found)}); pass one file")
-    f, ds = found[0]
+    return found[0]
+
+
+def _one_rtstruct(path: Path, who: str, series_uid: str = "") -> tuple[Path, Dataset]:
+    f, ds = _choose_rtstruct(_rtstruct_files(path, who), path, who, series_uid)
     return f, (pydicom.dcmread(f) if path.is_dir() else ds)  # re-read without deferred values
 
 
@@ -145,8 +151,10 @@ def _fill_nested(polys: list[np.ndarray], ny: int, nx: int) -> np.ndarray:
     return out
 
 
-def list_rois(path: str | os.PathLike) -> list[str]:
+def list_rtstruct_rois(path: str | os.PathLike) -> list[str]:
     """Names of the ROIs of an RT Structure Set, in file order.
+
+    :func:`ctsurv.io.list_rois` (:mod:`ctsurv.io.seg`) lists these and the DICOM SEG segments.
 
     Parameters
     ----------

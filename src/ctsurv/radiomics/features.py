@@ -9,8 +9,9 @@ The IBSI-style extraction settings live in ONE place, :data:`IBSI_SETTINGS`:
 * feature classes: shape (3-D), first order, GLCM, GLRLM, GLSZM, NGTDM, GLDM on the original
   image only (seed 003: "no additional filters"); 107 features per region.
 
-Regions: any named RTSTRUCT ROI (``"GTV-1"``, ``"Lung L"``...), or ``"lungs"`` = our lung
-segmentation (:func:`ctsurv.segment.lung_mask`). DICOM-SEG is not read here.
+Regions: any named ROI of the patient's RTSTRUCT or DICOM SEG (``"GTV-1"``, ``"Lung L"``...,
+found by name or synonym with :func:`ctsurv.io.read_roi_mask`), or ``"lungs"`` = our lung
+segmentation (:func:`ctsurv.segment.lung_mask`).
 
 Results are cached per patient and region under ``cache_dir`` as JSON with a fingerprint of
 the input files (names, sizes, mtimes; :func:`ctsurv.prepare.source_key`), the region, the
@@ -36,7 +37,7 @@ import SimpleITK as sitk
 
 from ctsurv._util import atomic_to_csv, atomic_write_text
 from ctsurv.exceptions import CtsurvError, RadiomicsError, RoiError
-from ctsurv.io import read_ct, read_rtstruct_mask
+from ctsurv.io import read_ct, read_roi_mask
 from ctsurv.prepare import list_image_entries, source_key
 from ctsurv.segment import lung_mask
 from ctsurv.types import CTVolume
@@ -100,10 +101,11 @@ def to_sitk(array: np.ndarray, ct: CTVolume):
 
 def region_mask(entry: str | os.PathLike, ct: CTVolume, region: str, **lung_options) -> np.ndarray:
     """Boolean mask of ``region`` on the grid of ``ct``: ``"lungs"`` = our lung segmentation,
-    anything else = the RTSTRUCT ROI of that name in the patient folder ``entry``."""
+    anything else = the RTSTRUCT ROI or DICOM SEG segment of that name (or synonym) in the
+    patient folder ``entry`` (:func:`ctsurv.io.read_roi_mask`, RTSTRUCT preferred)."""
     if region.lower() == "lungs":
         return lung_mask(ct, **lung_options)
-    return read_rtstruct_mask(entry, ct, region)
+    return read_roi_mask(entry, ct, region)
 
 
 def _extractor(settings: dict, classes):
@@ -163,14 +165,14 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
     Parameters
     ----------
     images_dir : path
-        One entry per patient (a DICOM folder with the CT and its RTSTRUCT, or a volume file
+        One entry per patient (a DICOM folder with the CT and its RTSTRUCT or SEG, or a volume file
         for ``"lungs"``), as :func:`ctsurv.prepare.list_image_entries` reads it.
     out_csv : path
         Written: one row per patient, ``patient_id`` then ``<region>:<class>_<Feature>``
         columns. A ``<out_csv stem>.manifest.csv`` beside it lists every (patient, region)
         with its status (``ok``, ``cached``, ``failed``) and the reason.
     regions : sequence of str
-        RTSTRUCT ROI names and/or ``"lungs"``.
+        RTSTRUCT ROI / SEG segment names (or synonyms) and/or ``"lungs"``.
     cache_dir : path, optional
         Per-patient, per-region cache (default: ``<out_csv dir>/radiomics_cache``).
     patients : sequence of str, optional
