@@ -9,6 +9,20 @@ in Hounsfield units with the geometry convention of :mod:`ctsurv.types`. Broken 
 :class:`DicomSeriesError` naming the patient, the series and the reason; the only repair made
 (dropping exact duplicate slices) is recorded in ``CTVolume.notes``.
 
+When a folder holds several CT studies, the pretreatment study is the one with the earliest
+``StudyDate`` (ties and missing dates: the study with the largest axial CT series, then the
+smallest ``SeriesInstanceUID``). :func:`read_dicom_ct` reads one patient pooled from several
+folders or files (an archive's patient split over series folders), takes the pretreatment study
+by ``StudyInstanceUID`` or ``StudyDate`` (e.g. from a clinical-table column) and returns the
+choice (:class:`StudyChoice`: study, date, number of CT studies, rule) with the volume.
+
+Compressed pixel data (RLE, JPEG baseline / extended / lossless, JPEG-LS, JPEG 2000, HTJ2K) are
+decoded by pydicom's plugin packages (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg,
+pylibjpeg-rle, pyjpegls), then GDCM; a missing decoder raises a :class:`DicomSeriesError`
+naming the patient, the series, the transfer syntax and the package to install. A lossy series
+(``LossyImageCompression = 01`` or a lossy transfer syntax) is read, with a ``lossy
+compression`` note in ``CTVolume.notes``; see :mod:`ctsurv.io.dicom`.
+
 :func:`list_rtstruct_rois` and :func:`read_rtstruct_mask` read RT Structure Sets and rasterise
 ``CLOSED_PLANAR`` contours onto the voxel grid of a :class:`CTVolume`: each contour is filled
 alone by the even-odd rule on pixel centres, and the contours of one slice are combined by
@@ -34,7 +48,8 @@ tests: ``slice_positions`` and ``extra_tags`` plant gaps, duplicates, tilt and m
 Privacy: only the cohort's patient ID is read or written; no name, birth date or other identifier.
 
 Modules (imports form a DAG): :mod:`~ctsurv.io._common` (SOP class UIDs, DICOM folder scan)
--> :mod:`~ctsurv.io.dicom` (DICOM CT series reading and geometry checks) ->
+-> :mod:`~ctsurv.io.dicom` (DICOM CT series reading: study and series choice, pixel decoding,
+geometry checks) ->
 :mod:`~ctsurv.io.image` (NIfTI/NRRD, :func:`read_ct`) and :mod:`~ctsurv.io.write` (writers);
 :mod:`~ctsurv.io._common` -> :mod:`~ctsurv.io.rtstruct` (RTSTRUCT reading) -> :mod:`~ctsurv.io.seg`
 (DICOM SEG reading, synonyms, :func:`read_roi_mask`, :func:`list_rois`). This package
@@ -49,13 +64,20 @@ from ctsurv.io.dicom import (
     _COS_TOL,
     _DUP_TOL,
     _GAP_FACTOR,
+    _LOSSY_SYNTAXES,
+    _MAYBE_LOSSY_SYNTAXES,
     _SPACING_TOL,
     _TILT_TOL_DEG,
+    DicomRead,
+    StudyChoice,
     _choose_series,
+    _choose_study,
     _get,
+    _lossy,
     _normal,
     _pixels,
     _read_dicom_ct,
+    read_dicom_ct,
 )
 from ctsurv.io.image import _read_image_file, read_ct
 from ctsurv.io.rtstruct import (
@@ -86,6 +108,7 @@ from ctsurv.io.write import _DETACHED_STUDY, _apply_tag, _ds, _file_meta, _uid, 
 
 __all__ = [
     "CT_IMAGE_STORAGE",
+    "DicomRead",
     "RTSTRUCT_STORAGE",
     "SEG_STORAGE", "LABELMAP_SEG_STORAGE",
     "RoiSource",
@@ -95,10 +118,12 @@ __all__ = [
     "list_rtstruct_rois",
     "list_seg_segments",
     "read_ct",
+    "read_dicom_ct",
     "read_roi_mask",
     "read_rtstruct_mask", "roi_z_centre",
     "read_seg_mask",
     "roi_synonyms",
+    "StudyChoice",
     "write_ct_series",
     "write_rtstruct",
 ]

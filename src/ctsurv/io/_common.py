@@ -1,9 +1,9 @@
 """Constants and the DICOM folder scan shared by the readers and writers of :mod:`ctsurv.io`.
 
 Holds the SOP class UIDs (CT Image Storage, RT Structure Set Storage) and :func:`_scan_dicom`,
-which walks a folder in any layout and returns the header of every DICOM file in it; both the
-CT reader (:mod:`ctsurv.io.dicom`) and the RTSTRUCT reader (:mod:`ctsurv.io.rtstruct`) use it.
-Imports nothing from the rest of the package.
+which walks a folder in any layout (or takes a single file) and returns the header of every
+DICOM file in it; both the CT reader (:mod:`ctsurv.io.dicom`) and the RTSTRUCT reader
+(:mod:`ctsurv.io.rtstruct`) use it. Imports nothing from the rest of the package.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 
 
 def _walk(path: Path) -> list[Path]:
+    """Files under ``path`` (hidden ones skipped), sorted; a file is its own list."""
+    if path.is_file():
+        return [path]
     files = []
     for root, dirs, names in os.walk(path):
         dirs.sort()
@@ -32,7 +35,7 @@ def _walk(path: Path) -> list[Path]:
 
 
 def _scan_dicom(path: Path, who: str) -> list[tuple[Path, Dataset]]:
-    """Headers of every DICOM file under ``path``; non-DICOM files are skipped.
+    """Headers of every DICOM file under ``path`` (a folder, or one file); non-DICOM files are skipped.
 
     A file named like DICOM (``.dcm``) or carrying the ``DICM`` marker that cannot be parsed
     is an error naming the file. Pixel data are deferred (read later, only for the chosen series).

@@ -1,23 +1,59 @@
 """Read a DICOM CT series into a :class:`ctsurv.types.CTVolume`, with the geometry checks.
 
-:func:`_read_dicom_ct` scans a folder in any layout (:func:`ctsurv.io._common._scan_dicom`),
-groups files by ``SeriesInstanceUID``, picks the CT series (:func:`_choose_series`: the axial
-CT Image Storage series with most images; localizers and non-axial series ignored), sorts its
-slices by position along the slice normal, rescales pixels to HU (:func:`_pixels`) and checks
-the geometry: missing tags, malformed or mixed orientation / pixel spacing / image size,
-gantry tilt, duplicated positions (identical copies dropped with a note, differing ones
-refused), missing slices and a single slice. Failures raise :class:`GeometryError` or
+:func:`read_dicom_ct` scans one or several folders or files in any layout
+(:func:`ctsurv.io._common._scan_dicom`), groups files by ``SeriesInstanceUID``, picks the
+pretreatment CT study and its CT series (:func:`_choose_series`), sorts the slices by position
+along the slice normal, decodes and rescales pixels to HU (:func:`_pixels`) and checks the
+geometry: missing tags, malformed or mixed orientation / pixel spacing / image size, gantry
+tilt, duplicated positions (identical copies dropped with a note, differing ones refused),
+missing slices and a single slice. Failures raise :class:`GeometryError` or
 :class:`DicomSeriesError` naming the patient, the series and the reason.
+
+Series and study choice
+-----------------------
+Candidates are the axial (``|normal_z| >= 0.8``) CT Image Storage series that are not
+localizers. When they belong to several studies (``StudyInstanceUID``), one study is the
+pretreatment study:
+
+1. ``study`` given (e.g. from a clinical-table column): the study whose
+   ``StudyInstanceUID`` equals it, else, when it reads as a date (``YYYYMMDD`` or
+   ``YYYY-MM-DD``), the studies with that ``StudyDate``; no match raises, listing the studies.
+2. Otherwise the studies with the earliest ``StudyDate``; a study without a (readable)
+   ``StudyDate`` is considered only when no study has one.
+3. Studies still tied (same date, or no dates): the one holding the candidate series with most
+   images; equal sizes: the smallest ``SeriesInstanceUID`` (string order). This is also the
+   series rule within the chosen study.
+
+The choice, its rule and the number of studies are returned (:class:`StudyChoice`) and, when
+there was a choice to make, noted in ``CTVolume.notes``.
+
+Compressed pixel data
+---------------------
+Pixel data are decoded by pydicom with its plugin packages (pinned in ctsurv's dependencies):
+RLE Lossless (pydicom itself or pylibjpeg-rle), JPEG baseline / extended / lossless
+(pylibjpeg-libjpeg), JPEG-LS (pyjpegls or pylibjpeg-libjpeg), JPEG 2000 and HTJ2K
+(pylibjpeg-openjpeg); SimpleITK's GDCM is tried when pydicom cannot decode a file. A file
+that neither can decode raises :class:`DicomSeriesError` naming the patient, the series, the
+file, the transfer syntax and the packages that would decode it. A series is *lossy* when a
+slice says ``LossyImageCompression = 01``, uses an always-lossy transfer syntax (JPEG baseline
+/ extended), or uses one that allows lossy coding (JPEG-LS near-lossless, JPEG 2000
+``.4.91``, HTJ2K ``.4.203``, JPIP, MPEG / HEVC) without ``LossyImageCompression = 00``; its HU
+are approximate, and a note saying so is added to ``CTVolume.notes``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from ctsurv.exceptions import DicomSeriesError, GeometryError
 from ctsurv.io._common import CT_IMAGE_STORAGE, _scan_dicom
@@ -36,6 +72,72 @@ _TILT_TOL_DEG = 0.1
 #: the tilt check with a clear message rather than being ignored)
 _AXIAL_MIN_COS = 0.8
 
+#: transfer syntaxes whose coding is always lossy: JPEG baseline and extended (DCT)
+_LOSSY_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
+#: transfer syntaxes that allow lossy coding (lossy unless LossyImageCompression is 00):
+#: JPEG-LS near-lossless, JPEG 2000, JPEG 2000 multi-component, JPIP, MPEG-2/4, HEVC, HTJ2K
+_MAYBE_LOSSY_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.100",
+    "1.2.840.10008.1.2.4.101", "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.103",
+    "1.2.840.10008.1.2.4.104", "1.2.840.10008.1.2.4.105", "1.2.840.10008.1.2.4.106",
+    "1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108", "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.4.204",
+})
+#: (pip package, importable module) of the decoders of each compressed transfer-syntax family
+_JPEG_DECODERS = (("pylibjpeg", "pylibjpeg"), ("pylibjpeg-libjpeg", "libjpeg"))
+_J2K_DECODERS = (("pylibjpeg", "pylibjpeg"), ("pylibjpeg-openjpeg", "openjpeg"))
+_DECODERS: dict[str, tuple[tuple[str, str], ...]] = {
+    **{f"1.2.840.10008.1.2.4.{n}": _JPEG_DECODERS for n in (50, 51, 57, 70)},
+    **{f"1.2.840.10008.1.2.4.{n}": _JPEG_DECODERS for n in (80, 81)},  # (or pyjpegls)
+    **{f"1.2.840.10008.1.2.4.{n}": _J2K_DECODERS for n in (90, 91, 201, 202, 203)},
+    "1.2.840.10008.1.2.5": (("pylibjpeg-rle", "rle"),),
+}
+_DATE_RE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+
+
+class StudyChoice(NamedTuple):
+    """The CT study a volume was read from, and why (see the module docstring).
+
+    Attributes
+    ----------
+    study_uid : str
+        ``StudyInstanceUID`` of the chosen study (``""`` when the files lack it).
+    study_date : str
+        Its ``StudyDate`` as ``YYYYMMDD`` (``""`` when absent or unreadable).
+    n_studies : int
+        Number of studies holding an axial CT series (localizer-only and non-axial studies are
+        not counted).
+    rule : str
+        How the study was chosen, e.g. ``"single CT study"``, ``"earliest StudyDate"``,
+        ``"StudyInstanceUID named in the clinical table"``; ties say how they were broken.
+    """
+
+    study_uid: str
+    study_date: str
+    n_studies: int
+    rule: str
+
+
+class DicomRead(NamedTuple):
+    """What :func:`read_dicom_ct` returns.
+
+    Attributes
+    ----------
+    volume : CTVolume
+    headers : list of Dataset
+        Headers of the kept slices, in slice order (pixel data deferred).
+    study : StudyChoice
+    lossy : str
+        ``""`` when the pixel data are not lossy-compressed, else why they are (the same text
+        as the note in ``volume.notes``).
+    """
+
+    volume: CTVolume
+    headers: list[Dataset]
+    study: StudyChoice
+    lossy: str
+
 
 def _get(ds: Dataset, keyword: str, path: Path, who: str, uid: str) -> Any:
     try:
@@ -47,13 +149,42 @@ def _get(ds: Dataset, keyword: str, path: Path, who: str, uid: str) -> Any:
     return value
 
 
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    return UID(str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or "1.2.840.10008.1.2")
+
+
+def _syntax_name(ts: UID) -> str:
+    name = ts.name
+    return f"{name} ({ts})" if name and name != str(ts) else f"{ts} (not known to pydicom)"
+
+
+def _decoder_hint(ts: UID) -> str:
+    """Which packages decode ``ts``, and which of them are missing here."""
+    packages = _DECODERS.get(str(ts))
+    if packages is None:
+        return "no decoder for this transfer syntax is known to ctsurv (pydicom + pylibjpeg plugins, GDCM)"
+    missing = [pkg for pkg, module in packages if importlib.util.find_spec(module) is None]
+    wanted = " + ".join(pkg for pkg, _ in packages)
+    if missing:
+        return f"it needs {wanted}, missing here: pip install {' '.join(missing)}"
+    return f"its decoders ({wanted}) are installed, so the compressed data may be corrupt"
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
 def _pixels(path: Path, ds: Dataset, who: str, uid: str) -> np.ndarray:
-    """Stored values of one slice as float32, rescaled to HU."""
+    """Stored values of one slice as float32, rescaled to HU; compressed data are decoded."""
+    ts = _transfer_syntax(ds)
+    native = ts.is_transfer_syntax and not ts.is_compressed  # an unknown UID is treated as compressed
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
-        if not ds.file_meta.TransferSyntaxUID.is_compressed and int(ds.get("SamplesPerPixel", 1)) == 1:
+        if native and int(ds.get("SamplesPerPixel", 1)) == 1:
             bits = int(ds.BitsAllocated)
-            endian = "<" if ds.file_meta.TransferSyntaxUID.is_little_endian else ">"
+            endian = "<" if ts.is_little_endian else ">"
             dtype = np.dtype(f"{endian}{'i' if int(ds.PixelRepresentation) else 'u'}{bits // 8}")
             arr = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
             stored = int(ds.get("BitsStored", bits))
@@ -62,19 +193,42 @@ def _pixels(path: Path, ds: Dataset, who: str, uid: str) -> np.ndarray:
                 if int(ds.PixelRepresentation):
                     arr = np.where(arr >= 1 << (stored - 1), arr - (1 << stored), arr)
         else:
-            arr = ds.pixel_array
+            arr = ds.pixel_array  # pydicom's decoders: stored values, rescale not applied
+            if arr.shape != (rows, cols):
+                raise ValueError(f"decoded a {arr.shape} array for a {rows} x {cols} slice")
     except Exception as exc:
-        try:  # compressed transfer syntaxes pydicom cannot decode here: let GDCM try
+        try:  # what pydicom cannot decode here: let GDCM (in SimpleITK) try
             import SimpleITK as sitk
 
             img = sitk.ReadImage(str(path))
             return sitk.GetArrayFromImage(img)[0].astype(np.float32)  # ITK applies the rescale
         except Exception:
+            if not native:
+                raise DicomSeriesError(
+                    f"patient {who} (series {uid}): cannot decode the pixel data of {path}: transfer syntax "
+                    f"{_syntax_name(ts)}; {_decoder_hint(ts)} ({_short(exc)})") from None
             raise DicomSeriesError(f"patient {who} (series {uid}): cannot read pixel data of {path} "
-                                   f"({type(exc).__name__}: {exc})") from exc
+                                   f"(transfer syntax {_syntax_name(ts)}; {_short(exc)})") from None
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     return (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+
+
+def _lossy(ds: Dataset) -> str:
+    """Why a slice's pixel data are lossy-compressed, or ``""`` (see the module docstring)."""
+    ts = _transfer_syntax(ds)
+    flag = str(ds.get("LossyImageCompression", "") or "").strip()
+    if flag == "01":
+        method = ds.get("LossyImageCompressionMethod")
+        ratio = ds.get("LossyImageCompressionRatio")
+        extra = "".join([f", method {method}" if method else "", f", ratio {ratio}" if ratio else ""])
+        return f"LossyImageCompression 01{extra} (transfer syntax {_syntax_name(ts)})"
+    if str(ts) in _LOSSY_SYNTAXES:
+        return f"lossy transfer syntax {_syntax_name(ts)}"
+    if str(ts) in _MAYBE_LOSSY_SYNTAXES and flag != "00":
+        return (f"transfer syntax {_syntax_name(ts)} allows lossy coding and LossyImageCompression "
+                f"is {flag or 'absent'}, not 00")
+    return ""
 
 
 def _normal(iop: np.ndarray) -> np.ndarray:
@@ -82,9 +236,67 @@ def _normal(iop: np.ndarray) -> np.ndarray:
     return n / np.linalg.norm(n)
 
 
+def _study_date(ds: Dataset) -> str:
+    """``StudyDate`` as ``YYYYMMDD``, or ``""`` when absent or unreadable."""
+    digits = re.sub(r"\D", "", str(ds.get("StudyDate", "") or ""))
+    return digits if len(digits) == 8 else ""
+
+
+def _choose_study(
+    candidates: dict[str, list[tuple[Path, Dataset]]], where: str, who: str, study: str | None
+) -> tuple[list[str], StudyChoice]:
+    """Candidate series of the pretreatment study(ies) before the tie rule, and the choice."""
+    by_study: dict[str, list[str]] = defaultdict(list)
+    for u, items in sorted(candidates.items()):
+        by_study[str(items[0][1].get("StudyInstanceUID", "") or "")].append(u)
+    dates = {s: _study_date(candidates[us[0]][0][1]) for s, us in by_study.items()}
+    n = len(by_study)
+
+    def label(s: str) -> str:
+        return f"{s or '(no StudyInstanceUID)'} (StudyDate {dates[s] or 'absent'})"
+
+    wanted = (study or "").strip()
+    if wanted:
+        pick = [s for s in by_study if s == wanted]
+        rule = "StudyInstanceUID named in the clinical table"
+        m = _DATE_RE.match(wanted)
+        if not pick and m:
+            day = "".join(m.groups())
+            pick = [s for s in by_study if dates[s] == day]
+            rule = f"StudyDate {day} named in the clinical table"
+        if not pick:
+            raise DicomSeriesError(
+                f"patient {who}: the pretreatment study {wanted!r} named in the clinical table (a "
+                f"StudyInstanceUID or a StudyDate) matches none of the {n} CT studies in {where}: "
+                + "; ".join(label(s) for s in sorted(by_study)))
+    elif n == 1:
+        pick, rule = list(by_study), "single CT study"
+    elif any(dates.values()):
+        first = min(d for d in dates.values() if d)
+        pick = [s for s in by_study if dates[s] == first]
+        rule = "earliest StudyDate"
+        undated = sum(1 for d in dates.values() if not d)
+        if undated:
+            rule += f" ({undated} study(ies) without StudyDate not considered)"
+    else:
+        pick, rule = list(by_study), "no StudyDate in any study"
+    if len(pick) > 1:
+        rule += (f"; {len(pick)} studies tied: the one with the largest axial CT series "
+                 "(then the smallest SeriesInstanceUID)")
+    series = [u for s in pick for u in by_study[s]]
+    uid = max(sorted(series), key=lambda u: len(candidates[u]))
+    chosen = str(candidates[uid][0][1].get("StudyInstanceUID", "") or "")
+    return series, StudyChoice(chosen, dates[chosen], n, rule)
+
+
 def _choose_series(
-    scanned: list[tuple[Path, Dataset]], path: Path, who: str
-) -> tuple[str, list[tuple[Path, Dataset]], list[str]]:
+    scanned: list[tuple[Path, Dataset]], path: Path | str, who: str, study: str | None = None
+) -> tuple[str, list[tuple[Path, Dataset]], list[str], StudyChoice]:
+    """The CT series to read: the pretreatment study's axial CT series with most images.
+
+    Returns the series UID, its files, the notes (the choice, when there was one) and the
+    :class:`StudyChoice`; see the module docstring for the rules.
+    """
     groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     others: dict[str, int] = defaultdict(int)
     for f, ds in scanned:
@@ -109,24 +321,83 @@ def _choose_series(
             candidates[uid] = items
     if not candidates:
         raise DicomSeriesError(f"patient {who}: no axial CT series in {path}; ignored: {'; '.join(ignored)}")
-    uid = max(sorted(candidates), key=lambda u: len(candidates[u]))
+    in_study, choice = _choose_study(candidates, str(path), who, study)
+    uid = max(sorted(in_study), key=lambda u: len(candidates[u]))
     notes = []
-    if len(groups) > 1:
-        ignored += [f"{u} (axial, {len(v)} images)" for u, v in sorted(candidates.items()) if u != uid]
-        notes.append(f"chose CT series {uid} ({len(candidates[uid])} images) among {len(groups)} CT series; "
-                     f"ignored: {'; '.join(ignored)}")
-    return uid, candidates[uid], notes
+    if len(groups) > 1 or choice.n_studies > 1:
+        for u, v in sorted(candidates.items()):
+            if u != uid:
+                other = "" if str(v[0][1].get("StudyInstanceUID", "") or "") == choice.study_uid else ", other study"
+                ignored.append(f"{u} (axial, {len(v)} images{other})")
+        study_part = (f"; study {choice.study_uid} (StudyDate {choice.study_date or 'absent'}) of "
+                      f"{choice.n_studies} CT studies, by {choice.rule}" if choice.n_studies > 1 else "")
+        notes.append(f"chose CT series {uid} ({len(candidates[uid])} images) among {len(groups)} CT series"
+                     f"{study_part}; ignored: {'; '.join(ignored) or 'none'}")
+    return uid, candidates[uid], notes, choice
 
 
 def _read_dicom_ct(path: Path, patient_id: str | None) -> tuple[CTVolume, list[Dataset]]:
     """Read the CT series of a folder; returns the volume and the headers in slice order."""
-    who = patient_id or path.name
-    scanned = _scan_dicom(path, who)
-    uid, items, notes = _choose_series(scanned, path, who)
+    read = read_dicom_ct(path, patient_id)
+    return read.volume, read.headers
+
+
+def read_dicom_ct(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    patient_id: str | None = None,
+    *,
+    study: str | None = None,
+    entry_of: Callable[[Path], str] | None = None,
+) -> DicomRead:
+    """Read one patient's CT volume from DICOM folders and/or files, with its study choice.
+
+    Parameters
+    ----------
+    paths : path-like or sequence of path-like
+        Folders (searched recursively, any layout) and/or single DICOM files, all of one
+        patient; their files are pooled, then grouped by study and series.
+    patient_id : str, optional
+        The cohort's patient ID; defaults to the DICOM ``PatientID`` (else the folder name).
+    study : str, optional
+        The pretreatment study: a ``StudyInstanceUID`` or a ``StudyDate`` (``YYYYMMDD`` or
+        ``YYYY-MM-DD``); default: the earliest ``StudyDate`` (see the module docstring).
+    entry_of : callable, optional
+        Maps a file to the label of the image entry it came from (e.g. the top-level folder of
+        an archive). When given, the chosen CT series must lie in a single entry: a series
+        found in two entries (a copy) raises, naming both, rather than being merged.
+
+    Returns
+    -------
+    DicomRead
+        The volume (as :func:`ctsurv.io.read_ct`), the slice headers, the
+        :class:`StudyChoice` and the lossy-compression flag.
+
+    Raises
+    ------
+    DicomSeriesError, GeometryError
+        As :func:`ctsurv.io.read_ct`; also a ``study`` matching no CT study, a series in two
+        entries, and pixel data no installed decoder can decode (naming the transfer syntax).
+    """
+    roots = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    if not roots:
+        raise DicomSeriesError(f"patient {patient_id or '?'}: no DICOM folder or file to read")
+    path = roots[0] if len(roots) == 1 else f"{roots[0].parent} ({len(roots)} folders/files)"
+    who = patient_id or roots[0].name
+    for r in roots:
+        if not r.exists():
+            raise DicomSeriesError(f"patient {who}: {r} does not exist")
+    scanned = [item for r in roots for item in _scan_dicom(r, who)]
+    uid, items, notes, choice = _choose_series(scanned, path, who, study)
+    if entry_of is not None:
+        found = sorted({entry_of(f) for f, _ in items})
+        if len(found) > 1:
+            raise DicomSeriesError(
+                f"patient {who} (series {uid}): the CT series is found in {len(found)} image entries "
+                f"({', '.join(map(repr, found))}); a copy is never merged: keep one of them")
     if patient_id is None:
         pid = str(items[0][1].get("PatientID", "") or "")
         if not pid:
-            pid = path.name
+            pid = roots[0].name
             notes.append("no PatientID in the DICOM files: patient_id is the folder name")
         who = pid
     else:
@@ -212,7 +483,13 @@ def _read_dicom_ct(path: Path, patient_id: str | None) -> tuple[CTVolume, list[D
 
     direction = np.stack([normal, col_dir, row_dir])
     spacing = (step, float(psp_a[0][0]), float(psp_a[0][1]))  # PixelSpacing = (row step, column step)
+    lossy = [why for _, ds in items if (why := _lossy(ds))]
+    lossy_note = ""
+    if lossy:
+        lossy_note = (f"lossy compression: {len(lossy)} of {len(items)} slices ({lossy[0]}); "
+                      "HU are approximate")
+        notes.append(lossy_note)
     vol = CTVolume(hu=hu, spacing=spacing, origin=tuple(ipp_a[0]), direction=direction,
                    patient_id=pid, series_uid=uid, notes=tuple(notes))
-    return vol, [ds for _, ds in items]
+    return DicomRead(vol, [ds for _, ds in items], choice, lossy_note)
 

@@ -82,8 +82,11 @@ def read_ct(path: str | os.PathLike, patient_id: str | None = None) -> CTVolume:
 
     Notes
     -----
-    The chosen series is the axial (``|normal_z| >= 0.8``) CT Image Storage series with most
-    images; localizers and non-axial series are ignored. Files that are not DICOM at all
+    With several CT studies the study is chosen first by :func:`ctsurv.io.read_dicom_ct`'s
+    rule (earliest ``StudyDate``, ties broken as documented there; ``read_dicom_ct`` also
+    takes a named study and several folders); within it the chosen series is the axial
+    (``|normal_z| >= 0.8``) CT Image Storage series with most images; localizers and non-axial
+    series are ignored. Files that are not DICOM at all
     (e.g. ``README.txt``) are skipped; exact duplicate slices are dropped (noted).
 
     Raises
