@@ -31,7 +31,7 @@ from ctsurv.pipeline import TIME_COLUMNS, run_cv
 from ctsurv.synthetic import write_phantom_cohort
 
 N_PATIENTS = 240
-N_NULL = 5
+N_NULL = 3
 # The paper's network, loss, optimiser and protocol (100 epochs), with 5 folds instead of 10
 # and augmentation off so that one embedding pass serves every run.
 SETTINGS = {
@@ -60,7 +60,7 @@ def _config(root, **extra):
 @pytest.fixture(scope="module")
 def signal_run(phantom):
     out = phantom / "run"
-    # five label-permuted null replicas trained beside the true run (cv.null_replicas)
+    # three label-permuted null replicas trained beside the true run (cv.null_replicas)
     return out, run_cv(_config(phantom, cv={"n_folds": 5, "null_replicas": N_NULL}), out, progress=False)
 
 
@@ -214,11 +214,78 @@ def test_deterministic_for_a_seed(phantom, signal_run):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_fit_predict_reload_and_refuse_mismatch(phantom, signal_run, tmp_path):
-    from ctsurv.predict import fit_final, load_model, predict_patients
+@pytest.fixture(scope="module")
+def final_model(phantom):
+    from ctsurv.predict import fit_final
 
-    cfg = _config(phantom, train={"epochs": 5})
-    model_dir = fit_final(cfg, tmp_path / "model", progress=False)
+    return fit_final(_config(phantom, train={"epochs": 5}), phantom / "final-model", progress=False)
+
+
+def test_validate_external_scores_with_the_source_model_unchanged(phantom, final_model, tmp_path):
+    """The external cohort's curves are the saved model's (as ``predict`` gives them), KM groups
+    use the source training median, and a calibration subset's map depends on nothing else."""
+    from ctsurv.predict import predict_patients, validate_external
+    from ctsurv.stats import kaplan_meier
+
+    ext = tmp_path / "external"
+    ext.mkdir()
+    chosen = [f"PHANTOM-{i:03d}" for i in range(1, 31)]
+    for pid in chosen:
+        (ext / pid).symlink_to(phantom / "cohort" / "images" / pid)
+    clinical = pd.read_csv(phantom / "cohort" / "clinical.csv")
+    id_col = next(c for c in clinical.columns if clinical[c].astype(str).isin(chosen).any())
+    surv_col = next(c for c in clinical.columns if "survival" in c.lower())
+    clinical = clinical[clinical[id_col].isin(chosen)]
+    clinical.to_csv(tmp_path / "clinical.csv", index=False)
+    res = validate_external(final_model, ext, tmp_path / "clinical.csv", tmp_path / "val",
+                            n_bootstrap=20, progress=False)
+    preds = pd.read_csv(tmp_path / "val" / "predictions.csv", dtype={"patient_id": str}).set_index("patient_id")
+    meta = json.loads((final_model / "model.json").read_text())
+    assert res["n_patients"] == 30 and (preds["risk_cut"] == meta["train_risk_median"]).all()
+    four = tmp_path / "four"
+    four.mkdir()
+    for pid in chosen[:4]:
+        (four / pid).symlink_to(phantom / "cohort" / "images" / pid)
+    scored = predict_patients(final_model, four, tmp_path / "scored", progress=False).set_index("patient_id")
+    np.testing.assert_allclose(preds.loc[scored.index, TIME_COLUMNS], scored[TIME_COLUMNS], atol=1e-12)
+    km = kaplan_meier(preds["time"].to_numpy(), preds["event"].to_numpy()).predict(24.0)
+    assert res["evaluation"]["km_survival"] == pytest.approx(km)
+    assert (tmp_path / "val" / "evaluation" / "metrics.json").exists()
+
+    subset = chosen[:15]
+    pd.DataFrame({"patient_id": subset}).to_csv(tmp_path / "subset.csv", index=False)
+    a = validate_external(final_model, ext, tmp_path / "clinical.csv", tmp_path / "val",
+                          calibration_subset=tmp_path / "subset.csv", n_bootstrap=20, progress=False)
+    changed = clinical.copy()
+    others = ~changed[id_col].isin(subset)
+    # the other patients' outcomes change (their survival times reversed among themselves)
+    changed.loc[others, surv_col] = changed.loc[others, surv_col].to_numpy()[::-1]
+    changed.to_csv(tmp_path / "changed.csv", index=False)
+    b = validate_external(final_model, ext, tmp_path / "changed.csv", tmp_path / "val",
+                          calibration_subset=tmp_path / "subset.csv", n_bootstrap=20, progress=False)
+    assert a["n_evaluated"] == 15 and a["calibration_subset"]["n"] == 15
+    assert a["calibration_subset"]["map"] == b["calibration_subset"]["map"]
+    assert a["calibration_subset"]["map"]["method"] == "intercept"
+    pd.DataFrame({"patient_id": ["NOBODY"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(CtsurvError, match="NOBODY"):
+        validate_external(final_model, ext, tmp_path / "clinical.csv", tmp_path / "val",
+                          calibration_subset=tmp_path / "bad.csv", n_bootstrap=20, progress=False)
+    event_col = next(c for c in clinical.columns if "dead" in c.lower() or "event" in c.lower())
+    alive = clinical.copy()
+    alive[event_col] = 0
+    alive.to_csv(tmp_path / "alive.csv", index=False)
+    with pytest.raises(CtsurvError, match="none of its 30 prepared patients died"):
+        validate_external(final_model, ext, tmp_path / "alive.csv", tmp_path / "val",
+                          n_bootstrap=20, progress=False)
+
+
+def test_fit_predict_reload_and_refuse_mismatch(phantom, final_model, tmp_path):
+    import shutil
+
+    from ctsurv.predict import load_model, predict_patients
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(final_model, model_dir)
     assert (model_dir / "model.safetensors").exists()
     new = tmp_path / "new"
     new.mkdir()

@@ -88,6 +88,22 @@ def _cmd_predict(a) -> None:
     print(f"[ctsurv] scored {len(preds)} patients; see {Path(a.out) / 'predictions.csv'}")
 
 
+def _cmd_validate_external(a) -> None:
+    from ctsurv.predict import validate_external
+
+    res = validate_external(a.model, a.images, a.clinical, a.out,
+                            calibration_subset=a.calibration_subset, n_bootstrap=a.bootstrap,
+                            seed=a.seed, progress=not a.no_progress)
+    ev = res["evaluation"]
+    ctd = (ev.get("ctd") or {}).get("value")
+    words = f"Ctd {ctd:.3f}" if ctd is not None else "Ctd undefined"
+    if ev.get("mean_predicted_survival") is not None:
+        words += (f"; {ev['calibration_horizon']}-month survival: mean predicted "
+                  f"{ev['mean_predicted_survival']:.3f} vs Kaplan-Meier {ev['km_survival']:.3f}")
+    print(f"[ctsurv] external validation on {res.get('n_evaluated', res['n_patients'])} patients: "
+          f"{words}; see {Path(a.out) / 'validation.json'}")
+
+
 def _cmd_evaluate(a) -> None:
     from ctsurv.evaluate import evaluate_predictions
 
@@ -245,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("validate-external",
+                       help="evaluate a saved model, unchanged, on an external cohort")
+    s.add_argument("--model", required=True)
+    s.add_argument("--images", required=True)
+    s.add_argument("--clinical", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--calibration-subset", default=None,
+                   help="CSV with a patient_id column: refit the baseline survival on these "
+                        "patients only and evaluate both versions on the others")
+    s.add_argument("--bootstrap", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_validate_external)
 
     s = sub.add_parser("evaluate", help="metrics and figures from a predictions.csv")
     s.add_argument("--predictions", required=True)

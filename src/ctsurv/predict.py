@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ctsurv import plots
-from ctsurv._util import atomic_to_csv
+from ctsurv._util import atomic_to_csv, atomic_write_json, json_safe
 from ctsurv.build import (MODEL_FORMAT, compute_features, get_kind, load_model,  # noqa: F401
                           model_identity, preprocess_config, preprocess_hash,
                           read_model_meta)
@@ -33,7 +33,8 @@ from ctsurv.prepare import load_prepared, prepare_cohort, summarize_manifest
 from ctsurv.stats.recalibration import RecalibrationMap
 from ctsurv.train import predict as predict_features
 
-__all__ = ["MODEL_FORMAT", "fit_final", "load_model", "predict_patients", "preprocess_hash"]
+__all__ = ["MODEL_FORMAT", "fit_final", "load_model", "predict_patients", "preprocess_hash",
+           "validate_external"]
 
 
 def fit_final(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> Path:
@@ -104,6 +105,114 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
         top, columns=["patient_id", "rank", "slice", "z_mm", "rel_pos", "weight"]))
     _plot_curves(out, ids, grid.times, surv)
     return preds
+
+
+def validate_external(model_dir: str | Path, images: str | Path, clinical: str | Path, out: str | Path,
+                      *, calibration_subset: str | Path | None = None, n_bootstrap: int = 1000,
+                      seed: int = 42, progress: bool = True) -> dict:
+    """Evaluate a saved model, unchanged, on an external cohort (seed 000's direct external
+    evaluation).
+
+    Every patient of ``images`` is prepared with the model's own preprocessing and scored with
+    its weights and recalibration map; nothing is fitted on the external patients, except, when
+    ``calibration_subset`` is given, an intercept-only recalibration (the baseline survival:
+    ``S' = S^{exp(a)}``, :func:`ctsurv.stats.recalibration.fit_recalibration`) fitted on the
+    patients listed there and evaluated on the *other* patients only, beside the model's own
+    curves on the same patients.
+
+    Writes ``manifest.csv``, ``predictions.csv`` (every scored patient, the model's curves,
+    ``risk_cut`` = the *source* training patients' median risk, so KM groups use the source
+    cut), ``predictions_raw.csv`` (before the model's map), ``evaluation/`` (every metric of
+    :func:`ctsurv.evaluate.evaluate_predictions` with intervals, calibration at each horizon,
+    figures), with a subset also ``evaluation_recalibrated/``, and ``validation.json``.
+    Returns the content of ``validation.json``.
+    """
+    from ctsurv.evaluate import evaluate_predictions
+    from ctsurv.stats.recalibration import fit_recalibration
+
+    model, cfg, encoder = load_model(model_dir)
+    meta = read_model_meta(model_dir)
+    grid = cfg.time_grid
+    out = Path(out)
+    prepared = out / "prepared"
+    manifest = prepare_cohort(images, clinical, prepared, config=preprocess_config(cfg),
+                              workers=cfg.train.threads, progress=progress,
+                              horizon_months=cfg.data.horizon_months)
+    atomic_to_csv(out / "manifest.csv", manifest)
+    print(f"[ctsurv] validate-external: {summarize_manifest(manifest)}")
+    cohort = pd.read_csv(prepared / "cohort.csv", dtype={"patient_id": str})
+    if cohort.empty:
+        raise CtsurvError(f"no patient of {images} could be prepared with a survival label; see "
+                          f"{out / 'manifest.csv'}")
+    ids = cohort["patient_id"].tolist()
+    time, event = cohort["time"].to_numpy(float), cohort["event"].to_numpy(int)
+    if event.sum() == 0:
+        raise CtsurvError(f"external cohort {clinical}: none of its {len(ids)} prepared patients "
+                          "died, so no discrimination or calibration metric is defined")
+    feats = compute_features(cfg, encoder, prepared, ids, augment=False, progress=progress)
+    raw, _ = predict_features(model, [feats[p] for p in ids])
+    rmap = RecalibrationMap.from_dict(meta.get("recalibration"))
+    surv = rmap.apply(raw)
+    print(f"[ctsurv] validate-external: {_calibration_words(rmap)}")
+    cut = meta.get("train_risk_median")
+
+    def frame(rows, curves, risk_cut):
+        df = pd.DataFrame({"patient_id": [ids[i] for i in rows], "time": time[rows],
+                           "event": event[rows], "risk": 1.0 - curves[:, -1]})
+        if risk_cut is not None:
+            df["risk_cut"] = risk_cut
+        return pd.concat([df, pd.DataFrame(curves, columns=grid.columns)], axis=1)
+
+    every = np.arange(len(ids))
+    atomic_to_csv(out / "predictions.csv", frame(every, surv, cut))
+    atomic_to_csv(out / "predictions_raw.csv", frame(every, raw, None))
+    summary = {"model": str(model_dir), "n_patients": len(ids), "model_map": rmap.to_dict(),
+               "risk_cut": {"value": cut, "source": "median risk of the source model's training patients"}}
+    if calibration_subset is None:
+        res = evaluate_predictions(frame(every, surv, cut), out / "evaluation",
+                                   n_bootstrap=n_bootstrap, seed=seed)
+        summary["evaluation"] = _validation_headline(res)
+    else:
+        listed = pd.read_csv(calibration_subset, dtype={"patient_id": str})
+        if "patient_id" not in listed.columns:
+            raise CtsurvError(f"calibration subset {calibration_subset}: needs a patient_id column, "
+                              f"got {list(listed.columns)}")
+        unknown = sorted(set(listed["patient_id"]) - set(ids))
+        if unknown:
+            raise CtsurvError(f"calibration subset {calibration_subset}: patients {unknown[:5]} are not "
+                              "among the scored patients (see manifest.csv)")
+        in_sub = np.isin(ids, listed["patient_id"].to_numpy())
+        cal_rows, ev_rows = np.flatnonzero(in_sub), np.flatnonzero(~in_sub)
+        if len(ev_rows) < 2:
+            raise CtsurvError(f"calibration subset {calibration_subset} leaves {len(ev_rows)} patient(s) "
+                              "to evaluate on")
+        sub_map = fit_recalibration(time[cal_rows], event[cal_rows], surv[cal_rows], grid,
+                                    method="intercept")
+        cut_sub = None if cut is None else float(1.0 - sub_map.apply(np.array([1.0 - cut]))[0])
+        own = evaluate_predictions(frame(ev_rows, surv[ev_rows], cut), out / "evaluation",
+                                   n_bootstrap=n_bootstrap, seed=seed)
+        rec = evaluate_predictions(frame(ev_rows, sub_map.apply(surv[ev_rows]), cut_sub),
+                                   out / "evaluation_recalibrated", n_bootstrap=n_bootstrap, seed=seed)
+        summary.update(calibration_subset={"file": str(calibration_subset), "n": int(len(cal_rows)),
+                                           "map": sub_map.to_dict()},
+                       n_evaluated=int(len(ev_rows)),
+                       evaluation=_validation_headline(own),
+                       evaluation_recalibrated=_validation_headline(rec),
+                       note="both evaluations are on the patients outside the calibration subset")
+    atomic_write_json(out / "validation.json", json_safe(summary), indent=2)
+    return summary
+
+
+def _validation_headline(res: dict) -> dict:
+    """The numbers of an external evaluation that ``validation.json`` repeats."""
+    cal = (res.get("calibration") or {}).get("by_horizon") or {}
+    h = f"{max(cal['horizons']):g}" if cal.get("horizons") else None
+    citl = cal["pooled"][h]["citl"] if h else {}
+    return {"ctd": res.get("ctd"), "cindex": res.get("cindex"),
+            "risk_groups": res.get("risk_groups"),
+            "calibration_horizon": h, "mean_predicted_survival": citl.get("mean_predicted"),
+            "km_survival": citl.get("observed"),
+            "ici": ((cal.get("pooled") or {}).get(h) or {}).get("smoothed", {}).get("ici") if h else None}
 
 
 def _calibration_words(rmap: RecalibrationMap) -> str:
