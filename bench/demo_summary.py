@@ -55,6 +55,10 @@ def main() -> None:
               f"(ICI {r['ici'] if r['ici'] is None else round(r['ici'], 3)}), recalibrated in-fold "
               f"{c['mean_predicted']:.3f} (ICI {c['ici'] if c['ici'] is None else round(c['ici'], 3)}); "
               f"predictions.csv holds {cal.get('shown')}")
+    if cal.get("per_fold_ctd_max_abs_change") is not None:
+        print(f"per-fold Ctd, raw vs recalibrated: largest change {cal['per_fold_ctd_max_abs_change']:.1e}; "
+              f"D-calibration p raw {cal['d_calibration_p']['raw']:.2g}, recalibrated "
+              f"{cal['d_calibration_p']['recalibrated']:.2g}")
     k = s["km"]
     print(f"KM at the training-median risk: chi2 {k['logrank_chi2']:.1f}, p {k['logrank_p']:.1e}; "
           f"2-year survival high {k['surv_24m_high']:.2f} vs low {k['surv_24m_low']:.2f}")

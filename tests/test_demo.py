@@ -73,3 +73,20 @@ def test_demo_config_is_seed_000_without_augmentation(tmp_path):
     cfg, cohort = demo_config(tmp_path, n_patients=240, epochs=None, permute=False, seed=42, repeats=3)
     assert cfg.embed.augment is False and cfg.train.epochs == 100 and cfg.cv.n_folds == 10
     assert cfg.cv.repeats == 3 and cohort == tmp_path / "cohort"
+
+
+def test_calibration_numbers_are_the_prediction_files(tiny_run):
+    """The 2-year calibration numbers the README quotes: mean predicted survival of the raw and
+    recalibrated files against the Kaplan-Meier estimate (lifelines), and unchanged fold Ctd."""
+    from lifelines import KaplanMeierFitter
+
+    root, s = tiny_run
+    cal = s["calibration"]["horizons"]["24"]
+    raw = pd.read_csv(root / "run" / "predictions_raw.csv")
+    rec = pd.read_csv(root / "run" / "predictions.csv")
+    assert cal["raw"]["mean_predicted"] == pytest.approx(raw["S_24"].mean(), abs=1e-12)
+    assert cal["recalibrated"]["mean_predicted"] == pytest.approx(rec["S_24"].mean(), abs=1e-12)
+    km = KaplanMeierFitter().fit(rec["time"], rec["event"]).survival_function_at_times(24.0).iloc[0]
+    assert cal["recalibrated"]["km_observed"] == pytest.approx(km, abs=1e-12)
+    assert s["calibration"]["per_fold_ctd_max_abs_change"] < 1e-12
+    assert s["calibration"]["shown"] == "recalibrated"

@@ -16,7 +16,8 @@ demo, computed from the run folder and the phantom cohort (nothing typed by hand
   (validation score of the kept epoch minus test Ctd) and the learning warnings of the run;
 * ``calibration``: at each reporting horizon the mean predicted survival of the raw and of the
   in-fold recalibrated curves against the Kaplan-Meier estimate, their ICI, slope and
-  D-calibration p-value, and which version ``predictions.csv`` holds;
+  D-calibration p-value, which version ``predictions.csv`` holds, each fold's map, the pooled
+  Ctd of the raw curves and the largest per-fold Ctd change (0: the map keeps ranks);
 * ``timings``: seconds per stage.
 """
 
@@ -31,6 +32,7 @@ import pandas as pd
 from ctsurv._util import atomic_write_json, json_safe
 from ctsurv.config import RunConfig, from_dict
 from ctsurv.io import roi_z_centre
+from ctsurv.pipeline import cv_metrics
 from ctsurv.prepare import artifact_path
 from ctsurv.preprocess import PreprocessedCT
 from ctsurv.stats import kaplan_meier, logrank_test
@@ -86,11 +88,16 @@ def _tumour_position(images: Path, prepared: Path, patient_ids, roi: str = "GTV-
             "note": "area-weighted GTV centre from the RTSTRUCT, on the attention profile's axis"}
 
 
-def _calibration_summary(cal: dict | None) -> dict | None:
+def _calibration_summary(cal: dict | None, run_dir: Path) -> dict | None:
     """Per horizon and version (raw / recalibrated): mean predicted vs KM survival, ICI, slope;
-    and D-calibration of the whole curves."""
+    D-calibration of the whole curves; the largest change of a per-fold Ctd between
+    ``predictions_raw.csv`` and ``predictions.csv`` (0 up to rounding: the map keeps ranks)."""
     if not cal:
         return None
+    per_fold = {}
+    for name in ("predictions_raw.csv", "predictions.csv"):
+        df = pd.read_csv(run_dir / name, dtype={"patient_id": str})
+        per_fold[name] = [f["ctd"] for f in cv_metrics(df, secondary=False)["per_fold"]]
 
     def num(d, *keys):
         for k in keys:
@@ -110,6 +117,12 @@ def _calibration_summary(cal: dict | None) -> dict | None:
                 "slope": num(cal[v], "pooled", key, "slope", "slope")}
             for v in ("raw", "recalibrated")}
     out["d_calibration_p"] = {v: num(cal[v], "d_calibration", "p_value") for v in ("raw", "recalibrated")}
+    out["maps"] = [{k: mp.get(k) for k in ("fold", "a", "b", "n", "n_events", "note")}
+                   for mp in cal.get("maps", [])]
+    raw = pd.read_csv(run_dir / "predictions_raw.csv", dtype={"patient_id": str})
+    out["ctd_pooled_raw"] = cv_metrics(raw, secondary=False)["ctd_pooled"]
+    out["per_fold_ctd_max_abs_change"] = float(np.max(np.abs(
+        np.array(per_fold["predictions.csv"], float) - np.array(per_fold["predictions_raw.csv"], float))))
     return out
 
 
@@ -137,7 +150,7 @@ def demo_summary(run_dir: str | Path, cohort_dir: str | Path, prepared: str | Pa
         "repeats": m.get("repeats"), "null": m.get("null"), "probe": m.get("probe"), "km": km,
         "learning": {k: (m.get("learning") or {}).get(k)
                      for k in ("train_ctd_kept_mean", "selection_optimism_mean", "warnings")},
-        "calibration": _calibration_summary(m.get("calibration")),
+        "calibration": _calibration_summary(m.get("calibration"), run_dir),
         "attention": _attention_profile(att),
         "tumour": _tumour_position(cohort_dir / "images", prepared, sorted(preds["patient_id"])),
         "timings": m.get("timings"), "n_patients": m.get("n_patients"),
