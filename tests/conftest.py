@@ -73,3 +73,21 @@ def tiny_config(cohort: Path, prepared: Path, **sections):
         else:
             values[key] = value
     return from_dict(values)
+
+
+def planted_slice_features(ids, time, seed=0, n_features=1280):
+    """Cached-feature stand-ins for the 2d kind: 8 slices of ``n_features`` (Lite0's 1280)
+    whose first 64 channels on slices 2-4 carry -log(time) (a planted hazard)."""
+    import numpy as np
+
+    from ctsurv.types import PatientFeatures
+
+    rng = np.random.default_rng(seed)
+    eta = -np.log(np.asarray(time, float) + 0.5)
+    eta = (eta - eta.mean()) / (eta.std() or 1.0)
+    out = {}
+    for pid, z in zip(ids, eta):
+        f = rng.normal(size=(1, 8, n_features)).astype(np.float32)
+        f[0, 2:5, :64] += 1.5 * z
+        out[pid] = PatientFeatures(pid, f, np.linspace(0, 1, 8, dtype=np.float32))
+    return out

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY_N, tiny_config
+from conftest import TINY_N, planted_slice_features, tiny_config
 from ctsurv import seeds
 from ctsurv.pipeline import cv_metrics, label_permutation, null_permutation, run_cv
 from ctsurv.types import DEFAULT_GRID, PatientFeatures
@@ -61,16 +61,8 @@ def test_permutations_and_fold_assignment_do_not_share_a_stream():
 
 # ----------------------------------------------------------------------------- run-level checks
 def _planted(ids, time, seed=0):
-    """Slice features whose first 64 channels on 3 slices carry -log(time) (a planted hazard)."""
-    rng = np.random.default_rng(seed)
-    eta = -np.log(np.asarray(time, float) + 0.5)
-    eta = (eta - eta.mean()) / (eta.std() or 1.0)
-    out = {}
-    for pid, z in zip(ids, eta):
-        f = rng.normal(size=(1, 8, F_IN)).astype(np.float32)
-        f[0, 2:5, :64] += 1.5 * z
-        out[pid] = PatientFeatures(pid, f, np.linspace(0, 1, 8, dtype=np.float32))
-    return out
+    """Slice features carrying a planted hazard (:func:`conftest.planted_slice_features`)."""
+    return planted_slice_features(ids, time, seed, n_features=F_IN)
 
 
 @pytest.fixture(scope="module")

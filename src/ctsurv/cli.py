@@ -112,6 +112,13 @@ def _cmd_evaluate(a) -> None:
     print(f"[ctsurv] evaluation written to {a.out}")
 
 
+def _cmd_report(a) -> None:
+    from ctsurv.report import write_run_report
+
+    path = write_run_report(a.run, a.out)
+    print(f"[ctsurv] report of {a.run} written to {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
 def _cmd_compare(a) -> None:
     from ctsurv.evaluate import compare_runs
 
@@ -284,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("report", help="one self-contained HTML report of a run folder")
+    s.add_argument("run", help="run folder (metrics.json, predictions.csv, ...)")
+    s.add_argument("--out", required=True, help="HTML file to write")
+    s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("compare", help="compare runs on identical patients")
     s.add_argument("runs", nargs="+", help="run folders (each with predictions.csv)")

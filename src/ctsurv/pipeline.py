@@ -40,13 +40,13 @@ from ctsurv.build import (augment_views, build_encoder, compute_features, embed_
                           get_kind, model_factory, network_factory, preprocess_config)
 from ctsurv.config import RunConfig
 from ctsurv.evaluate import calibration_horizons, calibration_report, ctd_ascent
-from ctsurv.exceptions import CtsurvError, MetricError
+from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_index, concordance_td
 from ctsurv.prepare import prepare_cohort, summarize_manifest
 from ctsurv.probe import pool_features, probe_cv
 from ctsurv.seeds import int_seed
 from ctsurv.seeds import rng as seed_rng
-from ctsurv.stats import calibration_at, fold_mean_interval, smoothed_calibration
+from ctsurv.stats import fold_mean_interval
 from ctsurv.stats.recalibration import RecalibrationMap, fit_recalibration
 from ctsurv.train import MIN_VAL_PAIRS, NOT_FIT_TRAIN_CTD, TrainConfig, learning_diagnostics, predict
 from ctsurv.train_batched import CohortTensors, Replica, train_replicas
@@ -643,25 +643,6 @@ def run_figures(out: Path, preds: pd.DataFrame, att: pd.DataFrame, metrics: dict
 def calibration_figure(path: Path, preds_raw: pd.DataFrame, preds_cal: pd.DataFrame) -> None:
     """One panel per reporting horizon: raw and in-fold recalibrated out-of-fold curves against
     the Kaplan-Meier survival of predicted-survival quintiles, with the smoothed curves."""
-    grid = TimeGrid.from_columns(preds_raw.columns)
-    hs = calibration_horizons(grid)
-    fig = plots.new_axes((5 * len(hs), 5))[0]
-    fig.clear()
-    for i, h in enumerate(hs):
-        ax = fig.add_subplot(1, len(hs), i + 1)
-        panels = {}
-        for label, df in (("raw", preds_raw), ("recalibrated in-fold", preds_cal)):
-            t, e = df["time"].to_numpy(float), df["event"].to_numpy(int)
-            s_h = df[grid.columns[grid.index(h)]].to_numpy(float)
-            try:
-                grouped = calibration_at(t, e, s_h, h)
-            except MetricError:
-                continue
-            try:
-                smooth = smoothed_calibration(t, e, s_h, h)
-            except MetricError:
-                smooth = None
-            panels[label] = (grouped, smooth)
-        if panels:
-            plots.plot_calibration_before_after(panels, ax=ax, t=h)
+    hs = calibration_horizons(TimeGrid.from_columns(preds_raw.columns))
+    fig, _ = plots.calibration_panels({"raw": preds_raw, "recalibrated in-fold": preds_cal}, hs)
     plots.save_figure(fig, path)

@@ -23,7 +23,8 @@ from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.stats import CalibrationResult, kaplan_meier, logrank_test
 
 __all__ = [
-    "plot_km_groups", "plot_calibration", "plot_calibration_before_after", "plot_decision_curve", "plot_time_auc",
+    "plot_km_groups", "plot_calibration", "plot_calibration_before_after", "calibration_panels",
+    "plot_decision_curve", "plot_time_auc",
     "plot_metric_per_fold", "plot_attention_by_position", "plot_survival_curves",
     "bubble_chart", "save_figure",
 ]
@@ -169,6 +170,40 @@ def plot_calibration_before_after(panels: Mapping, ax=None, t: float | None = No
                      if "n" in table.columns else f"calibration at {t:g} months")
     ax.legend(loc="upper left", fontsize=8)
     return ax
+
+
+def calibration_panels(versions: Mapping, horizons: Sequence[float]):
+    """``(figure, n_drawn)``: one panel per horizon with every version of the predictions
+    (label -> predictions frame with ``time``, ``event``, ``S_*`` columns) drawn by
+    :func:`plot_calibration_before_after`; a version whose calibration is undefined at a
+    horizon (too few patients or events) is left out of that panel, and ``n_drawn`` counts
+    the panels drawn."""
+    from ctsurv.stats import calibration_at, smoothed_calibration
+    from ctsurv.types import TimeGrid
+
+    fig = new_axes((5 * len(horizons), 5))[0]
+    fig.clear()
+    drawn = 0
+    for i, h in enumerate(horizons):
+        ax = fig.add_subplot(1, len(horizons), i + 1)
+        panels = {}
+        for label, df in versions.items():
+            grid = TimeGrid.from_columns(df.columns)
+            t, e = df["time"].to_numpy(float), df["event"].to_numpy(int)
+            s_h = df[grid.columns[grid.index(h)]].to_numpy(float)
+            try:
+                grouped = calibration_at(t, e, s_h, h)
+            except MetricError:
+                continue
+            try:
+                smooth = smoothed_calibration(t, e, s_h, h)
+            except MetricError:
+                smooth = None  # the grouped points are drawn without the smoothed curve
+            panels[label] = (grouped, smooth)
+        if panels:
+            plot_calibration_before_after(panels, ax=ax, t=h)
+            drawn += 1
+    return fig, drawn
 
 
 def plot_decision_curve(df: pd.DataFrame, ax=None):

@@ -1,0 +1,697 @@
+"""One self-contained HTML report per run folder (``ctsurv report RUN --out report.html``).
+
+The report reads a run folder as :func:`ctsurv.pipeline.run_cv` writes it and shows, in order:
+the cohort and its manifest (counts by status, every entry that is not ``ok`` with its
+reason); the resolved configuration, software versions and data fingerprints; the headline
+(mean per-fold Ctd with its interval over folds, the pooled Ctd as secondary, repeats, the
+permutation null, the linear probe and learning warnings); a per-fold table; calibration (raw
+and recalibrated, per horizon); and the figures (KM by risk group with numbers at risk, t-AUC
+over time, calibration, decision curve, attention by relative slice position, Ctd per fold).
+
+Data and rendering are separate: :func:`run_report_data` returns plain data (tables as
+DataFrames, numbers, figure PNG bytes) and :func:`render_run_report` turns it into HTML;
+:func:`write_run_report` does both and writes the file atomically.
+
+The HTML file stands alone: CSS inline, figures as ``data:image/png;base64`` images, no
+script, font or link to anything else; every string from the run folder is escaped. Figures
+come from the run's ``figures/`` when there; missing ones are drawn with :mod:`ctsurv.plots`
+from the run files (t-AUC and decision curve with
+:func:`ctsurv.evaluate.evaluate_predictions` into a temporary folder). A missing optional file
+(``attention.csv`` of a 3D run, ``manifest.csv``, ``folds.csv``, the probe of an older run)
+gives a section saying so; a folder without ``metrics.json`` or ``predictions.csv`` is an
+error.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.metadata
+import json
+import math
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctsurv import __version__
+from ctsurv._util import atomic_write_text, file_sha256
+from ctsurv.exceptions import CtsurvError
+
+__all__ = ["run_report_data", "render_run_report", "write_run_report", "REQUIRED_FILES",
+           "PNG_SIGNATURE"]
+
+#: files without which a folder is not a run folder
+REQUIRED_FILES = ("metrics.json", "predictions.csv")
+#: the manifest statuses of :mod:`ctsurv.prepare`, in display order
+STATUSES = ("ok", "excluded", "failed", "ignored")
+#: files whose SHA-256 the report lists (absent ones are listed as absent)
+FINGERPRINTED = ("predictions.csv", "predictions_raw.csv", "folds.csv", "manifest.csv",
+                 "config.yaml", "metrics.json")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: (key, title, file name in the run's figures/)
+FIGURES = (("km", "Kaplan-Meier survival by predicted risk group", "km_by_predicted_risk.png"),
+           ("time_auc", "Time-dependent AUC over time", "time_auc.png"),
+           ("calibration", "Calibration", "calibration.png"),
+           ("decision_curve", "Decision curve", "decision_curve.png"),
+           ("attention", "Attention by relative slice position", "attention_by_position.png"),
+           ("ctd_per_fold", "Ctd per fold", "ctd_per_fold.png"))
+
+
+# ----------------------------------------------------------------------------- data
+def _require(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise CtsurvError(f"run folder {run_dir}: no such folder")
+    for name in REQUIRED_FILES:
+        if not (run_dir / name).is_file():
+            raise CtsurvError(f"run folder {run_dir}: {name} is missing (a run folder of "
+                              "ctsurv.pipeline.run_cv holds metrics.json and predictions.csv)")
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CtsurvError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(m, dict):
+        raise CtsurvError(f"{path}: expected a JSON object, got {type(m).__name__}")
+    return m
+
+
+def _get(d, *keys):
+    """``d[k0][k1]...`` or None when any level is missing or not a mapping."""
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """A table keeping Python values as they are (ints stay ints next to None)."""
+    return pd.DataFrame([[r.get(c) for c in columns] for r in rows], columns=columns, dtype=object)
+
+
+def _cohort(metrics: dict, preds: pd.DataFrame) -> dict:
+    t, e = preds["time"].to_numpy(float), preds["event"].to_numpy(int)
+    out = {"n_predicted": len(preds), "n_events": int(e.sum()), "n_censored": int((e == 0).sum()),
+           "median_time": float(np.median(t)) if len(t) else None,
+           "max_time": float(np.max(t)) if len(t) else None,
+           "n_patients": metrics.get("n_patients"), "n_folds": metrics.get("n_folds"),
+           "horizon_months": metrics.get("horizon_months"),
+           "bin_width_months": metrics.get("bin_width_months"),
+           "permute_labels": bool(metrics.get("permute_labels", False)),
+           "seconds": metrics.get("seconds")}
+    return out
+
+
+def _manifest(run_dir: Path) -> dict:
+    path = run_dir / "manifest.csv"
+    if not path.is_file():
+        return {"missing": "manifest.csv is absent from the run folder"}
+    try:
+        man = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        return {"missing": f"manifest.csv cannot be read: {exc}"}
+    if "status" not in man.columns:
+        return {"missing": f"manifest.csv has no status column (columns: {list(man.columns)})"}
+    counts = man["status"].value_counts()
+    order = list(STATUSES) + sorted(s for s in counts.index if s not in STATUSES)
+    count_rows = [{"status": s, "count": int(counts.get(s, 0))} for s in order]
+    issues = man[man["status"] != "ok"]
+    issue_rows = [{"entry": r.get("patient_id", ""), "status": r["status"], "reason": r.get("reason", "")}
+                  for r in issues.to_dict(orient="records")]
+    return {"missing": None, "n_entries": len(man),
+            "n_patients": int(len(man) - counts.get("ignored", 0)),
+            "counts": _frame(count_rows, ["status", "count"]),
+            "non_ok": _frame(issue_rows, ["entry", "status", "reason"])}
+
+
+def _config(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {"text": None, "values": None, "missing": "config.yaml is absent from the run folder"}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        import yaml
+
+        values = yaml.safe_load(text)
+    except Exception:  # noqa: BLE001  (the text is shown either way)
+        values = None
+    return {"text": text, "values": values if isinstance(values, dict) else None, "missing": None}
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _versions(metrics: dict, cfg_values: dict | None) -> dict:
+    """Versions the run recorded (metrics.json or config.yaml: ``versions`` / ``software`` /
+    ``environment``) beside those of the environment writing the report."""
+    recorded, source = {}, None
+    for where, d in (("metrics.json", metrics), ("config.yaml", cfg_values or {})):
+        for key in ("versions", "software", "environment"):
+            v = d.get(key)
+            if isinstance(v, dict) and v:
+                recorded, source = {str(k): v[k] for k in v}, f"{where} ({key})"
+                break
+        if source:
+            break
+    now = {"ctsurv": __version__, "torch": _installed("torch"), "numpy": np.__version__,
+           "python": platform.python_version()}
+    names = list(now) + [k for k in recorded if k not in now]
+    rows = [{"software": n, "recorded by the run": recorded.get(n), "report environment": now.get(n)}
+            for n in names]
+    return {"source": source,
+            "table": _frame(rows, ["software", "recorded by the run", "report environment"])}
+
+
+def _fingerprints(run_dir: Path) -> pd.DataFrame:
+    rows = []
+    for name in FINGERPRINTED:
+        p = run_dir / name
+        if p.is_file():
+            rows.append({"file": name, "bytes": p.stat().st_size, "sha256": file_sha256(p)})
+        else:
+            rows.append({"file": name, "bytes": None, "sha256": "absent"})
+    return _frame(rows, ["file", "bytes", "sha256"])
+
+
+def _headline(metrics: dict) -> dict:
+    f = metrics.get("ctd_fold") or {}
+    probe = metrics.get("probe")
+    if isinstance(probe, dict):
+        pr = {"present": True, "ctd_mean": probe.get("ctd_mean"), "ci_low": _get(probe, "ctd_fold", "ci_low"),
+              "ci_high": _get(probe, "ctd_fold", "ci_high"), "n_folds_used": probe.get("n_folds_used"),
+              "model_minus_probe": probe.get("model_minus_probe"),
+              "model_beats_probe": probe.get("model_beats_probe"), "method": probe.get("method"),
+              "warning": probe.get("warning"), "error": probe.get("error")}
+    else:
+        pr = {"present": False}
+    learning = metrics.get("learning") or {}
+    return {"ctd_mean": metrics.get("ctd_mean"), "ctd_mean_refused": metrics.get("ctd_mean_refused"),
+            "ci_low": f.get("ci_low"), "ci_high": f.get("ci_high"), "sd": f.get("sd", metrics.get("ctd_std")),
+            "n_folds_used": f.get("n_folds_used", metrics.get("n_folds_used")),
+            "n_folds": f.get("n_folds", metrics.get("n_folds")), "method": f.get("method"),
+            "ctd_pooled": metrics.get("ctd_pooled"), "ctd_pooled_reason": metrics.get("ctd_pooled_reason"),
+            "ctd_ascent_mean": metrics.get("ctd_ascent_mean"), "cindex_pooled": metrics.get("cindex_pooled"),
+            "repeats": metrics.get("repeats"), "null": metrics.get("null"), "probe": pr,
+            "learning_present": "learning" in metrics,
+            "warnings": list(learning.get("warnings") or []),
+            "train_ctd_kept_mean": learning.get("train_ctd_kept_mean"),
+            "selection_optimism_mean": learning.get("selection_optimism_mean"),
+            "permute_labels": bool(metrics.get("permute_labels", False))}
+
+
+def _per_fold(run_dir: Path, metrics: dict) -> pd.DataFrame:
+    probe = _get(metrics, "probe", "per_fold") or []
+    learning = {int(r["fold"]): r for r in (_get(metrics, "learning", "per_fold") or []) if "fold" in r}
+    roles: dict = {}
+    plan = run_dir / "folds.csv"
+    if plan.is_file():
+        try:
+            tb = pd.read_csv(plan, dtype={"patient_id": str})
+            roles = tb.groupby(["fold", "role"]).size().to_dict()
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError):
+            roles = {}
+    rows = []
+    for i, f in enumerate(metrics.get("per_fold") or []):
+        k = int(f.get("fold", i))
+        lr = learning.get(k, {})
+        rows.append({"fold": k, "n": f.get("n"), "n_train": roles.get((k, "train")),
+                     "n_val": roles.get((k, "val")), "ctd": f.get("ctd"),
+                     "probe_ctd": probe[i] if i < len(probe) else None,
+                     "kept_epoch": lr.get("kept_epoch"), "train_ctd_kept": lr.get("train_ctd_kept"),
+                     "selection": lr.get("selection"), "val_pairs": lr.get("val_pairs"),
+                     "flags": ", ".join(map(str, lr.get("flags") or [])), "reason": f.get("reason", "")})
+    return _frame(rows, ["fold", "n", "n_train", "n_val", "ctd", "probe_ctd", "kept_epoch",
+                         "train_ctd_kept", "selection", "val_pairs", "flags", "reason"])
+
+
+def _calibration(metrics: dict) -> dict:
+    cal = metrics.get("calibration")
+    if not isinstance(cal, dict):
+        return {"missing": "metrics.json holds no calibration (a run written before calibration existed)"}
+    rows, errors, dcal = [], [], []
+    for version in ("raw", "recalibrated"):
+        rep = cal.get(version)
+        if not isinstance(rep, dict):
+            continue
+        for h in rep.get("horizons") or []:
+            key = f"{float(h):g}"
+            at = _get(rep, "pooled", key) or {}
+            for part in ("citl", "slope", "smoothed"):
+                if isinstance(at.get(part), dict) and "error" in at[part]:
+                    errors.append(f"{version}, {key} months, {part}: {at[part]['error']}")
+            rows.append({"version": version, "horizon": float(h), "n": _get(at, "citl", "n"),
+                         "mean_predicted": _get(at, "citl", "mean_predicted"),
+                         "km_observed": _get(at, "citl", "observed"),
+                         "km_low": _get(at, "citl", "observed_low"),
+                         "km_high": _get(at, "citl", "observed_high"),
+                         "difference": _get(at, "citl", "difference"),
+                         "ici": _get(at, "smoothed", "ici"), "slope": _get(at, "slope", "slope"),
+                         "slope_low": _get(at, "slope", "ci_low"),
+                         "slope_high": _get(at, "slope", "ci_high")})
+        d = rep.get("d_calibration") or {}
+        dcal.append({"version": version, "statistic": d.get("statistic"), "df": d.get("df"),
+                     "p_value": d.get("p_value"), "error": d.get("error")})
+    maps = [{k: m.get(k) for k in ("fold", "method", "a", "b", "fitted", "n", "n_events", "note")}
+            for m in cal.get("maps") or []]
+    return {"missing": None, "shown": cal.get("shown"), "note": cal.get("note"),
+            "table": _frame(rows, ["version", "horizon", "n", "mean_predicted", "km_observed", "km_low",
+                                   "km_high", "difference", "ici", "slope", "slope_low", "slope_high"]),
+            "d_calibration": _frame(dcal, ["version", "statistic", "df", "p_value", "error"]),
+            "maps": _frame(maps, ["fold", "method", "a", "b", "fitted", "n", "n_events", "note"]),
+            "errors": errors}
+
+
+# ----------------------------------------------------------------------------- figures
+def _png_file(path: Path) -> bytes | None:
+    if path.is_file():
+        data = path.read_bytes()
+        if data.startswith(PNG_SIGNATURE):
+            return data
+    return None
+
+
+def _save(fig, tmp: Path, name: str) -> bytes:
+    from ctsurv import plots
+
+    return plots.save_figure(fig, tmp / name).read_bytes()
+
+
+def _draw_km(preds: pd.DataFrame, tmp: Path) -> tuple[bytes, str]:
+    from ctsurv import plots
+
+    risk = preds["risk"].to_numpy(float)
+    if "risk_cut" in preds.columns:
+        cut, words = preds["risk_cut"].to_numpy(float), "each fold model's training-median risk"
+    else:
+        cut, words = np.full(len(risk), np.median(risk)), "the median of the out-of-fold risks"
+    groups = np.where(risk > cut, "high risk", "low risk")
+    fig, ax = plots.new_axes((6, 4.5))
+    plots.plot_km_groups(preds["time"].to_numpy(float), preds["event"].to_numpy(int), groups, ax=ax)
+    return _save(fig, tmp, "km.png"), f"split at {words}"
+
+
+def _draw_attention(run_dir: Path, tmp: Path) -> tuple[bytes | None, str]:
+    from ctsurv import plots
+
+    path = run_dir / "attention.csv"
+    if not path.is_file():
+        return None, "attention.csv is absent (a run without slice attention, e.g. a 3D model)"
+    try:
+        att = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        att = pd.DataFrame()
+    if not len(att) or not {"rel_pos", "weight"} <= set(att.columns):
+        return None, "attention.csv holds no slice weights (a run without slice attention, e.g. a 3D model)"
+    fig, ax = plots.new_axes((6, 4))
+    plots.plot_attention_by_position(att["rel_pos"].to_numpy(float), att["weight"].to_numpy(float), ax=ax)
+    ax.set_xlabel("relative slice position in the resampled volume (0 = superior, 1 = inferior)")
+    return _save(fig, tmp, "attention.png"), "drawn by the report from attention.csv"
+
+
+def _draw_calibration(run_dir: Path, preds: pd.DataFrame, shown: str | None,
+                      tmp: Path) -> tuple[bytes | None, str]:
+    from ctsurv import plots
+    from ctsurv.evaluate import calibration_horizons, prediction_grid
+
+    versions = {(shown or "as in predictions.csv"): preds}
+    raw_path = run_dir / "predictions_raw.csv"
+    if shown == "recalibrated" and raw_path.is_file():
+        versions = {"raw": pd.read_csv(raw_path, dtype={"patient_id": str}), "recalibrated in-fold": preds}
+    fig, drawn = plots.calibration_panels(versions, calibration_horizons(prediction_grid(preds)))
+    if not drawn:
+        return None, "calibration is undefined at every reporting horizon (too few patients or events)"
+    return _save(fig, tmp, "calibration.png"), "drawn by the report from " + " and ".join(
+        "predictions_raw.csv" if k == "raw" else "predictions.csv" for k in versions)
+
+
+def _draw_ctd_per_fold(metrics: dict, tmp: Path) -> tuple[bytes | None, str]:
+    from ctsurv import plots
+
+    vals = [np.nan if f.get("ctd") is None else f["ctd"] for f in metrics.get("per_fold") or []]
+    if not vals:
+        return None, "metrics.json lists no folds"
+    fig, ax = plots.new_axes((6, 4))
+    plots.plot_metric_per_fold(vals, ax=ax, label="Ctd")
+    return _save(fig, tmp, "ctd_per_fold.png"), "drawn by the report from metrics.json"
+
+
+def _figures(run_dir: Path, metrics: dict, preds: pd.DataFrame, *, n_bootstrap: int, seed: int) -> list[dict]:
+    fig_dir = run_dir / "figures"
+    out = []
+    evaluated: dict = {}
+
+    def evaluate() -> dict:
+        """evaluate_predictions once, into a temporary folder: its figures and numbers."""
+        if not evaluated:
+            from ctsurv.evaluate import evaluate_predictions
+
+            with tempfile.TemporaryDirectory(prefix="ctsurv-report-") as d:
+                try:
+                    res = evaluate_predictions(run_dir / "predictions.csv", d, n_bootstrap=n_bootstrap,
+                                               seed=seed, allow_missing_folds=True)
+                    evaluated["result"] = res
+                    for name in ("time_auc.png", "decision_curve.png"):
+                        evaluated[name] = _png_file(Path(d) / "figures" / name)
+                except (CtsurvError, ValueError) as exc:
+                    evaluated["error"] = f"ctsurv.evaluate.evaluate_predictions failed: {exc}"
+        return evaluated
+
+    with tempfile.TemporaryDirectory(prefix="ctsurv-report-") as d:
+        tmp = Path(d)
+        for key, title, name in FIGURES:
+            png, caption = _png_file(fig_dir / name), f"from the run folder (figures/{name})"
+            try:
+                if png is None and key == "km":
+                    png, caption = _draw_km(preds, tmp)
+                    caption = f"drawn by the report from predictions.csv, {caption}"
+                elif png is None and key in ("time_auc", "decision_curve"):
+                    ev = evaluate()
+                    png = ev.get(name)
+                    caption = ev.get("error") or ("drawn by ctsurv.evaluate.evaluate_predictions from "
+                                                  "predictions.csv (pooled out-of-fold)")
+                    if png is None and "error" not in ev:
+                        caption = f"ctsurv.evaluate.evaluate_predictions drew no {name}"
+                elif png is None and key == "attention":
+                    png, caption = _draw_attention(run_dir, tmp)
+                elif png is None and key == "calibration":
+                    shown = _get(metrics, "calibration", "shown")
+                    png, caption = _draw_calibration(run_dir, preds, shown, tmp)
+                elif png is None and key == "ctd_per_fold":
+                    png, caption = _draw_ctd_per_fold(metrics, tmp)
+            except (CtsurvError, ValueError) as exc:
+                png, caption = None, f"the figure could not be drawn: {exc}"
+            res = evaluated.get("result") or {}
+            if key == "time_auc" and res.get("t_auc_mean") is not None and math.isfinite(res["t_auc_mean"]):
+                caption += f"; mean t-AUC {res['t_auc_mean']:.3f}"
+            if key == "decision_curve" and res.get("calibration", {}).get("t") is not None:
+                caption += f"; risk of death by {res['calibration']['t']:g} months"
+            if key == "km" and png is not None:
+                caption += "; numbers at risk under the axis"
+            out.append({"key": key, "title": title, "png": png,
+                        "caption": caption if png is not None else None,
+                        "missing": None if png is not None else caption})
+    return out
+
+
+def run_report_data(run_dir: str | Path, *, n_bootstrap: int = 20, seed: int = 42) -> dict:
+    """Everything the report shows, as plain data.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder of :func:`ctsurv.pipeline.run_cv` (not modified).
+    n_bootstrap, seed : int
+        Passed to :func:`ctsurv.evaluate.evaluate_predictions` when the t-AUC or decision
+        curve figure must be drawn (the figures do not depend on the bootstrap).
+
+    Returns
+    -------
+    dict
+        ``run_dir``, ``cohort`` (numbers), ``manifest`` (``counts`` and ``non_ok`` DataFrames,
+        or ``missing``), ``config`` (``text``), ``versions`` (``table``, ``source``),
+        ``fingerprints`` (DataFrame), ``headline`` (numbers, repeats, null, probe, warnings),
+        ``per_fold`` (DataFrame), ``calibration`` (``table``, ``d_calibration``, ``maps``,
+        ``shown``, or ``missing``), ``figures`` (list of ``key, title, png, caption, missing``).
+
+    Raises
+    ------
+    CtsurvError
+        The folder, ``metrics.json`` or ``predictions.csv`` is missing or unreadable (the error
+        names the folder and the file).
+    """
+    from ctsurv.evaluate import read_predictions
+
+    run_dir = Path(run_dir)
+    _require(run_dir)
+    metrics = _read_metrics(run_dir / "metrics.json")
+    preds = read_predictions(run_dir / "predictions.csv")
+    config = _config(run_dir)
+    return {"run_dir": str(run_dir), "name": run_dir.resolve().name, "ctsurv_version": __version__,
+            "cohort": _cohort(metrics, preds), "manifest": _manifest(run_dir),
+            "config": config, "versions": _versions(metrics, config["values"]),
+            "fingerprints": _fingerprints(run_dir), "headline": _headline(metrics),
+            "per_fold": _per_fold(run_dir, metrics), "calibration": _calibration(metrics),
+            "figures": _figures(run_dir, metrics, preds, n_bootstrap=n_bootstrap, seed=seed)}
+
+
+# ----------------------------------------------------------------------------- rendering
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#f7f7f7;border:1px solid #ddd;padding:.8em;overflow-x:auto;font-size:.85em}
+.headline{font-size:1.15em}.big{font-size:1.6em;font-weight:bold}
+.warn{color:#8a1c00;font-weight:bold}.absent{color:#666;font-style:italic}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555}code{font-size:.9em}
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and not math.isfinite(v)) or (
+        isinstance(v, np.floating) and not np.isfinite(v))
+
+
+def _fmt(v, digits: int = 3, p: bool = False) -> str:
+    """A cell's text (not yet escaped): 3 decimals, p-values in 3 significant digits, — for none."""
+    if _missing(v):
+        return "\u2014"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.3g}" if p else f"{float(v):.{digits}f}"
+    return str(v)
+
+
+_P_COLUMNS = {"p_value"}
+
+
+#: columns shown as plain numbers (``12``, not ``12.000``)
+_G_COLUMNS = {"horizon"}
+
+
+def _table(df: pd.DataFrame, *, id_: str | None = None, row_attr: str | None = None) -> str:
+    """An escaped HTML table; ``row_attr`` names a column whose value goes into ``data-<col>``."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    body = []
+    for rec in df.to_dict(orient="records"):
+        attr = f' data-{_e(row_attr)}="{_e(rec[row_attr])}"' if row_attr else ""
+        cells = []
+        for c in df.columns:
+            v = rec[c]
+            cls = ' class="num"' if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+                v, (bool, np.bool_)) else ""
+            text = f"{float(v):g}" if c in _G_COLUMNS and not _missing(v) else _fmt(v, p=c in _P_COLUMNS)
+            cells.append(f"<td{cls}>{_e(text)}</td>")
+        body.append(f"<tr{attr}>{''.join(cells)}</tr>")
+    ident = f' id="{_e(id_)}"' if id_ else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _dl(pairs) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
+    return f"<table>{rows}</table>"
+
+
+def _absent(text: str) -> str:
+    return f'<p class="absent">{_e(text)}</p>'
+
+
+def _section_cohort(d: dict) -> str:
+    c, m = d["cohort"], d["manifest"]
+    parts = ["<h2 id=\"cohort\">Cohort and manifest</h2>",
+             _dl([("patients with out-of-fold predictions", _fmt(c["n_predicted"])),
+                  ("events / censored", f"{_fmt(c['n_events'])} / {_fmt(c['n_censored'])}"),
+                  ("median / longest observed time (months)",
+                   f"{_fmt(c['median_time'], 1)} / {_fmt(c['max_time'], 1)}"),
+                  ("administrative horizon (months)", _fmt(c["horizon_months"], 1)),
+                  ("folds", _fmt(c["n_folds"])),
+                  ("labels permuted (honesty control)", _fmt(c["permute_labels"])),
+                  ("run time (s)", _fmt(c["seconds"], 1))])]
+    if c["permute_labels"]:
+        parts.append('<p class="warn">This run shuffled (time, event) across patients: a Ctd near '
+                     '0.5 is the expected result.</p>')
+    if m.get("missing"):
+        parts.append(_absent(m["missing"]))
+        return "\n".join(parts)
+    parts.append(f"<p>manifest.csv: {_e(m['n_entries'])} entries, {_e(m['n_patients'])} patients "
+                 "(entries with status <code>ignored</code> are image entries that are not patients).</p>")
+    parts.append(_table(m["counts"], id_="manifest-counts", row_attr="status"))
+    if len(m["non_ok"]):
+        parts.append("<h3>Entries that are not ok</h3>")
+        parts.append(_table(m["non_ok"], id_="manifest-issues", row_attr="status"))
+    else:
+        parts.append("<p>Every manifest entry is ok.</p>")
+    return "\n".join(parts)
+
+
+def _section_config(d: dict) -> str:
+    cfg, ver = d["config"], d["versions"]
+    parts = ["<h2 id=\"configuration\">Configuration, software and data fingerprints</h2>",
+             "<h3>Resolved configuration (config.yaml)</h3>",
+             f"<pre>{_e(cfg['text'])}</pre>" if cfg.get("text") is not None else _absent(cfg["missing"]),
+             "<h3>Software versions</h3>",
+             (f"<p>Recorded by the run in {_e(ver['source'])}.</p>" if ver["source"] else
+              _absent("The run folder records no software versions (neither metrics.json nor "
+                      "config.yaml has them); the right column is the environment that wrote this "
+                      "report, not necessarily the run's.")),
+             _table(ver["table"], id_="versions"),
+             "<h3>Data fingerprints (SHA-256)</h3>",
+             _table(d["fingerprints"], id_="fingerprints")]
+    return "\n".join(parts)
+
+
+def _section_headline(d: dict) -> str:
+    h = d["headline"]
+    parts = ["<h2 id=\"headline\">Headline</h2>"]
+    if h["ctd_mean"] is None:
+        parts.append(f'<p class="headline warn">Mean per-fold Ctd (Antolini): refused '
+                     f'({_e(h["ctd_mean_refused"] or "no fold has a defined Ctd")})</p>')
+    else:
+        parts.append(
+            f'<p class="headline">Mean per-fold Ctd (Antolini) <span id="headline-ctd" class="big">'
+            f'{_e(_fmt(h["ctd_mean"]))}</span> (95 % interval over folds {_e(_fmt(h["ci_low"]))}'
+            f'\u2013{_e(_fmt(h["ci_high"]))}, SD {_e(_fmt(h["sd"]))}, {_e(_fmt(h["n_folds_used"]))} of '
+            f'{_e(_fmt(h["n_folds"]))} folds)</p>')
+        if h["method"]:
+            parts.append(f"<p><small>{_e(h['method'])}</small></p>")
+    pooled = _fmt(h["ctd_pooled"]) + (f" ({h['ctd_pooled_reason']})" if h.get("ctd_pooled_reason") else "")
+    rows = [("pooled out-of-fold Ctd (secondary)", pooled),
+            ("mean per-fold Ctd, ASCENT variant", _fmt(h["ctd_ascent_mean"])),
+            ("pooled Harrell's C of the risk", _fmt(h["cindex_pooled"]))]
+    r = h.get("repeats")
+    if isinstance(r, dict):
+        rows.append((f"repeated CV ({_fmt(r.get('n'))} fold assignments)",
+                     f"{_fmt(r.get('mean'))} \u00b1 {_fmt(r.get('sd'))} (per repeat: "
+                     + ", ".join(_fmt(v) for v in r.get("ctd_fold_mean") or []) + ")"))
+    n = h.get("null")
+    if isinstance(n, dict):
+        rows.append((f"permutation null ({_fmt(n.get('n'))} replicas)",
+                     f"mean {_fmt(n.get('mean_ctd_fold_mean'))}; empirical p "
+                     f"{_fmt(n.get('p_value_fold_mean'), p=True)} (fold mean), "
+                     f"{_fmt(n.get('p_value_pooled'), p=True)} (pooled)"))
+    parts.append(_dl(rows))
+    if not isinstance(r, dict):
+        parts.append(_absent("One fold assignment (no repeated cross-validation in this run)."))
+    if not isinstance(n, dict):
+        parts.append(_absent("No permutation-null replicas in this run."))
+    pr = h["probe"]
+    parts.append("<h3>Linear probe</h3>")
+    if not pr["present"]:
+        parts.append(_absent("metrics.json holds no linear probe (a run written before the probe existed)."))
+    elif pr.get("ctd_mean") is None:
+        parts.append(_absent(f"The linear probe gave no Ctd: {pr.get('error') or 'undefined'}"))
+    else:
+        beats = pr.get("model_beats_probe")
+        verdict = ("The model beats its linear probe" if beats else
+                   "THE MODEL DOES NOT BEAT ITS LINEAR PROBE" if beats is False else "No comparison")
+        cls = "" if beats else ' class="warn"'
+        parts.append(f'<p id="probe-verdict"{cls}>{_e(verdict)}: probe mean per-fold Ctd '
+                     f'{_e(_fmt(pr["ctd_mean"]))} (95 % interval over folds '
+                     f'{_e(_fmt(pr.get("ci_low")))}\u2013{_e(_fmt(pr.get("ci_high")))}); model minus '
+                     f'probe {_e(_fmt(pr.get("model_minus_probe")))}.</p>')
+        if pr.get("method"):
+            parts.append(f"<p><small>{_e(pr['method'])}</small></p>")
+    parts.append("<h3>Learning</h3>")
+    if not h["learning_present"]:
+        parts.append(_absent("metrics.json holds no learning diagnostics (an older run)."))
+    else:
+        parts.append(_dl([("kept models' mean training Ctd", _fmt(h["train_ctd_kept_mean"])),
+                          ("mean selection optimism (validation score - test Ctd)",
+                           _fmt(h["selection_optimism_mean"]))]))
+        if h["warnings"]:
+            items = "".join(f"<li>{_e(w)}</li>" for w in h["warnings"])
+            parts.append(f'<ul id="learning-warnings" class="warn">{items}</ul>')
+        else:
+            parts.append("<p>No learning warnings.</p>")
+    return "\n".join(parts)
+
+
+def _section_folds(d: dict) -> str:
+    df = d["per_fold"]
+    body = _table(df, id_="per-fold") if len(df) else _absent("metrics.json lists no folds.")
+    return ("<h2 id=\"folds\">Per fold</h2>\n<p>n: test patients; n_train / n_val from folds.csv; "
+            "probe_ctd: the linear probe on the same fold; kept_epoch and train_ctd_kept: the epoch "
+            "the fold kept and its training Ctd; flags from the learning diagnostics.</p>\n" + body)
+
+
+def _section_calibration(d: dict) -> str:
+    c = d["calibration"]
+    parts = ["<h2 id=\"calibration\">Calibration</h2>"]
+    if c.get("missing"):
+        parts.append(_absent(c["missing"]))
+        return "\n".join(parts)
+    shown = c.get("shown")
+    if shown == "recalibrated":
+        words = ("predictions.csv holds the recalibrated curves (each fold's map fitted on its "
+                 "validation patients); predictions_raw.csv holds the raw ones.")
+    elif shown == "raw":
+        words = "predictions.csv holds the raw curves (train.recalibrate was off)."
+    else:
+        words = "The run does not say which version predictions.csv holds."
+    parts.append(f'<p id="calibration-shown">{_e(words)}</p>')
+    parts.append("<p>Pooled out-of-fold, at each horizon: mean predicted survival against the "
+                 "Kaplan-Meier estimate (with its 95 % CI), the smoothed ICI and the calibration slope.</p>")
+    parts.append(_table(c["table"], id_="calibration-table"))
+    parts.append("<h3>D-calibration</h3>")
+    parts.append(_table(c["d_calibration"], id_="d-calibration"))
+    if c["errors"]:
+        parts.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in c["errors"]) + "</ul>")
+    if len(c["maps"]):
+        parts.append("<h3>Recalibration maps per fold</h3>")
+        parts.append(_table(c["maps"], id_="recalibration-maps"))
+    if c.get("note"):
+        parts.append(f"<p><small>{_e(c['note'])}</small></p>")
+    return "\n".join(parts)
+
+
+def _section_figures(d: dict) -> str:
+    parts = ["<h2 id=\"figures\">Figures</h2>"]
+    for f in d["figures"]:
+        parts.append(f"<h3>{_e(f['title'])}</h3>")
+        if f["png"] is None:
+            parts.append(_absent(f["missing"]))
+            continue
+        b64 = base64.b64encode(f["png"]).decode("ascii")
+        parts.append(f'<figure id="fig-{_e(f["key"])}"><img src="data:image/png;base64,{_e(b64)}" '
+                     f'alt="{_e(f["title"])}"><figcaption>{_e(f["caption"])}</figcaption></figure>')
+    return "\n".join(parts)
+
+
+def render_run_report(data: dict) -> str:
+    """The HTML text of a report from :func:`run_report_data`: one file, CSS inline, images
+    as base64 PNG, no script and no external resource; every string escaped."""
+    title = f"ctsurv run report: {data['name']}"
+    body = "\n".join([
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Run folder <code>{_e(data['run_dir'])}</code>; report written by ctsurv "
+        f"{_e(data['ctsurv_version'])}.</p>",
+        _section_cohort(data), _section_config(data), _section_headline(data),
+        _section_folds(data), _section_calibration(data), _section_figures(data)])
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def write_run_report(run_dir: str | Path, out_html: str | Path, **kwargs) -> Path:
+    """Write the report of ``run_dir`` to ``out_html`` atomically; returns the path.
+    ``kwargs`` go to :func:`run_report_data`."""
+    text = render_run_report(run_report_data(run_dir, **kwargs))
+    return atomic_write_text(out_html, text)
