@@ -35,6 +35,8 @@ def test_summary_is_written_as_strict_json(tiny_run):
     kept = [d["train_ctd_kept"] for d in m["learning"]["per_fold"]]
     assert s["learning"]["train_ctd_kept_mean"] == pytest.approx(np.mean(kept))
     assert s["learning"]["warnings"] == m["learning"]["warnings"]
+    # the run records the software it ran with
+    assert m["software"]["torch"] == torch.__version__ and m["software"]["numpy"] == np.__version__
 
 
 def test_logrank_matches_lifelines(tiny_run):

@@ -159,3 +159,22 @@ def file_sha256(path: str | os.PathLike) -> str:
                 h.update(chunk)
         _SHA_MEMO[memo_key] = h.hexdigest()
     return _SHA_MEMO[memo_key]
+
+
+#: the distributions whose versions a run records (``metrics.json["software"]``)
+SOFTWARE = ("ctsurv", "torch", "numpy", "onnxruntime", "monai", "pydicom", "SimpleITK", "scipy", "pandas")
+
+
+def software_versions(names=SOFTWARE) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None where absent) and of Python: the one place runs and
+    reports read them."""
+    import platform
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ctsurv import plots
 from ctsurv._util import (atomic_to_csv, atomic_write_json, atomic_write_text, bytes_sha256, json_hash,
-                          json_safe)
+                          json_safe, software_versions)
 from ctsurv.build import (augment_views, build_encoder, compute_features, embed_step,  # noqa: F401
                           get_kind, model_factory, network_factory, preprocess_config)
 from ctsurv.config import RunConfig
@@ -306,6 +306,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     metrics["bin_width_months"] = grid.bin_width
     metrics["seconds"] = round(_time.perf_counter() - t_start, 1)
     metrics["timings"] = timings
+    metrics["software"] = software_versions()
     atomic_write_json(out / "metrics.json", json_safe(metrics), indent=2)
     run_figures(out, preds, pd.DataFrame(att_rows), metrics)
     calibration_figure(out / "figures" / "calibration.png", preds_raw, preds_cal)

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib.metadata
 import json
 import math
-import platform
 import tempfile
 from pathlib import Path
 
@@ -37,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ctsurv import __version__
-from ctsurv._util import atomic_write_text, file_sha256
+from ctsurv._util import atomic_write_text, file_sha256, software_versions
 from ctsurv.exceptions import CtsurvError
 
 __all__ = ["run_report_data", "render_run_report", "write_run_report", "REQUIRED_FILES",
@@ -143,13 +141,6 @@ def _config(run_dir: Path) -> dict:
     return {"text": text, "values": values if isinstance(values, dict) else None, "missing": None}
 
 
-def _installed(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _versions(metrics: dict, cfg_values: dict | None) -> dict:
     """Versions the run recorded (metrics.json or config.yaml: ``versions`` / ``software`` /
     ``environment``) beside those of the environment writing the report."""
@@ -162,8 +153,7 @@ def _versions(metrics: dict, cfg_values: dict | None) -> dict:
                 break
         if source:
             break
-    now = {"ctsurv": __version__, "torch": _installed("torch"), "numpy": np.__version__,
-           "python": platform.python_version()}
+    now = software_versions()
     names = list(now) + [k for k in recorded if k not in now]
     rows = [{"software": n, "recorded by the run": recorded.get(n), "report environment": now.get(n)}
             for n in names]
