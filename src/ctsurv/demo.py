@@ -94,10 +94,12 @@ def _calibration_summary(cal: dict | None, run_dir: Path) -> dict | None:
     ``predictions_raw.csv`` and ``predictions.csv`` (0 up to rounding: the map keeps ranks)."""
     if not cal:
         return None
-    per_fold = {}
+    per_fold, pooled = {}, {}
     for name in ("predictions_raw.csv", "predictions.csv"):
         df = pd.read_csv(run_dir / name, dtype={"patient_id": str})
-        per_fold[name] = [f["ctd"] for f in cv_metrics(df, secondary=False)["per_fold"]]
+        cv = cv_metrics(df, secondary=False)
+        per_fold[name] = [f["ctd"] for f in cv["per_fold"]]
+        pooled[name] = cv["ctd_pooled"]
 
     def num(d, *keys):
         for k in keys:
@@ -119,8 +121,7 @@ def _calibration_summary(cal: dict | None, run_dir: Path) -> dict | None:
     out["d_calibration_p"] = {v: num(cal[v], "d_calibration", "p_value") for v in ("raw", "recalibrated")}
     out["maps"] = [{k: mp.get(k) for k in ("fold", "a", "b", "n", "n_events", "note")}
                    for mp in cal.get("maps", [])]
-    raw = pd.read_csv(run_dir / "predictions_raw.csv", dtype={"patient_id": str})
-    out["ctd_pooled_raw"] = cv_metrics(raw, secondary=False)["ctd_pooled"]
+    out["ctd_pooled_raw"] = pooled["predictions_raw.csv"]
     out["per_fold_ctd_max_abs_change"] = float(np.max(np.abs(
         np.array(per_fold["predictions.csv"], float) - np.array(per_fold["predictions_raw.csv"], float))))
     return out
