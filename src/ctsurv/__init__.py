@@ -16,6 +16,7 @@ own package's ``__init__`` is an edge back to it). The map is data in
     L2  embed/ (backbones -> engine -> cache <- augment)  models  models3d  train  train_batched  plots
         complexity  prepare  evaluate  radiomics.{features, harmonize, select, models}
     L3  build (the registry of model kinds)  estimators (scikit-learn-style estimators)
+        transfer (transfer learning's sources, checks and frozen parts)
     L4  pipeline  study  predict  demo  report  radiomics.track  radiomics (its __init__ re-exports track)
     L5  cli  (__main__ if one is added)
 

@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     # L3: the registry of model kinds and the scikit-learn-style estimators.
     "ctsurv.build": 3,
     "ctsurv.estimators": 3,
+    "ctsurv.transfer": 3,  # transfer learning's sources, checks and frozen parts
     # L4: runs, studies, prediction, the radiomics track.
     "ctsurv.pipeline": 4,
     "ctsurv.study": 4,

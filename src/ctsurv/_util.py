@@ -148,6 +148,20 @@ def bytes_sha256(data: bytes) -> str:
 _SHA_MEMO: dict[tuple[str, int, int], str] = {}
 
 
+def patient_digest(patient_id: str) -> str:
+    """The recorded form of a patient identifier (the first 16 hex digits of its SHA-256):
+    saved models list their training patients this way, so that a cohort can be checked for
+    overlap (transfer learning's leakage guard) without the model file carrying the ids."""
+    return hashlib.sha256(str(patient_id).encode()).hexdigest()[:16]
+
+
+def atomic_save_safetensors(path: str | os.PathLike, tensors: dict) -> Path:
+    """Write a safetensors file atomically (a partial file is never seen under ``path``)."""
+    from safetensors.torch import save as st_save
+
+    return atomic_write_bytes(path, st_save({k: v.detach().contiguous() for k, v in tensors.items()}))
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file, read in 1 MiB chunks, memoised on (real path, size, mtime)."""
     st = os.stat(path)

@@ -81,6 +81,16 @@ def _cmd_fit(a) -> None:
     print(f"[ctsurv] model saved to {path}")
 
 
+def _cmd_finetune(a) -> None:
+    from ctsurv.config import load_config
+    from ctsurv.pipeline import run_cv
+    from ctsurv.transfer import finetune_config
+
+    cfg = finetune_config(load_config(a.config), getattr(a, "from"), freeze=a.freeze or (), lr=a.lr,
+                          epochs=a.epochs, selection=a.selection, adopt_settings=a.adopt_source_settings)
+    run_cv(cfg, a.out, progress=not a.no_progress)
+
+
 def _cmd_predict(a) -> None:
     from ctsurv.predict import predict_patients
 
@@ -260,6 +270,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_fit)
+
+    s = sub.add_parser("finetune", help="cross-validation on a target cohort, each fold starting "
+                                        "from a source model (transfer learning)")
+    s.add_argument("--from", required=True, metavar="MODEL_OR_RUN",
+                   help="a saved model folder (every fold starts from it) or a run folder (fold k "
+                        "starts from its fold k model)")
+    s.add_argument("--config", required=True, help="the target cohort's run configuration")
+    s.add_argument("--out", required=True)
+    s.add_argument("--freeze", nargs="+", metavar="PART",
+                   help="parts kept at the source's values: backbone-head, aggregator, "
+                        "deephit-shared, early-blocks (ctsurv.transfer.FREEZE_PARTS)")
+    s.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the config's train.lr)")
+    s.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the config's train.epochs)")
+    s.add_argument("--selection", choices=["val_ctd", "val_loss", "last"],
+                   help="epoch selection (default: the config's train.selection)")
+    s.add_argument("--adopt-source-settings", action="store_true",
+                   help="prepare and train the target with the source's preprocessing and network "
+                        "settings instead of refusing a difference")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_finetune)
 
     s = sub.add_parser("predict", help="score new patients with a saved model")
     s.add_argument("--model", required=True)

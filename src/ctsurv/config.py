@@ -115,6 +115,21 @@ class CVSection:
 
 
 @dataclass(frozen=True)
+class TransferSection:
+    """Transfer learning (``ctsurv finetune``; seed 000 Question 4, seed 002's fine-tuning).
+
+    ``source`` is a saved model folder (``ctsurv fit``: every fold starts from it) or a run
+    folder (``ctsurv run``: fold ``k`` starts from the source run's fold ``k`` model at its kept
+    epoch, seed 000's fold-matched variant). ``freeze`` names parts kept at the source's values
+    (:data:`ctsurv.transfer.FREEZE_PARTS`). The learning rate, epochs and selection are the
+    ``train`` section's, so a fine-tuning configuration sets its own.
+    """
+
+    source: str | None = None
+    freeze: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
@@ -123,6 +138,7 @@ class RunConfig:
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
     cv: CVSection = field(default_factory=CVSection)
+    transfer: TransferSection = field(default_factory=TransferSection)
     permute_labels: bool = False  #: honesty control: shuffle (time, event) across patients
 
     @property
@@ -213,7 +229,10 @@ def _build(cls, values: dict, where: str):
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{where}.{name}" if where else name)
         elif isinstance(default, tuple) and isinstance(value, (list, tuple)):
-            kwargs[name] = tuple(float(v) for v in value)
+            # numeric tuples (spacing, window) are floats; a tuple of names stays strings
+            kwargs[name] = tuple(float(v) for v in value) if default else tuple(str(v) for v in value)
+        elif isinstance(default, tuple) and isinstance(value, str):
+            kwargs[name] = (value,) if not default else value
         else:
             kwargs[name] = value
     return cls(**kwargs)
@@ -241,4 +260,7 @@ def load_config(path: str | Path) -> RunConfig:
             data[key] = str((path.parent / data[key]).resolve())
     if data:
         values["data"] = data
+    transfer = values.get("transfer")
+    if isinstance(transfer, dict) and transfer.get("source") and not Path(transfer["source"]).is_absolute():
+        transfer["source"] = str((path.parent / transfer["source"]).resolve())
     return from_dict(values)

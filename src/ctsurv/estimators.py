@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctsurv._util import patient_digest
 from ctsurv.build import (augment_views, get_kind, load_model, network_factory, read_model_meta,
                           save_model)
 from ctsurv.config import RunConfig, from_dict
@@ -161,10 +162,24 @@ class SurvivalEstimator:
             val_set = (as_patient_features(vf), np.asarray(vt, float), np.asarray(ve))
         encoder = self.encoder if self.encoder is not None else kind.build_encoder(cfg)
         tcfg = TrainConfig.from_run(cfg, seed=cfg.seed, views=augment_views(cfg))
+        build = network_factory(cfg, encoder)
+        init_state = None
+        if cfg.transfer.source:  # fine-tuning from a saved model (ctsurv.transfer)
+            from ctsurv.transfer import check_source, frozen_parameter_names, load_transfer_source
+
+            source = load_transfer_source(cfg.transfer.source)
+            if source.mode != "model":
+                raise CtsurvError(f"transfer source {source.path} is a run folder: its fold models "
+                                  "start cross-validation folds (ctsurv finetune); one final model "
+                                  "starts from a saved model (ctsurv fit)")
+            check_source(source, cfg, [p.patient_id for p in [*train_set[0], *val_set[0]]])
+            init_state = source.state_for_fold(0)
+            tcfg = tcfg.replace(freeze=frozen_parameter_names(build(), cfg.transfer.freeze))
         n_tr = len(train_set[0])
         replica = Replica(np.arange(n_tr), train_set[1], train_set[2],
-                          np.arange(n_tr, n_tr + len(val_set[0])), val_set[1], val_set[2], cfg.seed)
-        res = train_replicas(network_factory(cfg, encoder), [*train_set[0], *val_set[0]], [replica],
+                          np.arange(n_tr, n_tr + len(val_set[0])), val_set[1], val_set[2], cfg.seed,
+                          init_state)
+        res = train_replicas(build, [*train_set[0], *val_set[0]], [replica],
                              tcfg, progress=progress, sequential=cfg.train.trainer == "sequential")[0]
         train_surv, _ = predict(res.model, train_set[0])
         # the recalibration map (train.recalibrate): fitted on the validation patients only
@@ -178,6 +193,8 @@ class SurvivalEstimator:
         self.times_ = self.time_grid_.times
         self.best_epoch_, self.history_, self.selection_ = res.best_epoch, res.history, res.selection
         self.n_train_, self.n_val_ = len(train_set[0]), len(val_set[0])
+        self.training_patients_ = sorted(patient_digest(p.patient_id) for p in [*train_set[0], *val_set[0]]
+                                         if p.patient_id)
         # risk tiers of new patients: above / below the training patients' median risk
         self.train_risk_median_ = float(np.median(1.0 - train_surv[:, -1]))
         return self
@@ -215,7 +232,9 @@ class SurvivalEstimator:
         return save_model(out, self.model_, self.config_, self.encoder_, {
             "best_epoch": self.best_epoch_, "n_train": int(self.n_train_), "n_val": int(self.n_val_),
             "train_risk_median": self.train_risk_median_,
-            "recalibration": self.recalibration_.to_dict()})
+            "recalibration": self.recalibration_.to_dict(),
+            # digests of the training and validation patients (ctsurv.transfer's leakage guard)
+            "training_patient_sha256": list(getattr(self, "training_patients_", []))})
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "SurvivalEstimator":

@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ctsurv import plots
-from ctsurv._util import (atomic_to_csv, atomic_write_json, atomic_write_text, bytes_sha256, json_hash,
-                          json_safe, software_versions)
+from ctsurv._util import (atomic_save_safetensors, atomic_to_csv, atomic_write_json, atomic_write_text,
+                          bytes_sha256, file_sha256, json_hash, json_safe, software_versions)
 from ctsurv.build import (augment_views, build_encoder, compute_features, embed_step,  # noqa: F401
                           get_kind, model_factory, network_factory, preprocess_config)
 from ctsurv.config import RunConfig
@@ -50,6 +50,7 @@ from ctsurv.stats import fold_mean_interval
 from ctsurv.stats.recalibration import RecalibrationMap, fit_recalibration
 from ctsurv.train import MIN_VAL_PAIRS, NOT_FIT_TRAIN_CTD, TrainConfig, learning_diagnostics, predict
 from ctsurv.train_batched import CohortTensors, Replica, train_replicas
+from ctsurv.transfer import check_source, frozen_parameter_names, load_transfer_source
 from ctsurv.types import DEFAULT_GRID, TimeGrid
 from ctsurv.validate import stratified_folds
 
@@ -95,6 +96,10 @@ def config_hash(cfg: RunConfig) -> str:
             del d[section][key]
     for section, key in _ASSEMBLY_ONLY:
         d[section].pop(key, None)
+    t = d.pop("transfer")
+    if t["source"]:  # a transfer run: the source's weights, not its path, identify it
+        d["transfer"] = {"source_sha256": load_transfer_source(t["source"]).fingerprint,
+                         "freeze": t["freeze"]}
     return json_hash(d, length=16)
 
 
@@ -202,7 +207,14 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
         _check_plan(plan, cfg, ids)
     plan.save(out / "folds.csv")
     build = model_builder if model_builder is not None else network_factory(cfg, encoder)
-    views = augment_views(cfg)
+    tcfg = TrainConfig.from_run(cfg, seed=0, views=augment_views(cfg))
+    source = None
+    if cfg.transfer.source:  # every fold starts from the source (ctsurv.transfer)
+        source = load_transfer_source(cfg.transfer.source)
+        check_source(source, cfg, ids)
+        tcfg = tcfg.replace(freeze=frozen_parameter_names(build(), cfg.transfer.freeze))
+        _log(f"transfer: {source.mode} source {source.path}; frozen: "
+             f"{', '.join(cfg.transfer.freeze) or 'nothing'} ({len(tcfg.freeze)} parameter tensors)")
     pos = {p: i for i, p in enumerate(ids)}
     chash = config_hash(cfg)
     (out / "folds").mkdir(exist_ok=True)
@@ -214,7 +226,8 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     for arm in arms:
         for k in range(cfg.cv.n_folds):
             done = out / "folds" / f"{arm.prefix}fold_{k}.json"
-            if done.exists() and _reusable(json.loads(done.read_text()), chash, arm.plan_sha):
+            weights = out / "folds" / f"fold_{k}.safetensors" if arm.main else None
+            if done.exists() and _reusable(json.loads(done.read_text()), chash, arm.plan_sha, weights):
                 records[arm.key, k] = json.loads(done.read_text())
                 bar.update(cfg.train.epochs)
             else:
@@ -229,10 +242,11 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
             sel = sels[arm.key, k]
             replicas.append(Replica(sel["train"], arm.time[sel["train"]], arm.event[sel["train"]],
                                     sel["val"], arm.time[sel["val"]], arm.event[sel["val"]],
-                                    arm.model_seed(cfg.seed, k)))
+                                    arm.model_seed(cfg.seed, k),
+                                    None if source is None else source.state_for_fold(k)))
         cohort = CohortTensors.from_features([feats[p] for p in ids])
-        results = train_replicas(build, cohort, replicas, TrainConfig.from_run(cfg, seed=0, views=views),
-                                 progress=bar, sequential=cfg.train.trainer == "sequential")
+        results = train_replicas(build, cohort, replicas, tcfg, progress=bar,
+                                 sequential=cfg.train.trainer == "sequential")
         for (arm, k), res in zip(todo, results):
             sel = sels[arm.key, k]
             test_ids = [ids[i] for i in sel["test"]]
@@ -250,6 +264,10 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                    "learning": learning_diagnostics(res, arm.time[sel["val"]], arm.event[sel["val"]]),
                    "weights": [w.tolist() for w in weights] if arm.main else [],
                    "history": res.history if arm.main else []}
+            if arm.main:  # the kept fold model: a source for fold-matched transfer (ctsurv.transfer)
+                weights = out / "folds" / f"fold_{k}.safetensors"
+                atomic_save_safetensors(weights, res.model.state_dict())
+                rec["model_sha256"] = file_sha256(weights)
             records[arm.key, k] = rec
             atomic_write_text(out / "folds" / f"{arm.prefix}fold_{k}.json", json.dumps(rec))
     columns = grid.columns
@@ -300,6 +318,12 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     t0 = _time.perf_counter()
     metrics["probe"] = linear_probe_metrics(cfg, [feats[p] for p in ids], time, event, plan, metrics)
     timings["probe_s"] = round(_time.perf_counter() - t0, 1)
+    if source is not None:
+        metrics["transfer"] = {"source": str(source.path), "mode": source.mode,
+                               "source_sha256": source.fingerprint,
+                               "freeze": list(cfg.transfer.freeze), "frozen_parameters": list(tcfg.freeze),
+                               "note": ("fold k started from the source run's fold k model (its kept epoch)"
+                                        if source.mode == "run" else "every fold started from the saved model")}
     metrics["n_patients"] = len(ids)
     metrics["permute_labels"] = cfg.permute_labels
     metrics["horizon_months"] = grid.horizon
@@ -349,11 +373,17 @@ class _Arm:
         return int_seed(seed, "models", 0, fold, self.null + 1)
 
 
-def _reusable(rec: dict, chash: str, plan_sha: str) -> bool:
+def _reusable(rec: dict, chash: str, plan_sha: str, weights: Path | None = None) -> bool:
     """A finished fold is reused only with the same configuration and the same fold plan (and
-    its recalibration map: folds written before maps existed are trained again)."""
-    return (rec.get("config_hash") == chash and rec.get("plan_sha256") == plan_sha
-            and "recalibration" in rec)
+    its recalibration map: folds written before maps existed are trained again); a main fold
+    also needs its saved model ``weights`` with the recorded SHA-256 (folds written before fold
+    models were saved are trained again)."""
+    if not (rec.get("config_hash") == chash and rec.get("plan_sha256") == plan_sha
+            and "recalibration" in rec):
+        return False
+    if weights is None:
+        return True
+    return weights.exists() and rec.get("model_sha256") == file_sha256(weights)
 
 
 def _arms(cfg: RunConfig, ids, time, event, plan) -> list[_Arm]:

@@ -40,7 +40,7 @@ from ctsurv.types import DEFAULT_GRID, PatientFeatures, TimeGrid
 
 __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collate", "predict",
            "train_model", "training_threads", "training_ctd", "selection_criterion", "SELECTIONS", "TRAIN_THREADS",
-           "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS"]
+           "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS", "freeze_parameters"]
 
 #: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
 #: ``RunConfig.time_grid`` (:class:`ctsurv.types.TimeGrid`).
@@ -181,6 +181,10 @@ class TrainConfig:
     selection: str = "val_ctd"
     seed: int = 0  #: seeds the initialisation, batch order, dropout and augmentation draws
     grid: TimeGrid = DEFAULT_GRID  #: label bins and survival grid
+    #: parameter names (``named_parameters`` of the built network) kept fixed: transfer
+    #: learning's frozen parts (:func:`ctsurv.transfer.frozen_parameter_names`); the optimiser
+    #: never sees them, so they equal their initial (source) values after training
+    freeze: tuple = ()
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -207,6 +211,23 @@ TRAIN_THREADS = 1
 def training_threads(n: int = TRAIN_THREADS):
     """Run the enclosed training with ``n`` torch intra-op threads, then restore the setting."""
     return torch_threads(n)
+
+
+def freeze_parameters(model: torch.nn.Module, names) -> torch.nn.Module:
+    """Set ``requires_grad=False`` on the parameters ``names`` of ``model`` (in place; returns
+    it). Every name must exist, and at least one parameter must stay trainable."""
+    names = set(names)
+    if not names:
+        return model
+    own = dict(model.named_parameters())
+    unknown = sorted(names - set(own))
+    if unknown:
+        raise CtsurvError(f"freeze: the network has no parameter(s) {unknown[:5]}")
+    for n in names:
+        own[n].requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise CtsurvError("freeze: every parameter of the network is frozen; nothing would be trained")
+    return model
 
 
 def train_model(
@@ -260,7 +281,7 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
     seeds = model_streams(cfg.seed)
     torch.manual_seed(seeds["init"])
     rng = np.random.default_rng(seeds["batches"])
-    model = attach_mask_stream(build_model(), MaskStream(seeds["dropout"]))
+    model = attach_mask_stream(freeze_parameters(build_model(), cfg.freeze), MaskStream(seeds["dropout"]))
     idx, ev = month_bins(np.asarray(train_time, float), np.asarray(train_event),
                          horizon=grid.horizon, bin_width=grid.bin_width)
     idx_t, ev_t = torch.as_tensor(idx), torch.as_tensor(ev, dtype=torch.float32)

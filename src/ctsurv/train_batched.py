@@ -50,8 +50,8 @@ from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_td
 from ctsurv.models import DeepHit, MeanPool, SoftAttention, SurvivalNet, month_bins, survival
 from ctsurv.seeds import model_streams
-from ctsurv.train import (TrainConfig, TrainResult, selection_criterion, train_model, training_ctd,
-                          training_threads)
+from ctsurv.train import (TrainConfig, TrainResult, freeze_parameters, selection_criterion, train_model,
+                          training_ctd, training_threads)
 from ctsurv.types import PatientFeatures
 
 __all__ = ["CohortTensors", "Replica", "train_replicas", "fast_path_supported", "FastNet",
@@ -143,6 +143,9 @@ class Replica:
     val_time: np.ndarray
     val_event: np.ndarray
     seed: int
+    #: the network's starting weights (a state dict, e.g. a source model's for transfer
+    #: learning; loaded strictly after the seeded initialisation); None: the initialisation
+    init_state: dict | None = None
 
 
 # ----------------------------------------------------------------------------- the fast network
@@ -255,8 +258,9 @@ class FastNet:
     def __init__(self, nets: Sequence[SurvivalNet]):
         self.template = nets[0]
         names = [n for n, _ in self.template.named_parameters()]
+        trainable = {n: p.requires_grad for n, p in self.template.named_parameters()}
         self.params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in nets]).clone()
-                       .requires_grad_(True) for n in names}
+                       .requires_grad_(trainable[n]) for n in names}
         self.p_emb, _, self._lin = _embedding_parts(self.template)
         self.soft = isinstance(self.template.aggregator, SoftAttention)
         self.K = len(nets)
@@ -484,14 +488,16 @@ def train_replicas(build_model, cohort: CohortTensors | Sequence[PatientFeatures
     if not replicas:
         return []
     with training_threads():
+        builders = [_starting_from(build_model, r.init_state) for r in replicas]
         nets = []
-        for r in replicas:
+        for r, build in zip(replicas, builders):
             torch.manual_seed(model_streams(r.seed)["init"])
-            nets.append(build_model())
+            nets.append(freeze_parameters(build(), cfg.freeze))
         if sequential or not all(fast_path_supported(n) for n in nets):
-            return [train_model(build_model, cohort.patients(r.train_idx), r.train_time, r.train_event,
+            return [train_model(build, cohort.patients(r.train_idx), r.train_time, r.train_event,
                                 cohort.patients(r.val_idx), r.val_time, r.val_event,
-                                cfg.replace(seed=r.seed), progress=progress) for r in replicas]
+                                cfg.replace(seed=r.seed), progress=progress)
+                    for r, build in zip(replicas, builders)]
         if group_size < 1:
             raise CtsurvError(f"group_size must be at least 1, got {group_size}")
         out: list[TrainResult] = []
@@ -501,11 +507,28 @@ def train_replicas(build_model, cohort: CohortTensors | Sequence[PatientFeatures
         return out
 
 
+def _starting_from(build_model, state: dict | None):
+    """``build_model`` whose network then takes ``state`` (all of its parameters and buffers)."""
+    if state is None:
+        return build_model
+
+    def build():
+        net = build_model()
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CtsurvError(f"the starting weights do not fit the network: {exc}") from exc
+        return net
+    return build
+
+
 def _train_fast(nets, cohort: CohortTensors, replicas: list[Replica], cfg: TrainConfig, progress):
     K = len(replicas)
     grid = cfg.grid
     net = FastNet(nets)
-    opt = _BatchedAdamW(net.params, cfg.lr, cfg.weight_decay, K)
+    # frozen parameters (cfg.freeze) are not the optimiser's: they keep their starting values
+    opt = _BatchedAdamW({n: p for n, p in net.params.items() if p.requires_grad}, cfg.lr,
+                        cfg.weight_decay, K)
     streams = [MaskStream(model_streams(r.seed)["dropout"]) for r in replicas]
     rngs = [np.random.default_rng(model_streams(r.seed)["batches"]) for r in replicas]
     loss_kw = {"alpha": cfg.alpha, "beta": cfg.beta, "sigma": cfg.sigma}

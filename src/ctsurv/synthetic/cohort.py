@@ -168,6 +168,7 @@ def write_phantom_cohort(
     model: SurvivalModel | None = None,
     progress: bool = False,
     workers: int = 1,
+    id_prefix: str = "PHANTOM",
 ) -> CohortInfo:
     """Write a phantom cohort: DICOM CT + RTSTRUCT per patient, LUNG1-format table, truth.
 
@@ -183,7 +184,8 @@ def write_phantom_cohort(
     its presence marks a complete cohort (``truth.csv`` is written just before it); patient
     folders of this cohort are replaced, and every file is replaced atomically.
     ``workers`` > 1 writes patients in that many processes (same bytes as one process).
-    ``progress`` shows a ``tqdm`` bar.
+    ``progress`` shows a ``tqdm`` bar. ``id_prefix`` names the patients (``PHANTOM-001``, ...);
+    another prefix gives a cohort whose patients no other cohort shares (transfer learning).
 
     Raises
     ------
@@ -200,7 +202,9 @@ def write_phantom_cohort(
     model = model or SurvivalModel()
     root = Path(out_dir)
     images = root / "images"
-    pids = tuple(f"PHANTOM-{i + 1:03d}" for i in range(int(n_patients)))
+    if not id_prefix or not all(c.isalnum() or c in "-_" for c in id_prefix):
+        raise CohortError(f"id_prefix must be letters, digits, '-' or '_', got {id_prefix!r}")
+    pids = tuple(f"{id_prefix}-{i + 1:03d}" for i in range(int(n_patients)))
     if images.exists():
         foreign = sorted(p.name for p in images.iterdir() if p.name not in pids)
         if foreign:
