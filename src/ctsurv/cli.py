@@ -14,8 +14,11 @@ from ctsurv.exceptions import CtsurvError
 def _cmd_synth(a) -> None:
     from ctsurv.synthetic import write_phantom_cohort
 
+    from ctsurv.synthetic import scanner_params
+
     info = write_phantom_cohort(a.out, n_patients=a.n_patients, seed=a.seed, workers=a.workers,
-                                progress=not a.no_progress)
+                                progress=not a.no_progress, params=scanner_params(a.scanner),
+                                id_prefix=a.id_prefix)
     print(f"[ctsurv] phantom cohort written to {a.out} ({info})")
 
 
@@ -226,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-patients", type=int, default=DEMO_N_PATIENTS)
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--workers", type=int, default=2, help="processes writing patients (same bytes)")
+    s.add_argument("--scanner", default="reference",
+                   help="scanner profile of the image chain (ctsurv.synthetic.SCANNERS: reference, "
+                        "sharp, smooth); the tumour biology and hazard are the same under each")
+    s.add_argument("--id-prefix", default="PHANTOM",
+                   help="patient ID prefix (another prefix: a cohort sharing no patient with the demo's)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_synth)
 

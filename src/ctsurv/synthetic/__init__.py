@@ -19,9 +19,11 @@ from ctsurv.exceptions import PhantomError
 from ctsurv.synthetic.cohort import (
     DAYS_PER_MONTH,
     LUNG1_COLUMNS,
+    SCANNERS,
     CohortInfo,
     _place_patient,
     _t_stage,
+    scanner_params,
     write_phantom_cohort,
 )
 from ctsurv.synthetic.phantom import PhantomInfo, PhantomParams, make_phantom
@@ -36,5 +38,5 @@ from ctsurv.synthetic.survival import (
 __all__ = [
     "PhantomError", "PhantomParams", "PhantomInfo", "SurvivalModel", "CohortInfo", "make_phantom",
     "simulate_survival", "oracle_cindex", "harrell_cindex", "write_phantom_cohort", "LUNG1_COLUMNS",
-    "TRUTH_COLUMNS",
+    "TRUTH_COLUMNS", "SCANNERS", "scanner_params",
 ]

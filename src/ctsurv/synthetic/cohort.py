@@ -39,7 +39,31 @@ from ctsurv.io import write_ct_series, write_rtstruct
 from ctsurv.synthetic.phantom import PhantomParams, make_phantom
 from ctsurv.synthetic.survival import TRUTH_COLUMNS, SurvivalModel, oracle_cindex
 
-__all__ = ["CohortInfo", "write_phantom_cohort", "LUNG1_COLUMNS", "DAYS_PER_MONTH"]
+__all__ = ["CohortInfo", "write_phantom_cohort", "LUNG1_COLUMNS", "DAYS_PER_MONTH", "SCANNERS",
+           "scanner_params"]
+
+#: Scanner profiles of ``ctsurv synth --scanner NAME``: :class:`PhantomParams` settings of the
+#: image chain only (grid, kernel, noise, calibration, patient size). The tumour biology and the
+#: hazard (:class:`~ctsurv.synthetic.SurvivalModel`) are the same under every profile, so two
+#: cohorts of different profiles are a domain-shift pair for transfer learning.
+SCANNERS: dict[str, dict] = {
+    # the demo's phantoms
+    "reference": {},
+    # another scanner: 2.25x the noise, an edge-enhancing (sharp) kernel, a +30 HU calibration
+    # offset, a 416 mm field of view at 2.6 mm pixels, patients 8 % larger; 5 mm slices
+    "sharp": {"noise_sd": 45.0, "sharpen": 1.0, "hu_offset": 30.0, "spacing": (5.0, 2.6, 2.6),
+              "shape": (48, 160, 160), "body_scale": 1.08},
+    # a smooth (soft-tissue) kernel with less noise, a -25 HU offset, 1.8 mm pixels; 5 mm slices
+    "smooth": {"noise_sd": 10.0, "psf_sigma_vox": 1.2, "hu_offset": -25.0, "spacing": (5.0, 1.8, 1.8),
+               "shape": (48, 200, 200)},
+}
+
+
+def scanner_params(name: str) -> PhantomParams:
+    """The :class:`PhantomParams` of scanner profile ``name`` (:data:`SCANNERS`)."""
+    if name not in SCANNERS:
+        raise CohortError(f"unknown scanner profile {name!r}; choose from {', '.join(SCANNERS)}")
+    return PhantomParams(**SCANNERS[name])
 
 #: Columns of the LUNG1 clinical table, in order.
 LUNG1_COLUMNS = (

@@ -51,6 +51,12 @@ class PhantomParams:
         (0 = lung base, 1 = apex); ``tumour_side`` ``"L"`` or ``"R"`` (patient side).
         ``tumour_volume_ml`` must lie in [0.2, 400] mL.
     noise_sd : sd of the Gaussian image noise in HU (0 = none).
+    psf_sigma_vox : in-plane sd of the Gaussian point-spread blur, voxels (the reconstruction
+        kernel's smoothness; 0.5 by default).
+    sharpen : unsharp-mask amount after the blur, ``hu + sharpen * (hu - G_1vox * hu)`` in plane (an
+        edge-enhancing "sharp" kernel; 0 = none).
+    hu_offset : HU added to every voxel before noise and clipping (a scanner's calibration offset).
+    body_scale : factor on the patient's drawn body size (1 = the default anatomy).
     n_spicules : thin strands drawn from the tumour surface into the lung (not part of the GTV).
     vessel_depth : branching generations of each lung's vessel tree.
     """
@@ -63,6 +69,10 @@ class PhantomParams:
     noise_sd: float = 20.0
     n_spicules: int | None = None
     vessel_depth: int = 5
+    psf_sigma_vox: float = 0.5
+    sharpen: float = 0.0
+    hu_offset: float = 0.0
+    body_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or any(int(s) < 8 for s in self.shape):
@@ -83,6 +93,10 @@ class PhantomParams:
             raise PhantomError(f"tumour_side must be 'L', 'R' or None, got {self.tumour_side!r}")
         if self.noise_sd < 0:
             raise PhantomError(f"noise_sd must be >= 0, got {self.noise_sd}")
+        if self.psf_sigma_vox < 0 or self.sharpen < 0:
+            raise PhantomError(f"psf_sigma_vox and sharpen must be >= 0, got {self.psf_sigma_vox}, {self.sharpen}")
+        if not 0.8 <= self.body_scale <= 1.2:
+            raise PhantomError(f"body_scale must be in [0.8, 1.2], got {self.body_scale}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +166,7 @@ def make_phantom(params: PhantomParams, *, rng: np.random.Generator, return_info
     Lz = nz * sp[0]
 
     # ---- patient-level anatomy draws -------------------------------------------------------
-    s = rng.uniform(0.92, 1.06)
+    s = rng.uniform(0.92, 1.06) * params.body_scale
     s_z = rng.uniform(0.93, 1.04)
     A_b, B_b = 155.0 * s, 115.0 * s
     fat = rng.uniform(8.0, 25.0)
@@ -357,8 +371,12 @@ def make_phantom(params: PhantomParams, *, rng: np.random.Generator, return_info
     hu[np.broadcast_to(canal2, hu.shape)] = 30.0
 
     # ---- point-spread blur, noise, scanner range ---------------------------------------------------
-    psf = (0.0, 0.5, 0.5)
+    psf = (0.0, params.psf_sigma_vox, params.psf_sigma_vox)
     hu = ndimage.gaussian_filter(hu, sigma=psf, mode="nearest")
+    if params.sharpen > 0:
+        hu += params.sharpen * (hu - ndimage.gaussian_filter(hu, sigma=(0.0, 1.0, 1.0), mode="nearest"))
+    if params.hu_offset:
+        hu += np.float32(params.hu_offset)
     if params.noise_sd > 0:
         hu += params.noise_sd * rng.standard_normal(hu.shape, dtype=np.float32)
     np.clip(hu, _HU_MIN, _HU_MAX, out=hu)
