@@ -204,3 +204,30 @@ def test_finetune_command(source_run, target, tmp_path, capsys):
                  "--out", str(tmp_path / "out")])
     assert code == 2
     assert "neither a saved model" in capsys.readouterr().err
+
+
+def test_transfer_study_table(source_run, target, tmp_path):
+    """Seed 000's Table 6 on the tiny pair: paired runs per repeat, the Wilcoxon test on the
+    table's own pooled values (scipy as the oracle), Markdown and CSV."""
+    from scipy.stats import wilcoxon
+
+    from ctsurv.transfer_study import transfer_study
+
+    cfg, feats = target
+    res = transfer_study(cfg.replace(train={"epochs": 2}), source_run, tmp_path / "t6", repeats=3,
+                         freeze=["backbone-head"], progress=False, features=feats)
+    table = pd.read_csv(tmp_path / "t6" / "table.csv")
+    assert list(table["seed"]) == [cfg.seed, cfg.seed + 1, cfg.seed + 2]
+    for r in range(3):  # each repeat pairs scratch and transfer on one fold plan
+        a = (tmp_path / "t6" / f"scratch_r{r}" / "folds.csv").read_text()
+        assert a == (tmp_path / "t6" / f"transfer_r{r}" / "folds.csv").read_text()
+    assert (tmp_path / "t6" / "scratch_r0" / "folds.csv").read_text() != \
+        (tmp_path / "t6" / "scratch_r1" / "folds.csv").read_text()
+    np.testing.assert_allclose(table["difference"], table["transfer_ctd_pooled"] - table["scratch_ctd_pooled"])
+    if (table["difference"] != 0).any():
+        assert res["wilcoxon"]["p_value"] == pytest.approx(
+            wilcoxon(table["transfer_ctd_pooled"], table["scratch_ctd_pooled"]).pvalue)
+    md = (tmp_path / "t6" / "table.md").read_text()
+    assert "| mean |" in md and "Direct external evaluation: the direct external evaluation needs a saved model" in md
+    with pytest.raises(CtsurvError, match="at least 2 repeats"):
+        transfer_study(cfg, source_run, tmp_path / "t1", repeats=1, features=feats)

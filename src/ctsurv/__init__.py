@@ -17,7 +17,7 @@ own package's ``__init__`` is an edge back to it). The map is data in
         complexity  prepare  evaluate  radiomics.{features, harmonize, select, models}
     L3  build (the registry of model kinds)  estimators (scikit-learn-style estimators)
         transfer (transfer learning's sources, checks and frozen parts)
-    L4  pipeline  study  predict  demo  report  radiomics.track  radiomics (its __init__ re-exports track)
+    L4  pipeline  study  transfer_study  predict  demo  report  radiomics.track  radiomics (its __init__ re-exports track)
     L5  cli  (__main__ if one is added)
 
 A new module has no layer until it is added to :data:`ctsurv._layers.LAYERS`, and the test

@@ -56,6 +56,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.study": 4,
     "ctsurv.predict": 4,
     "ctsurv.demo": 4,  # the demo's configuration and summary.json
+    "ctsurv.transfer_study": 4,  # seed 000's Table 6: repeated scratch vs transfer runs
     "ctsurv.report": 4,  # the self-contained HTML report of a run folder
     "ctsurv.radiomics.track": 4,
     "ctsurv.radiomics": 4,  # the package __init__ re-exports track

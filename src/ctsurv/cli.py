@@ -94,6 +94,18 @@ def _cmd_finetune(a) -> None:
     run_cv(cfg, a.out, progress=not a.no_progress)
 
 
+def _cmd_transfer_study(a) -> None:
+    from ctsurv.config import load_config
+    from ctsurv.transfer_study import transfer_study
+
+    transfer_study(load_config(a.config), getattr(a, "from"), a.out, repeats=a.repeats,
+                   freeze=a.freeze or (), lr=a.lr, epochs=a.epochs,
+                   adopt_settings=a.adopt_source_settings, external=not a.no_external,
+                   progress=not a.no_progress)
+    print((Path(a.out) / "table.md").read_text())
+    print(f"[ctsurv] tables: {Path(a.out) / 'table.md'}, {Path(a.out) / 'table.csv'}")
+
+
 def _cmd_predict(a) -> None:
     from ctsurv.predict import predict_patients
 
@@ -298,6 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "settings instead of refusing a difference")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_finetune)
+
+    s = sub.add_parser("transfer-study", help="seed 000's Table 6: repeated scratch vs transfer runs "
+                                              "on a target cohort, Wilcoxon signed-rank, direct external")
+    s.add_argument("--from", required=True, metavar="MODEL_OR_RUN")
+    s.add_argument("--config", required=True, help="the target cohort's run configuration")
+    s.add_argument("--out", required=True)
+    s.add_argument("--repeats", type=int, default=6, help="repeated runs (seeds seed .. seed + R - 1)")
+    s.add_argument("--freeze", nargs="+", metavar="PART")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--adopt-source-settings", action="store_true")
+    s.add_argument("--no-external", action="store_true",
+                   help="skip the direct external evaluation of a saved-model source")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_transfer_study)
 
     s = sub.add_parser("predict", help="score new patients with a saved model")
     s.add_argument("--model", required=True)
