@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from ctsurv import __version__
-from ctsurv._util import atomic_save_npy, atomic_write_json, file_sha256, json_hash
+from ctsurv._util import atomic_save_npy, atomic_save_safetensors, atomic_write_json, file_sha256, json_hash
 from ctsurv.config import RunConfig, from_dict
 from ctsurv.embed import ViewSet, build_backbone, trunk_features
 from ctsurv.exceptions import CtsurvError, ModelMismatchError, StudyError
@@ -385,8 +385,7 @@ def save_model(out: str | Path, model: nn.Module, cfg: RunConfig, encoder,
     (configuration, identity, ctsurv version, ``extra``) into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
+    atomic_save_safetensors(out / "model.safetensors", model.state_dict())
     meta = {"format": MODEL_FORMAT, "ctsurv_version": __version__, "config": cfg.to_dict(),
             **model_identity(cfg, encoder), **dict(extra or {})}
     atomic_write_json(out / "model.json", meta, indent=2)

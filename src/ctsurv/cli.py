@@ -12,9 +12,7 @@ from ctsurv.exceptions import CtsurvError
 
 
 def _cmd_synth(a) -> None:
-    from ctsurv.synthetic import write_phantom_cohort
-
-    from ctsurv.synthetic import scanner_params
+    from ctsurv.synthetic import scanner_params, write_phantom_cohort
 
     info = write_phantom_cohort(a.out, n_patients=a.n_patients, seed=a.seed, workers=a.workers,
                                 progress=not a.no_progress, params=scanner_params(a.scanner),

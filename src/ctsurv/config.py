@@ -231,8 +231,8 @@ def _build(cls, values: dict, where: str):
         elif isinstance(default, tuple) and isinstance(value, (list, tuple)):
             # numeric tuples (spacing, window) are floats; a tuple of names stays strings
             kwargs[name] = tuple(float(v) for v in value) if default else tuple(str(v) for v in value)
-        elif isinstance(default, tuple) and isinstance(value, str):
-            kwargs[name] = (value,) if not default else value
+        elif default == () and isinstance(value, str):  # one name for a tuple of names
+            kwargs[name] = (value,)
         else:
             kwargs[name] = value
     return cls(**kwargs)

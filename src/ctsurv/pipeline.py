@@ -50,7 +50,7 @@ from ctsurv.stats import fold_mean_interval
 from ctsurv.stats.recalibration import RecalibrationMap, fit_recalibration
 from ctsurv.train import MIN_VAL_PAIRS, NOT_FIT_TRAIN_CTD, TrainConfig, learning_diagnostics, predict
 from ctsurv.train_batched import CohortTensors, Replica, train_replicas
-from ctsurv.transfer import check_source, frozen_parameter_names, load_transfer_source
+from ctsurv.transfer import check_source, fold_model_path, frozen_parameter_names, load_transfer_source
 from ctsurv.types import DEFAULT_GRID, TimeGrid
 from ctsurv.validate import stratified_folds
 
@@ -226,9 +226,10 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     for arm in arms:
         for k in range(cfg.cv.n_folds):
             done = out / "folds" / f"{arm.prefix}fold_{k}.json"
-            weights = out / "folds" / f"fold_{k}.safetensors" if arm.main else None
-            if done.exists() and _reusable(json.loads(done.read_text()), chash, arm.plan_sha, weights):
-                records[arm.key, k] = json.loads(done.read_text())
+            weights = fold_model_path(out, k) if arm.main else None
+            rec = json.loads(done.read_text()) if done.exists() else None
+            if rec is not None and _reusable(rec, chash, arm.plan_sha, weights):
+                records[arm.key, k] = rec
                 bar.update(cfg.train.epochs)
             else:
                 todo.append((arm, k))
@@ -265,7 +266,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                    "weights": [w.tolist() for w in weights] if arm.main else [],
                    "history": res.history if arm.main else []}
             if arm.main:  # the kept fold model: a source for fold-matched transfer (ctsurv.transfer)
-                weights = out / "folds" / f"fold_{k}.safetensors"
+                weights = fold_model_path(out, k)
                 atomic_save_safetensors(weights, res.model.state_dict())
                 rec["model_sha256"] = file_sha256(weights)
             records[arm.key, k] = rec

@@ -257,10 +257,9 @@ class FastNet:
 
     def __init__(self, nets: Sequence[SurvivalNet]):
         self.template = nets[0]
-        names = [n for n, _ in self.template.named_parameters()]
         trainable = {n: p.requires_grad for n, p in self.template.named_parameters()}
         self.params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in nets]).clone()
-                       .requires_grad_(trainable[n]) for n in names}
+                       .requires_grad_(grad) for n, grad in trainable.items()}
         self.p_emb, _, self._lin = _embedding_parts(self.template)
         self.soft = isinstance(self.template.aggregator, SoftAttention)
         self.K = len(nets)

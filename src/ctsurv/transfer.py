@@ -26,7 +26,6 @@ turns parts into the parameter names the trainers keep fixed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from ctsurv.exceptions import CtsurvError
 
 __all__ = ["FREEZE_PARTS", "TransferSource", "load_transfer_source", "check_source",
            "adopt_source_settings", "frozen_parameter_names", "finetune_config",
-           "source_fingerprint"]
+           "source_fingerprint", "fold_model_path", "check_parts"]
 
 #: parts a fine-tuning run can keep at the source's values (``--freeze``)
 FREEZE_PARTS: dict[str, str] = {
@@ -94,6 +93,18 @@ class TransferSource:
         return source_fingerprint(self.files)
 
 
+def fold_model_path(run_dir: str | Path, fold: int) -> Path:
+    """Where a run folder keeps fold ``fold``'s kept model (``folds/fold_<k>.safetensors``)."""
+    return Path(run_dir) / "folds" / f"fold_{fold}.safetensors"
+
+
+def check_parts(parts) -> None:
+    """Refuse a freeze part that is not one of :data:`FREEZE_PARTS`."""
+    for part in parts:
+        if part not in FREEZE_PARTS:
+            raise CtsurvError(f"--freeze: unknown part {part!r}; choose from {', '.join(FREEZE_PARTS)}")
+
+
 def source_fingerprint(files) -> str:
     """SHA-256 over the source's weight files (in the configuration hash of a transfer run)."""
     return json_hash([file_sha256(f) for f in files], length=16)
@@ -116,21 +127,18 @@ def load_transfer_source(path: str | Path) -> TransferSource:
             cfg = from_dict(yaml.safe_load((path / "config.yaml").read_text()))
         except (OSError, yaml.YAMLError) as exc:
             raise CtsurvError(f"transfer: cannot read {path / 'config.yaml'}: {exc}") from exc
-        files = tuple(path / "folds" / f"fold_{k}.safetensors" for k in range(cfg.cv.n_folds))
+        files = tuple(fold_model_path(path, k) for k in range(cfg.cv.n_folds))
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise CtsurvError(
                 f"transfer: run folder {path} has no saved fold models ({', '.join(missing[:3])} "
                 "missing in folds/): it was written by a ctsurv that did not save them, or it did "
                 "not finish; run `ctsurv run` on it again to write them")
-        records = [json.loads((path / "folds" / f"fold_{k}.json").read_text())
-                   for k in range(cfg.cv.n_folds) if (path / "folds" / f"fold_{k}.json").exists()]
         patients: set[str] = set()
         if (path / "folds.csv").exists():
             ids = pd.read_csv(path / "folds.csv", dtype={"patient_id": str})["patient_id"]
             patients = {patient_digest(p) for p in ids}
-        return TransferSource(path, "run", cfg, files, frozenset(patients),
-                              {"best_epochs": [r.get("best_epoch") for r in records]})
+        return TransferSource(path, "run", cfg, files, frozenset(patients), {})
     raise CtsurvError(f"transfer: {path} is neither a saved model (model.json) nor a run folder "
                       "(config.yaml and folds/)")
 
@@ -190,10 +198,9 @@ def _param_names(module: nn.Module, prefix: str) -> list[str]:
 def frozen_parameter_names(net: nn.Module, parts) -> tuple[str, ...]:
     """Parameter names of ``net`` (a :class:`ctsurv.models.SurvivalNet`) in the ``parts`` of
     :data:`FREEZE_PARTS`; an unknown part, or one this network does not have, is an error."""
+    check_parts(parts)
     names: list[str] = []
     for part in parts:
-        if part not in FREEZE_PARTS:
-            raise CtsurvError(f"--freeze: unknown part {part!r}; choose from {', '.join(FREEZE_PARTS)}")
         if part == "backbone-head":
             got = _param_names(net.embedding, "embedding") if net.embedding is not None else []
         elif part == "aggregator":
@@ -230,9 +237,7 @@ def finetune_config(target: RunConfig, source: str | Path, *, freeze=(), lr: flo
     if adopt_settings:
         target = adopt_source_settings(src, target)
     train = {k: v for k, v in (("lr", lr), ("epochs", epochs), ("selection", selection)) if v is not None}
-    for part in freeze:
-        if part not in FREEZE_PARTS:
-            raise CtsurvError(f"--freeze: unknown part {part!r}; choose from {', '.join(FREEZE_PARTS)}")
+    check_parts(freeze)
     cfg = target.replace(transfer={"source": str(src.path.resolve()), "freeze": list(freeze)},
                          **({"train": train} if train else {}))
     check_source(src, cfg)

@@ -27,7 +27,7 @@ from ctsurv.config import RunConfig
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.pipeline import run_cv
 from ctsurv.stats import wilcoxon_signed_rank
-from ctsurv.transfer import finetune_config, load_transfer_source
+from ctsurv.transfer import adopt_source_settings, finetune_config, load_transfer_source
 
 __all__ = ["transfer_study", "DEFAULT_REPEATS"]
 
@@ -51,8 +51,6 @@ def transfer_study(target: RunConfig, source: str | Path, out: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     src = load_transfer_source(source)
     if adopt_settings:
-        from ctsurv.transfer import adopt_source_settings
-
         target = adopt_source_settings(src, target)
     rows = []
     for r in range(repeats):
