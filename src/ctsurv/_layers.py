@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.types": 0,  # CTVolume, TimeGrid, PatientFeatures
     "ctsurv._util": 0,  # atomic writes, hashes
     "ctsurv._checks": 0,  # the survival-input check
+    "ctsurv._browser": 0,  # headless Chromium for report screenshots and the browser test
     "ctsurv.config": 0,  # run configuration dataclasses (imports only exceptions/types)
     "ctsurv.seeds": 0,  # one seed, separate random streams
     # L1: reading, image processing, cohorts, metrics, statistics, synthetic data.
@@ -32,6 +33,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.stats": 1,
     "ctsurv.synthetic": 1,
     "ctsurv.dropout": 1,  # dropout masks from a seeded stream (torch only)
+    "ctsurv.figstyle": 1,  # the one figure style: palette, rcParams, labels, formats
     # L2: embeddings, networks, training, plots, preparation, evaluation, radiomics parts.
     "ctsurv.embed": 2,
     "ctsurv.models": 2,
@@ -43,6 +45,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.prepare": 2,
     "ctsurv.evaluate": 2,
     "ctsurv.probe": 2,  # the in-fold linear probe beside every deep model
+    "ctsurv.explain": 2,  # Grad-CAM of the risk on the slice kinds' trunk maps
     "ctsurv.radiomics.features": 2,
     "ctsurv.radiomics.harmonize": 2,
     "ctsurv.radiomics.select": 2,
@@ -58,6 +61,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.demo": 4,  # the demo's configuration and summary.json
     "ctsurv.transfer_study": 4,  # seed 000's Table 6: repeated scratch vs transfer runs
     "ctsurv.report": 4,  # the self-contained HTML report of a run folder
+    "ctsurv.patient_report": 4,  # per-patient pages of ctsurv predict (uses report's HTML parts)
     "ctsurv.radiomics.track": 4,
     "ctsurv.radiomics": 4,  # the package __init__ re-exports track
     # L5: the command line.

@@ -5,11 +5,17 @@ Every plotting function takes ``ax=None`` (a new figure is created when omitted)
 it and returns the :class:`matplotlib.axes.Axes`. Nothing calls ``show()``. New figures are
 plain :class:`matplotlib.figure.Figure` objects on an Agg canvas (not registered with pyplot,
 so they render headless, need no ``plt.close`` and leave the global backend alone). Save
-with :func:`save_figure` (or ``ax.figure.savefig``).
+with :func:`save_figure`, which writes the PNG and, beside it, the SVG and PDF for papers.
+
+Every function draws in the one style of :mod:`ctsurv.figstyle`: colours from its Okabe-Ito
+cycle (black for reference lines), axis labels with their unit (time in months; a probability
+says what it is the probability of) and the number of patients and events in the title or
+legend where the data has them. Kaplan-Meier plots carry the numbers at risk under the axis.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,8 +24,11 @@ import matplotlib.figure
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.ticker import MaxNLocator
 
 from ctsurv.exceptions import CtsurvError, MetricError
+from ctsurv.figstyle import (REFERENCE, SAVE_METADATA, TIME_UNIT, VECTOR_FORMATS, axis_label,
+                             color, n_label, style)
 from ctsurv.stats import CalibrationResult, kaplan_meier, logrank_test
 
 __all__ = [
@@ -30,8 +39,19 @@ __all__ = [
 ]
 
 
+def _styled(func):
+    """Run ``func`` with :func:`ctsurv.figstyle.style` applied."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with style():
+            return func(*args, **kwargs)
+    return wrapper
+
+
+@_styled
 def new_axes(figsize=(6, 4.5)):
-    """``(fig, ax)`` of a pyplot-free Agg figure: headless, not tracked by pyplot, no leak."""
+    """``(fig, ax)`` of a pyplot-free Agg figure in the ctsurv style: headless, not tracked by
+    pyplot, no leak."""
     fig = matplotlib.figure.Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
@@ -41,24 +61,39 @@ def _axes(ax):
     return new_axes()[1] if ax is None else ax
 
 
+#: label of every time axis
+TIME_AXIS = axis_label("Time", TIME_UNIT)
+
+
 def _need_columns(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise CtsurvError(f"{what}: missing column(s) {missing}; got {list(df.columns)}")
 
 
+def _at_horizon(quantity: str, t: float | None) -> str:
+    return quantity if t is None else f"{quantity} at {t:g} {TIME_UNIT}"
+
+
+@_styled
 def plot_km_groups(time, event, groups, ax=None, at_risk: bool = True, logrank: bool = True,
                    ci: bool = True, labels: Mapping | None = None):
-    """Kaplan-Meier curves per group with optional CI bands, at-risk counts and log-rank p.
+    """Kaplan-Meier curves per group with optional CI bands, numbers at risk and log-rank p.
+
+    The legend gives each group's n and number of events.
 
     Parameters
     ----------
     time, event, groups : array (n,)
-        ``groups`` may hold any labels (e.g. 0 = low risk, 1 = high risk).
+        ``time`` in months. ``groups`` may hold any labels (e.g. 0 = low risk, 1 = high risk).
     at_risk : bool
-        Write the number at risk under the axis at the x ticks.
+        Write the numbers at risk under the axis: per group, the number of its patients with
+        time >= t at each x tick t (the ticks are fixed, so the table stays under them).
     logrank : bool
-        Put the log-rank p-value in the title (needs at least two groups).
+        Put n, events and the log-rank statistic and p-value in the title (needs at least two
+        groups).
+    ci : bool
+        Shade each curve's pointwise 95 % log(-log) confidence band.
     labels : mapping, optional
         Display name per group label.
     """
@@ -69,74 +104,105 @@ def plot_km_groups(time, event, groups, ax=None, at_risk: bool = True, logrank: 
     if g.shape != t.shape:
         raise MetricError(f"groups has {g.size} entries but time has {t.size}")
     uniq = np.unique(g)
-    colors = {}
-    for lab in uniq:
+    names = [(labels or {}).get(lab, str(lab)) for lab in uniq]
+    for i, lab in enumerate(uniq):
         m = g == lab
         km = kaplan_meier(t[m], e[m])
         xs = np.r_[0.0, km.times]
-        name = (labels or {}).get(lab, str(lab))
-        line, = ax.step(xs, np.r_[1.0, km.survival], where="post", label=f"{name} (n={m.sum()})")
-        colors[lab] = line.get_color()
+        ax.step(xs, np.r_[1.0, km.survival], where="post", color=color(i),
+                label=f"{names[i]} ({n_label(m.sum(), e[m].sum())})")
         if ci:
             ax.fill_between(xs, np.r_[1.0, km.ci_low], np.r_[1.0, km.ci_high], step="post",
-                            alpha=0.15, color=line.get_color())
+                            alpha=0.15, lw=0, color=color(i))
     ax.set_ylim(0, 1.02)
+    ticks = MaxNLocator(nbins=6, steps=[1, 2, 3, 6, 10]).tick_values(0, t.max())
+    ticks = ticks[(ticks >= 0) & (ticks <= t.max())]
+    ax.set_xticks(ticks)
     ax.set_xlim(left=0)
-    ax.set_xlabel("time (months)")
-    ax.set_ylabel("survival probability")
+    ax.set_xlabel(TIME_AXIS)
+    ax.set_ylabel("Survival probability (Kaplan-Meier)")
     if logrank and uniq.size >= 2:
         stat, p = logrank_test(t, e, g)
-        ax.set_title(f"log-rank chi2 = {stat:.2f}, p = {p:.3g}")
+        ax.set_title(f"{n_label(t.size, e.sum())}; log-rank chi2 = {stat:.2f}, p = {p:.3g}")
     if at_risk:
-        ticks = [x for x in ax.get_xticks() if 0 <= x <= t.max()]
-        ax.annotate("number at risk", xy=(0, 0), xycoords="axes fraction", xytext=(0, -40),
-                    textcoords="offset points", ha="left", va="top", fontsize=7)
-        for row, lab in enumerate(uniq):
-            dy = -51 - 10 * row
-            name = (labels or {}).get(lab, str(lab))
-            ax.annotate(name, xy=(0, 0), xycoords="axes fraction", xytext=(-12, dy),
-                        textcoords="offset points", ha="right", va="top", fontsize=7,
-                        color=colors[lab])
-            for x in ticks:
-                ax.annotate(str(int((t[g == lab] >= x).sum())), xy=(x, 0),
-                            xycoords=("data", "axes fraction"), xytext=(0, dy),
-                            textcoords="offset points", ha="center", va="top", fontsize=7)
-    ax.legend(loc="best", fontsize=8)
+        _at_risk_table(ax, [t[g == lab] for lab in uniq], names, ticks)
+    ax.legend(loc="best")
     return ax
 
 
+def _at_risk_table(ax, times: Sequence[np.ndarray], names: Sequence[str], ticks) -> None:
+    """The numbers at risk under ``ax``: a header row, then per group (in its colour) its name
+    left of the axis and, under each tick t, the number of its ``times`` that are >= t."""
+    text = dict(textcoords="offset points", va="top", fontsize="small")
+    ax.annotate("Number at risk", xy=(0, 0), xycoords="axes fraction", xytext=(0, -40),
+                ha="left", **text)
+    for row, (ts, name) in enumerate(zip(times, names)):
+        dy = -52 - 11 * row  # points below the axis, under the tick labels and the x label
+        ts = np.sort(ts)
+        counts = ts.size - np.searchsorted(ts, ticks, side="left")
+        ax.annotate(name, xy=(0, 0), xycoords="axes fraction", xytext=(-12, dy), ha="right",
+                    color=color(row), **text)
+        for x, k in zip(ticks, counts):
+            ax.annotate(str(int(k)), xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, dy),
+                        ha="center", color=color(row), **text)
+
+
+_CALIBRATION_COLUMNS = ["predicted", "observed", "observed_low", "observed_high"]
+
+
+def _calibration_points(ax, table: pd.DataFrame, what: str, **errorbar) -> None:
+    """Observed (KM) against mean predicted survival of each group of a calibration ``table``,
+    with the CI as error bars."""
+    _need_columns(table, _CALIBRATION_COLUMNS, what)
+    tb = table.dropna(subset=["predicted", "observed"])
+    yerr = np.vstack([tb["observed"] - tb["observed_low"], tb["observed_high"] - tb["observed"]])
+    ax.errorbar(tb["predicted"], tb["observed"], yerr=np.clip(yerr, 0, None), capsize=3, **errorbar)
+
+
+def _calibration_axes(ax, t: float | None) -> None:
+    """The ideal diagonal, the unit square, the axis labels and the legend of a calibration plot."""
+    ax.plot([0, 1], [0, 1], color=REFERENCE, ls="--", lw=1, label="ideal")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(_at_horizon("Predicted survival probability", t))
+    ax.set_ylabel("Observed survival probability (KM, 95 % CI)")
+    ax.legend(loc="upper left")
+
+
+def _table_n(table: pd.DataFrame, t: float | None) -> str | None:
+    """n (and events by ``t``) of a calibration table, or None without an ``n`` column."""
+    if "n" not in table.columns:
+        return None
+    events = table["events_by_t"].sum() if "events_by_t" in table.columns else None
+    return n_label(table["n"].sum(), events, by=t)
+
+
+@_styled
 def plot_calibration(table, ax=None):
     """Observed (KM, with CI) versus mean predicted survival per group, with the diagonal.
 
     ``table`` is :class:`ctsurv.stats.CalibrationResult` or its ``table`` DataFrame (columns
-    ``predicted, observed, observed_low, observed_high``).
+    ``predicted, observed, observed_low, observed_high``; with ``n`` and ``events_by_t`` the
+    legend gives n and events).
     """
     ax = _axes(ax)
-    title = None
+    title = t = None
     if isinstance(table, CalibrationResult):
-        title = f"t = {table.t:g}: ICI {table.ici:.3f}, GND p = {table.gnd_p_value:.3g}"
+        t = table.t
+        title = (f"Calibration at {t:g} {TIME_UNIT}: ICI {table.ici:.3f}, "
+                 f"GND p = {table.gnd_p_value:.3g}")
         table = table.table
-    _need_columns(table, ["predicted", "observed", "observed_low", "observed_high"],
-                  "plot_calibration")
-    tb = table.dropna(subset=["predicted", "observed"])
-    yerr = np.vstack([tb["observed"] - tb["observed_low"], tb["observed_high"] - tb["observed"]])
-    ax.errorbar(tb["predicted"], tb["observed"], yerr=np.clip(yerr, 0, None), fmt="o-",
-                capsize=3, label="model")
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("predicted survival")
-    ax.set_ylabel("observed survival (Kaplan-Meier)")
+    _need_columns(table, _CALIBRATION_COLUMNS, "plot_calibration")
+    counts = _table_n(table, t)
+    _calibration_points(ax, table, "plot_calibration", fmt="o-", color=color(0),
+                        label="model" if counts is None else f"model ({counts})")
+    _calibration_axes(ax, t)
     if title:
         ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
     return ax
 
 
-#: Okabe-Ito colours (colour-blind safe) for the raw and recalibrated curves
-_BEFORE_AFTER = ("#D55E00", "#0072B2")
-
-
+@_styled
 def plot_calibration_before_after(panels: Mapping, ax=None, t: float | None = None):
     """Calibration at one horizon of several versions of the same predictions (e.g. raw and
     recalibrated): per version the grouped KM points with their CI and, when given, the
@@ -144,34 +210,27 @@ def plot_calibration_before_after(panels: Mapping, ax=None, t: float | None = No
 
     ``panels`` maps a label to ``(grouped, smoothed)``: ``grouped`` a
     :class:`ctsurv.stats.CalibrationResult` (or its table), ``smoothed`` a
-    ``SmoothedCalibration`` or None.
+    ``SmoothedCalibration`` or None. ``t`` is the horizon in months.
     """
     ax = _axes(ax)
-    for (label, (grouped, smooth)), color in zip(panels.items(), _BEFORE_AFTER * len(panels)):
+    table = None
+    for i, (label, (grouped, smooth)) in enumerate(panels.items()):
         table = grouped.table if isinstance(grouped, CalibrationResult) else grouped
-        _need_columns(table, ["predicted", "observed", "observed_low", "observed_high"],
-                      "plot_calibration_before_after")
-        tb = table.dropna(subset=["predicted", "observed"])
-        yerr = np.vstack([tb["observed"] - tb["observed_low"], tb["observed_high"] - tb["observed"]])
-        words = label
+        words = label if smooth is None else f"{label} (ICI {smooth.ici:.3f})"
+        _calibration_points(ax, table, "plot_calibration_before_after", fmt="o",
+                            color=color(i), label=words)
         if smooth is not None:
-            words += f" (ICI {smooth.ici:.3f})"
             cur = smooth.curve
-            ax.plot(1.0 - cur["predicted"], 1.0 - cur["observed"], color=color, lw=1.5)
-        ax.errorbar(tb["predicted"], tb["observed"], yerr=np.clip(yerr, 0, None), fmt="o",
-                    capsize=3, color=color, label=words)
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("predicted survival" + (f" at {t:g} months" if t is not None else ""))
-    ax.set_ylabel("observed survival (Kaplan-Meier by quintile, 95 % CI)")
+            ax.plot(1.0 - cur["predicted"], 1.0 - cur["observed"], color=color(i), lw=1.5)
+    _calibration_axes(ax, t)
     if t is not None:
-        ax.set_title(f"calibration at {t:g} months (n = {int(table['n'].sum())})"
-                     if "n" in table.columns else f"calibration at {t:g} months")
-    ax.legend(loc="upper left", fontsize=8)
+        counts = None if table is None else _table_n(table, t)
+        ax.set_title(f"Calibration at {t:g} {TIME_UNIT}"
+                     + ("" if counts is None else f" ({counts})"))
     return ax
 
 
+@_styled
 def calibration_panels(versions: Mapping, horizons: Sequence[float]):
     """``(figure, n_drawn)``: one panel per horizon with every version of the predictions
     (label -> predictions frame with ``time``, ``event``, ``S_*`` columns) drawn by
@@ -206,62 +265,74 @@ def calibration_panels(versions: Mapping, horizons: Sequence[float]):
     return fig, drawn
 
 
-def plot_decision_curve(df: pd.DataFrame, ax=None):
+@_styled
+def plot_decision_curve(df: pd.DataFrame, ax=None, *, t: float | None = None):
     """Net benefit of the model, treat-all and treat-none against threshold probability
-    (the output of :func:`ctsurv.stats.decision_curve`)."""
+    (the output of :func:`ctsurv.stats.decision_curve`); ``t``, the horizon in months, names
+    the event's time window on the x axis when given."""
     ax = _axes(ax)
     cols = ["threshold", "net_benefit_model", "net_benefit_all", "net_benefit_none"]
     _need_columns(df, cols, "plot_decision_curve")
-    ax.plot(df["threshold"], df["net_benefit_model"], label="model")
-    ax.plot(df["threshold"], df["net_benefit_all"], label="treat all", ls="--")
-    ax.plot(df["threshold"], df["net_benefit_none"], label="treat none", color="k", lw=1)
+    ax.plot(df["threshold"], df["net_benefit_model"], color=color(0), label="model")
+    ax.plot(df["threshold"], df["net_benefit_all"], color=color(1), ls="--", label="treat all")
+    ax.plot(df["threshold"], df["net_benefit_none"], color=REFERENCE, lw=1, label="treat none")
     top = np.nanmax(df[cols[1:]].to_numpy())
     ax.set_ylim(min(-0.05, -0.1 * abs(top)), max(top * 1.1, 0.05))
-    ax.set_xlabel("threshold probability")
-    ax.set_ylabel("net benefit")
-    ax.legend(fontsize=8)
+    by = "" if t is None else f" by {t:g} {TIME_UNIT}"
+    ax.set_xlabel(f"Threshold probability (predicted risk of the event{by})")
+    ax.set_ylabel("Net benefit (net true positives per patient)")
+    ax.legend()
     return ax
 
 
+@_styled
 def plot_time_auc(times, aucs, ax=None, label: str = "model", mean_auc: float | None = None):
-    """Time-dependent AUC against time with the 0.5 chance line."""
+    """Time-dependent AUC against time (months) with the 0.5 chance line."""
     ax = _axes(ax)
     t = np.asarray(times, dtype=float)
     a = np.asarray(aucs, dtype=float)
     if t.shape != a.shape or t.ndim != 1:
         raise MetricError(f"times and aucs must be 1-D of equal length, got {t.shape}, {a.shape}")
-    ax.plot(t, a, "o-", label=label if mean_auc is None else f"{label} (mean {mean_auc:.3f})")
-    ax.axhline(0.5, color="grey", ls=":", lw=1)
+    ax.plot(t, a, "o-", color=color(0),
+            label=label if mean_auc is None else f"{label} (mean {mean_auc:.3f})")
+    ax.axhline(0.5, color=REFERENCE, ls=":", lw=1, label="chance")
     ax.set_ylim(0, 1)
-    ax.set_xlabel("time (months)")
-    ax.set_ylabel("time-dependent AUC")
-    ax.legend(fontsize=8)
+    ax.set_xlabel(TIME_AXIS)
+    ax.set_ylabel("Time-dependent AUC (cumulative/dynamic)")
+    ax.legend()
     return ax
 
 
+@_styled
 def plot_metric_per_fold(values, ax=None, label: str = "Ctd"):
-    """Metric per cross-validation fold, with the mean +- SD in the legend.
+    """Metric per cross-validation fold, with the mean +- SD and the number of folds in the
+    legend and the mean as a dashed line.
 
-    ``values`` is a 1-D array (one model) or a mapping ``name -> per-fold values``.
+    ``values`` is a 1-D array (one model) or a mapping ``name -> per-fold values``; ``label``
+    names the metric on the y axis.
     """
     ax = _axes(ax)
     series = values if isinstance(values, Mapping) else {label: values}
-    for name, v in series.items():
+    for i, (name, v) in enumerate(series.items()):
         v = np.asarray(v, dtype=float)
         if v.ndim != 1 or v.size == 0:
             raise MetricError(f"per-fold values of {name!r} must be a non-empty 1-D array")
         folds = np.arange(1, v.size + 1)
-        line, = ax.plot(folds, v, "o-", label=f"{name}: {np.mean(v):.3f} +- {np.std(v):.3f}")
-        ax.axhline(np.mean(v), color=line.get_color(), ls="--", lw=1)
-    ax.set_xlabel("fold")
+        words = f"{name}: {np.mean(v):.3f} +- {np.std(v):.3f} ({n_label(v.size, noun='fold')})"
+        ax.plot(folds, v, "o-", color=color(i), label=words)
+        ax.axhline(np.mean(v), color=color(i), ls="--", lw=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("Cross-validation fold")
     ax.set_ylabel(label)
-    ax.legend(fontsize=8)
+    ax.legend()
     return ax
 
 
+@_styled
 def plot_attention_by_position(rel_pos, weights, n_bins: int = 20, ax=None,
                                normalize: bool = True):
-    """Mean attention weight by relative slice position (seed 000, Fig. 4).
+    """Mean attention weight by relative slice position (seed 000, Fig. 4); the title gives
+    the number of patients and slices.
 
     Parameters
     ----------
@@ -303,18 +374,23 @@ def plot_attention_by_position(rel_pos, weights, n_bins: int = 20, ax=None,
     sem = np.sqrt(np.maximum(sq - mean**2, 0) / np.where(cnt > 1, cnt - 1, 1))
     mean = np.where(cnt > 0, mean, np.nan)
     centers = (edges[:-1] + edges[1:]) / 2
-    ax.bar(centers, mean, width=1 / int(n_bins), yerr=np.where(cnt > 1, sem, 0),
-           alpha=0.8, edgecolor="k", lw=0.5)
+    ax.bar(centers, mean, width=1 / int(n_bins), yerr=np.where(cnt > 1, sem, 0), color=color(0),
+           ecolor=REFERENCE, alpha=0.8, edgecolor=REFERENCE, lw=0.5)
     if ragged and normalize:
-        ax.axhline(1.0, color="grey", ls=":", lw=1, label="uniform")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("relative slice position")
-    ax.set_ylabel("mean attention" + (" (x slices)" if ragged and normalize else ""))
+        ax.axhline(1.0, color=REFERENCE, ls=":", lw=1, label="uniform")
+        ax.legend()
+    ax.set_xlabel("Relative slice position (0 = first slice, 1 = last)")
+    ax.set_ylabel("Mean attention weight"
+                  + (" x slices (1 = uniform)" if ragged and normalize else ""))
+    ax.set_title(f"{n_label(len(rel_pos), noun='patient')}, {pos.size} slices" if ragged
+                 else n_label(pos.size, noun="slice"))
     return ax
 
 
+@_styled
 def plot_survival_curves(time_grid, surv, ax=None, labels: Sequence[str] | None = None):
-    """Predicted survival curves, one step line per patient; ``surv`` is (n_patients, n_times)."""
+    """Predicted survival curves, one step line per patient; ``time_grid`` in months, ``surv``
+    (n_patients, n_times). The title gives the number of patients."""
     ax = _axes(ax)
     tg = np.asarray(time_grid, dtype=float)
     s = np.atleast_2d(np.asarray(surv, dtype=float))
@@ -323,17 +399,20 @@ def plot_survival_curves(time_grid, surv, ax=None, labels: Sequence[str] | None 
     if labels is not None and len(labels) != s.shape[0]:
         raise MetricError(f"{len(labels)} labels for {s.shape[0]} curves")
     for i, row in enumerate(s):
-        ax.step(tg, row, where="post", label=None if labels is None else labels[i])
+        ax.step(tg, row, where="post", color=color(i), label=None if labels is None else labels[i])
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("time (months)")
-    ax.set_ylabel("predicted survival")
+    ax.set_xlabel(TIME_AXIS)
+    ax.set_ylabel("Predicted survival probability")
+    ax.set_title(n_label(s.shape[0], noun="patient"))
     if labels is not None:
-        ax.legend(fontsize=8)
+        ax.legend()
     return ax
 
 
+@_styled
 def bubble_chart(df: pd.DataFrame, ax=None, x: str = "gflops", y: str = "ctd"):
-    """Performance against cost: x = GFLOPs (log scale), y = Ctd, bubble area ~ parameters.
+    """Performance against cost: x = GFLOPs per patient (log scale), y = Ctd, bubble area ~
+    parameters; the title gives the number of models.
 
     ``df`` needs columns ``name, ctd, gflops, params`` (params in any unit, e.g. millions).
     """
@@ -343,24 +422,40 @@ def bubble_chart(df: pd.DataFrame, ax=None, x: str = "gflops", y: str = "ctd"):
     if np.any(p <= 0) or np.any(df[x].to_numpy(float) <= 0):
         raise MetricError("bubble_chart: params and gflops must be positive")
     area = 2000 * p / p.max()
-    ax.scatter(df[x], df[y], s=np.maximum(area, 20), alpha=0.5, edgecolor="k")
+    ax.scatter(df[x], df[y], s=np.maximum(area, 20), color=color(0), alpha=0.5, edgecolor=REFERENCE)
     for _, r in df.iterrows():
-        ax.annotate(str(r["name"]), (r[x], r[y]), fontsize=8, ha="center", va="bottom",
+        ax.annotate(str(r["name"]), (r[x], r[y]), fontsize="small", ha="center", va="bottom",
                     xytext=(0, 6), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("GFLOPs (log scale)")
+    ax.set_xlabel(axis_label("Compute per patient", "GFLOPs, log scale") if x == "gflops"
+                  else axis_label(x, "log scale"))
     ax.set_ylabel(y)
+    ax.set_title(f"{n_label(len(df), noun='model')}; bubble area ~ parameters")
     return ax
 
 
-def save_figure(fig, path) -> Path:
-    """Save a Figure (or the figure of an Axes) to ``path`` (PNG, PDF, SVG by suffix) at
-    200 dpi with a tight box; parent folders are created. Returns the path."""
+def save_figure(fig, path, *, vector: bool = True) -> Path:
+    """Save a Figure (or the figure of an Axes) to ``path`` in the format its suffix names
+    (PNG, or PDF, SVG) in the ctsurv style (200 dpi, tight box); parent folders are created.
+    Returns ``path``.
+
+    With ``vector`` (the default) the vector formats of :data:`ctsurv.figstyle.VECTOR_FORMATS`
+    are written beside it under the same stem (``km.png`` -> ``km.svg``, ``km.pdf``). SVG and
+    PDF record no creation date and the SVG ids come from a fixed salt, so saving the same
+    figure again writes the same bytes.
+    """
     if isinstance(fig, matplotlib.axes.Axes):
         fig = fig.figure
     if not isinstance(fig, matplotlib.figure.Figure):
         raise CtsurvError(f"save_figure needs a matplotlib Figure or Axes, got {type(fig)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=200, bbox_inches="tight")
+    targets = [path]
+    if vector:
+        targets += [path.with_suffix(f".{f}") for f in VECTOR_FORMATS
+                    if path.suffix.lower() != f".{f}"]
+    with style():
+        for target in targets:
+            meta = SAVE_METADATA.get(target.suffix.lower().lstrip("."))
+            fig.savefig(target, metadata=None if meta is None else dict(meta))
     return path
