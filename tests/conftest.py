@@ -91,3 +91,27 @@ def planted_slice_features(ids, time, seed=0, n_features=1280):
         f[0, 2:5, :64] += 1.5 * z
         out[pid] = PatientFeatures(pid, f, np.linspace(0, 1, 8, dtype=np.float32))
     return out
+
+
+#: patients of :func:`tiny_scored`, in the order of their image folder entries
+TINY_SCORED = ("PHANTOM-003", "PHANTOM-001", "PHANTOM-002")
+
+
+@pytest.fixture(scope="session")
+def tiny_scored(tiny_cohort, tmp_path_factory):
+    """``(model_dir, out_dir, predictions)`` of a real ``ctsurv predict`` with its patient
+    reports: a final model fitted on :func:`tiny_cohort` (Lite0 at 64 pixels, 2 epochs) scores
+    three of its patients (12 Monte Carlo dropout passes)."""
+    import torch
+
+    from ctsurv.predict import fit_final, predict_patients
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("tiny-scored")
+    model_dir = fit_final(tiny_config(tiny_cohort, root / "prepared"), root / "model", progress=False)
+    new = root / "new"
+    new.mkdir()
+    for pid in TINY_SCORED:
+        (new / pid).symlink_to(tiny_cohort / "images" / pid)
+    preds = predict_patients(model_dir, new, root / "scored", progress=False, n_passes=12)
+    return model_dir, root / "scored", preds

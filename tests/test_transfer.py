@@ -255,3 +255,38 @@ def test_transfer_beats_scratch_in_the_mean_over_repeats(target, tmp_path):
     assert res["transfer_beats_scratch_in_mean"]
     assert table["transfer_ctd_pooled"].mean() > table["scratch_ctd_pooled"].mean() + 0.1
     assert table["transfer_ctd_pooled"].min() > 0.7
+
+
+def test_early_blocks_stay_frozen_in_a_last_block_network():
+    """The ``last-block`` strategy trains Lite0's last block and head convolution: ``early-blocks``
+    freezes exactly those (not the embedding's final linear layer), and training keeps them,
+    batch-norm statistics included."""
+    from ctsurv.build import get_kind
+    from ctsurv.config import from_dict
+    from ctsurv.types import PatientFeatures
+
+    cfg = from_dict({"preprocess": {"size": 64}, "embed": {"augment": False, "strategy": "last-block"}})
+    encoder = get_kind(cfg).build_encoder(cfg)
+    build = network_factory(cfg, encoder)
+    torch.manual_seed(0)
+    start = {k: v.clone() for k, v in build().state_dict().items()}
+    names = frozen_parameter_names(build(), ["early-blocks"])
+    linear = [n for n, m in build().embedding.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert names and all(n.startswith("embedding.") for n in names)
+    assert not any(n.startswith(f"embedding.{linear}.") for n in names)
+    assert any(".weight" in n and start[n].ndim == 4 for n in names)  # convolution kernels
+    rng = np.random.default_rng(0)
+    shape = encoder.trunk_out_shape
+    pats = [PatientFeatures(f"P{i}", rng.normal(size=(1, 4, *shape)).astype(np.float32),
+                            np.linspace(0, 1, 4, dtype=np.float32)) for i in range(10)]
+    time = rng.uniform(1, 30, 10)
+    event = np.ones(10, dtype=int)
+    rep = Replica(np.arange(8), time[:8], event[:8], np.arange(8, 10), time[8:], event[8:], 3, start)
+    res = train_replicas(build, pats, [rep], TrainConfig(epochs=1, lr=1e-3, augment=False, freeze=names))[0]
+    after = res.model.state_dict()
+    for n in names:
+        assert torch.equal(after[n], start[n]), n
+    # the frozen blocks' batch-norm running statistics are the source's too
+    stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(after[k], start[k]) for k in stats)
+    assert not torch.equal(after[f"embedding.{linear}.weight"], start[f"embedding.{linear}.weight"])

@@ -72,6 +72,10 @@ def _cmd_demo(a) -> None:
           f"{summary['attention']['peak_bin_centre']:.3f}, tumours at {summary['tumour']['rel_pos_mean']:.3f}")
     print(f"[ctsurv]   summary: {run_dir / 'summary.json'}; metrics: {run_dir / 'metrics.json'}; "
           f"predictions: {run_dir / 'predictions.csv'}; figures: {run_dir / 'figures'}")
+    from ctsurv.report import write_run_report
+
+    report = write_run_report(run_dir, out / "report.html")
+    print(f"[ctsurv] demo report (open in a browser): {report.resolve()}")
 
 
 def _cmd_fit(a) -> None:
@@ -107,8 +111,10 @@ def _cmd_transfer_study(a) -> None:
 def _cmd_predict(a) -> None:
     from ctsurv.predict import predict_patients
 
-    preds = predict_patients(a.model, a.images, a.out, top_k=a.top_k, progress=not a.no_progress)
-    print(f"[ctsurv] scored {len(preds)} patients; see {Path(a.out) / 'predictions.csv'}")
+    preds = predict_patients(a.model, a.images, a.out, top_k=a.top_k, progress=not a.no_progress,
+                             report=not a.no_report, n_passes=a.passes)
+    print(f"[ctsurv] scored {len(preds)} patients; see {Path(a.out) / 'predictions.csv'}"
+          + ("" if a.no_report else f" and {Path(a.out) / 'index.html'}"))
 
 
 def _cmd_validate_external(a) -> None:
@@ -140,6 +146,13 @@ def _cmd_report(a) -> None:
 
     path = write_run_report(a.run, a.out)
     print(f"[ctsurv] report of {a.run} written to {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    if a.screenshot:
+        from ctsurv._browser import open_in_chromium
+
+        seen = open_in_chromium(path, screenshot=a.screenshot, full_page=a.full_page)
+        errors = [t for kind, t in seen["console"] if kind == "error"] + seen["page_errors"]
+        print(f"[ctsurv] screenshot (headless Chromium) written to {a.screenshot}"
+              + (f"; the page logged {len(errors)} error(s): {errors[:3]}" if errors else ""))
 
 
 def _cmd_compare(a) -> None:
@@ -329,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--no-report", action="store_true", help="skip the per-patient pages and index.html")
+    s.add_argument("--passes", type=int, default=30,
+                   help="Monte Carlo dropout passes for the band of each patient's curve")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_predict)
 
@@ -355,9 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(func=_cmd_evaluate)
 
-    s = sub.add_parser("report", help="one self-contained HTML report of a run folder")
-    s.add_argument("run", help="run folder (metrics.json, predictions.csv, ...)")
+    s = sub.add_parser("report", help="one self-contained HTML report of a run or study folder")
+    s.add_argument("run", help="run folder (metrics.json, predictions.csv, ...) or study folder (study.yaml)")
     s.add_argument("--out", required=True, help="HTML file to write")
+    s.add_argument("--screenshot", metavar="PNG",
+                   help="also render the page in headless Chromium and save a screenshot (the first "
+                        "1200 x 900 pixels; needs playwright and Debian's chromium)")
+    s.add_argument("--full-page", action="store_true", help="screenshot the whole page")
     s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("compare", help="compare runs on identical patients")

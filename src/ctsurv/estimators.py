@@ -197,6 +197,8 @@ class SurvivalEstimator:
                                          if p.patient_id)
         # risk tiers of new patients: above / below the training patients' median risk
         self.train_risk_median_ = float(np.median(1.0 - train_surv[:, -1]))
+        #: the 0, 5, ..., 100th percentiles of the training risks (a new patient's percentile)
+        self.train_risk_quantiles_ = np.quantile(1.0 - train_surv[:, -1], np.linspace(0, 1, 21)).tolist()
         return self
 
     def _check_fitted(self) -> None:
@@ -232,6 +234,7 @@ class SurvivalEstimator:
         return save_model(out, self.model_, self.config_, self.encoder_, {
             "best_epoch": self.best_epoch_, "n_train": int(self.n_train_), "n_val": int(self.n_val_),
             "train_risk_median": self.train_risk_median_,
+            "train_risk_quantiles": list(getattr(self, "train_risk_quantiles_", []) or []),
             "recalibration": self.recalibration_.to_dict(),
             # digests of the training and validation patients (ctsurv.transfer's leakage guard)
             "training_patient_sha256": list(getattr(self, "training_patients_", []))})
@@ -250,6 +253,7 @@ class SurvivalEstimator:
         est.best_epoch_, est.history_, est.selection_ = meta.get("best_epoch"), [], cfg.train.selection
         est.n_train_, est.n_val_ = meta.get("n_train"), meta.get("n_val")
         est.train_risk_median_ = meta.get("train_risk_median")
+        est.train_risk_quantiles_ = meta.get("train_risk_quantiles") or []
         est.recalibration_ = RecalibrationMap.from_dict(meta.get("recalibration"))
         return est
 

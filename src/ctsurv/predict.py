@@ -28,9 +28,12 @@ from ctsurv.build import (MODEL_FORMAT, compute_features, get_kind, load_model, 
 from ctsurv.config import RunConfig
 from ctsurv.estimators import SurvivalEstimator
 from ctsurv.exceptions import CtsurvError
+from ctsurv.explain import grad_cam, grad_cam_supported
+from ctsurv.patient_report import BAND_QUANTILES, risk_percentile, write_patient_reports
 from ctsurv.pipeline import prepare_step
 from ctsurv.prepare import load_prepared, prepare_cohort, summarize_manifest
 from ctsurv.stats.recalibration import RecalibrationMap
+from ctsurv.train import dropout_passes
 from ctsurv.train import predict as predict_features
 
 __all__ = ["MODEL_FORMAT", "fit_final", "load_model", "predict_patients", "preprocess_hash",
@@ -58,14 +61,17 @@ def fit_final(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> Path
 
 
 def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path, *,
-                     top_k: int = 5, progress: bool = True) -> pd.DataFrame:
+                     top_k: int = 5, progress: bool = True, report: bool = True,
+                     n_passes: int = 30) -> pd.DataFrame:
     """Score every patient of an images folder with a saved model of any kind.
 
     Writes ``predictions.csv`` (patient_id, risk = 1 - S(horizon), risk tier, ``recalibrated``,
     the ``S_*`` columns of the model's time grid: mapped by the model's recalibration map when
     it has one, and the console says which), ``top_slices.csv`` (for slice models: the ``top_k``
     slices by attention with their z position), ``manifest.csv`` and
-    ``figures/survival_curves.png``.
+    ``figures/survival_curves.png``. With ``report`` also one page per patient and
+    ``index.html`` (:mod:`ctsurv.patient_report`; the band from ``n_passes`` Monte Carlo dropout
+    passes).
     """
     model, cfg, encoder = load_model(model_dir)
     grid = cfg.time_grid
@@ -101,10 +107,69 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
                         "weight": float(w[si])})
     preds = pd.DataFrame(rows)
     atomic_to_csv(out / "predictions.csv", preds)
-    atomic_to_csv(out / "top_slices.csv", pd.DataFrame(
-        top, columns=["patient_id", "rank", "slice", "z_mm", "rel_pos", "weight"]))
+    top = pd.DataFrame(top, columns=["patient_id", "rank", "slice", "z_mm", "rel_pos", "weight"])
+    atomic_to_csv(out / "top_slices.csv", top)
     _plot_curves(out, ids, grid.times, surv)
+    if report:
+        band = dropout_passes(model, [feats[p] for p in ids], n_passes=n_passes, seed=cfg.seed)
+        cam_ok, cam_why = grad_cam_supported(encoder) if per_slice else (False, "no slices")
+        cams = {}
+        if cam_ok:
+            for p in ids:
+                rows = top.loc[top["patient_id"] == p, "slice"].tolist()
+                cams[p] = grad_cam(model, encoder, feats[p], pres[p].slices, rows)
+        records = _patient_records(preds, top, rmap.apply(band) if band is not None else None,
+                                   meta, cfg, model_dir, n_passes, _calibration_words(rmap), per_slice,
+                                   cam_why)
+        index = write_patient_reports(out, records, pres, grid.times, model_dir=str(model_dir),
+                                      curves_png=out / "figures" / "survival_curves.png", cams=cams)
+        print(f"[ctsurv] predict: patient reports in {out / 'patients'}; index {index}")
     return preds
+
+
+def _patient_records(preds: pd.DataFrame, top: pd.DataFrame, band, meta: dict, cfg: RunConfig,
+                     model_dir, n_passes: int, calibration: str, per_slice: bool,
+                     cam_why: str) -> list[dict]:
+    """The content of every patient's ``patient.json`` (:mod:`ctsurv.patient_report`)."""
+    from ctsurv import __version__
+
+    grid = cfg.time_grid
+    kind = meta.get("kind", "2d")
+    if band is None:
+        method = "none: this network has no dropout, and one saved model gives no other band"
+        lo = hi = None
+    else:
+        lo, hi = np.quantile(band, BAND_QUANTILES, axis=0)
+        method = (f"{int(100 * BAND_QUANTILES[0])}th-{int(100 * BAND_QUANTILES[1])}th percentile of "
+                  f"{n_passes} Monte Carlo dropout passes (the model's own variability, not a "
+                  "confidence interval)")
+    quantiles = meta.get("train_risk_quantiles") or []
+    records = []
+    for i, row in enumerate(preds.itertuples(index=False)):
+        pid = row.patient_id
+        s = preds.loc[i, grid.columns].to_numpy(float)
+        t = top.loc[top["patient_id"] == pid].drop(columns="patient_id").to_dict(orient="records")
+        records.append({
+            "patient_id": pid, "horizon": float(grid.horizon), "risk": float(row.risk),
+            "survival_at_horizon": float(s[-1]), "risk_tier": row.risk_tier or None,
+            "train_risk_median": meta.get("train_risk_median"),
+            "risk_percentile": risk_percentile(float(row.risk), quantiles),
+            "n_train": meta.get("n_train"), "calibration": calibration,
+            "band": {"method": method, "n_passes": n_passes if band is not None else 0,
+                     "quantiles": list(BAND_QUANTILES)},
+            "curve": {"times": grid.times.tolist(), "survival": s.tolist(),
+                      "band_low": None if lo is None else lo[i].tolist(),
+                      "band_high": None if hi is None else hi[i].tolist()},
+            "model": {"dir": str(model_dir), "kind": kind},
+            "grad_cam": ("Grad-CAM of the risk on the trunk's last feature map (second row of the "
+                         "slice figure; ctsurv.explain)" if not cam_why else f"not drawn: {cam_why}"),
+            "top_slices": t,
+            "slices_caption": ("Input slices (windowed, cropped) with the highest attention weights; "
+                               "outlines: the prepared masks"),
+            "slices_note": ("" if per_slice else f"the {kind} kind scores the volume as a whole: it has "
+                            "no attention over slices"),
+            "ctsurv_version": __version__})
+    return records
 
 
 def validate_external(model_dir: str | Path, images: str | Path, clinical: str | Path, out: str | Path,

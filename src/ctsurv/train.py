@@ -40,7 +40,8 @@ from ctsurv.types import DEFAULT_GRID, PatientFeatures, TimeGrid
 
 __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collate", "predict",
            "train_model", "training_threads", "training_ctd", "selection_criterion", "SELECTIONS", "TRAIN_THREADS",
-           "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS", "freeze_parameters"]
+           "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS", "freeze_parameters",
+           "dropout_passes", "train_mode"]
 
 #: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
 #: ``RunConfig.time_grid`` (:class:`ctsurv.types.TimeGrid`).
@@ -90,6 +91,35 @@ def predict(model: torch.nn.Module, patients: list[PatientFeatures], *, batch_si
             w = out["weights"].numpy()
             weights.extend(w[b, : p.n_slices].copy() for b, p in enumerate(chunk))
     return np.concatenate(surv).astype(np.float64), weights
+
+
+def dropout_passes(model: torch.nn.Module, patients: list[PatientFeatures], *, n_passes: int = 30,
+                   seed: int = 0, batch_size: int = 16) -> np.ndarray | None:
+    """Survival curves ``(n_passes, n, n_bins + 1)`` from forward passes with the network's
+    dropout layers active and everything else in eval mode (Monte Carlo dropout; Gal and
+    Ghahramani, ICML 2016); None when the network has no dropout with p > 0. The draws come
+    from a generator seeded with ``seed`` (torch's global generator is left as it was)."""
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    if not drops:
+        return None
+    model.eval()
+    state = torch.get_rng_state()
+    torch.manual_seed(int(seed))
+    try:
+        for m in drops:
+            m.train()
+        out = []
+        with torch.no_grad():
+            for _ in range(int(n_passes)):
+                one = []
+                for i in range(0, len(patients), batch_size):
+                    x, mask, pos = collate(patients[i : i + batch_size])
+                    one.append(survival(model(x, mask, pos)["logits"]).numpy())
+                out.append(np.concatenate(one))
+    finally:
+        model.eval()
+        torch.set_rng_state(state)
+    return np.stack(out).astype(np.float64)
 
 
 def training_ctd(time, event, surv: np.ndarray, times) -> float | None:
@@ -215,7 +245,8 @@ def training_threads(n: int = TRAIN_THREADS):
 
 def freeze_parameters(model: torch.nn.Module, names) -> torch.nn.Module:
     """Set ``requires_grad=False`` on the parameters ``names`` of ``model`` (in place; returns
-    it). Every name must exist, and at least one parameter must stay trainable."""
+    it). Every name must exist, and at least one parameter must stay trainable. Training puts
+    the model in :func:`train_mode`, which keeps frozen batch-norm layers in eval mode."""
     names = set(names)
     if not names:
         return model
@@ -227,6 +258,19 @@ def freeze_parameters(model: torch.nn.Module, names) -> torch.nn.Module:
         own[n].requires_grad_(False)
     if not any(p.requires_grad for p in model.parameters()):
         raise CtsurvError("freeze: every parameter of the network is frozen; nothing would be trained")
+    return model
+
+
+def train_mode(model: torch.nn.Module) -> torch.nn.Module:
+    """``model.train()``, except that batch-norm layers whose parameters are all frozen
+    (:func:`freeze_parameters`) stay in eval mode: a frozen part keeps its source running
+    statistics and normalises with them, as in prediction, so freezing it fixes its output."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
     return model
 
 
@@ -305,7 +349,7 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
     n_views = train[0].features.shape[0]
     view_kw = {} if cfg.views is None else {"views": cfg.views}
     for epoch in range(cfg.epochs):
-        model.train()
+        train_mode(model)
         order = rng.permutation(len(train))
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
