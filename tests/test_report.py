@@ -1,16 +1,23 @@
-"""``ctsurv report``: one self-contained HTML file per run folder, checked against the run files.
+"""``ctsurv report``: one self-contained HTML file per run or study folder, checked against the files.
 
 A tiny real run (``run_cv`` on a copy of the shared 12-patient phantom cohort with two planted
 non-patient entries in its images folder, planted slice features standing in for the trunk as in
 ``tests/test_honesty.py``) is reported once; the HTML is parsed with :mod:`html.parser` and its
 numbers compared with metrics.json, a recount of manifest.csv and hashes of the files.
+
+A tiny real study (``run_study``: two 2d configurations on ``tiny_config``'s base, Lite0 at 64
+pixels, 2 epochs, 3 folds) is reported too, and checked against comparison.csv, each configuration's
+metrics.json and study_done.json; a copy of it rerun with a 3D configuration that raises (run_study
+records the error and goes on) and one more after it gives failed and not-run configurations.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import hashlib
+import html
 import json
 import shutil
 from html.parser import HTMLParser
@@ -23,7 +30,8 @@ import torch
 
 from conftest import TINY_N, planted_slice_features, tiny_config
 from ctsurv.exceptions import CtsurvError
-from ctsurv.report import PNG_SIGNATURE, render_run_report, run_report_data, write_run_report
+from ctsurv.report import (PNG_SIGNATURE, render_run_report, render_study_report, run_report_data,
+                           study_report_data, write_run_report)
 from ctsurv.types import PatientFeatures
 
 F_IN = 1280  # the Lite0 feature size the 2d kind's trainable head expects
@@ -242,7 +250,10 @@ def test_every_figure_is_an_inline_png(report):
 
 
 def test_report_has_no_script_and_no_external_resource(report):
-    text, page = report
+    _assert_self_contained(*report)
+
+
+def _assert_self_contained(text: str, page: Page) -> None:
     assert "<script" not in text.lower()
     tags = {t for t, _ in page.tags}
     assert not tags & {"script", "link", "iframe", "object", "embed", "base"}
@@ -294,3 +305,187 @@ def test_cli_report(run_dir, tmp_path, capsys):
     assert main(["report", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "x.html")]) == 2
     assert "no-such-run" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+# ----------------------------------------------------------------------------- study folders
+#: a label and a study name carrying HTML special characters
+ODD_LABEL = 'Lite0 <soft> & "attention"'
+
+
+def _study_spec(cohort: Path, prepared: Path) -> dict:
+    """Two 2d configurations on the tiny cohort's fast base (:func:`conftest.tiny_config`)."""
+    return {"name": "tiny <study>", "base": tiny_config(cohort, prepared).to_dict(), "reference": "soft",
+            "configs": [{"name": "soft", "kind": "2d", "label": ODD_LABEL, "paper": "0.584 ± 0.054"},
+                        {"name": "mean", "kind": "2d", "overrides": {"model": {"aggregator": "mean"}}}],
+            "tables": [{"title": "Aggregators", "configs": ["mean", "soft"]},
+                       {"title": "Reference only", "configs": ["soft"]}],
+            "compare": {"n_permutations": 200, "n_bootstrap": 50},
+            "complexity": {"n_slices": 16, "image_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def study(tiny_cohort, tmp_path_factory):
+    """(spec, study folder) of a finished real study (about 20 s on one thread)."""
+    from ctsurv.study import run_study
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("study-report")
+    spec = _study_spec(tiny_cohort, root / "prepared")
+    run_study(spec, root / "study", progress=False)
+    return spec, root / "study"
+
+
+@pytest.fixture(scope="module")
+def failed_study(study, tmp_path_factory):
+    """A copy of the study rerun with two more configurations: ``dn3d-bad`` raises a StudyError
+    in its run (DenseNet3D-121 cannot run on 8 slices), which run_study records and goes past;
+    ``late`` after it runs. The finished two are not rerun."""
+    from ctsurv.study import run_study
+
+    spec, folder = study
+    out = tmp_path_factory.mktemp("failed-study") / "study"
+    shutil.copytree(folder, out)
+    spec = copy.deepcopy(spec)
+    spec["configs"] += [
+        {"name": "dn3d-bad", "kind": "3d", "overrides": {"embed": {"backbone": "densenet3d-121", "weights": "random"},
+                                                         "model": {"volume_depth": 8, "volume_size": 64}}},
+        {"name": "late", "kind": "2d", "overrides": {"model": {"aggregator": "mean"}, "train": {"epochs": 1}}}]
+    spec["tables"].append({"title": "After the failure", "configs": ["soft", "dn3d-bad", "late"]})
+    table = run_study(spec, out, progress=False)
+    assert sorted(table["name"]) == ["late", "mean", "soft"]  # compared: the configurations that finished
+    return out
+
+
+def _study_page(folder: Path, out: Path) -> tuple[str, Page]:
+    text = write_run_report(folder, out).read_text(encoding="utf-8")
+    return text, Page(text)
+
+
+def _rows(page: Page, table_id: str) -> list[dict]:
+    head = page.header(table_id)
+    return [dict(zip(head, cells)) for _, cells in page.body_rows(table_id)]
+
+
+def _p(x: float) -> str:
+    return "\u2014" if np.isnan(x) else f"{x:.3g}"
+
+
+def test_study_comparison_tables_print_comparison_csv(study, tmp_path):
+    spec, folder = study
+    text, page = _study_page(folder, tmp_path / "study.html")
+    csv_rows = pd.read_csv(folder / "comparison.csv")
+    titles = list(dict.fromkeys(csv_rows["table"]))
+    assert titles == [t["title"] for t in spec["tables"]]
+    for i, title in enumerate(titles, 1):
+        assert f"<h3>{html.escape(title)}</h3>" in text
+        want = csv_rows[csv_rows["table"] == title]
+        shown = _rows(page, f"comparison-{i}")
+        assert [r["name"] for r in shown] == list(want["name"])
+        for r, (_, w) in zip(shown, want.iterrows()):
+            for col in ("ctd_fold_mean", "ctd_fold_std", "ctd_pooled", "ctd_ci_low", "ctd_ci_high"):
+                assert r[col] == f"{w[col]:.3f}", (title, w["name"], col)
+            assert r["p_vs_reference"] == _p(w["p_vs_reference"])
+            assert r["label"] == w["label"] and r["status now"] == "finished"
+            assert int(r["params_trainable"]) == w["params_trainable"]
+    # the reference has no p-value; the other configuration's is a real permutation p in (0, 1]
+    p = csv_rows.drop_duplicates("name").set_index("name")["p_vs_reference"]
+    assert np.isnan(p["soft"]) and 0 < p["mean"] <= 1
+    assert "status now" in page.header("comparison-1")
+
+
+def test_study_lists_every_configuration_with_its_own_headline(study, tmp_path):
+    spec, folder = study
+    text, page = _study_page(folder, tmp_path / "study.html")
+    rows = _rows(page, "configurations")
+    assert [r["configuration"] for r in rows] == [c["name"] for c in spec["configs"]]
+    plan_sha = hashlib.sha256((folder / "folds.csv").read_bytes()).hexdigest()
+    assert page.text["plan-sha256"] == plan_sha
+    for r in rows:
+        run = folder / r["configuration"]
+        m = json.loads((run / "metrics.json").read_text())
+        done = json.loads((run / "study_done.json").read_text())
+        assert done["plan_sha256"] == plan_sha  # so "finished" is right: same fold plan
+        assert (r["status"], r["reason"]) == ("finished", "")
+        assert r["ctd_mean"] == f"{m['ctd_mean']:.3f}"
+        assert (r["ci_low"], r["ci_high"]) == (f"{m['ctd_fold']['ci_low']:.3f}", f"{m['ctd_fold']['ci_high']:.3f}")
+        assert r["ctd_pooled"] == f"{m['ctd_pooled']:.3f}"
+    assert page.text["study-status"].strip() == "2 configurations: 2 finished."
+    # the bubble chart is bubble.png itself, inline; the resolved study file is shown as text
+    img = next(a for t, a in page.tags if t == "img")
+    assert base64.b64decode(img["src"].split(",", 1)[1]) == (folder / "bubble.png").read_bytes()
+    assert html.escape((folder / "study.yaml").read_text(encoding="utf-8"), quote=True) in text
+    fps = {cells[0]: cells[2] for _, cells in page.body_rows("fingerprints")}
+    assert fps["comparison.csv"] == hashlib.sha256((folder / "comparison.csv").read_bytes()).hexdigest()
+
+
+def test_study_report_has_no_script_no_link_and_escapes(study, tmp_path):
+    _, folder = study
+    text, page = _study_page(folder, tmp_path / "study.html")
+    _assert_self_contained(text, page)
+    assert not {t for t, _ in page.tags} & {"a", "area"}  # per-configuration detail is inline
+    assert all(a["src"].startswith("data:image/png;base64,") for t, a in page.tags if t == "img")
+    assert "<soft>" not in text and "<study>" not in text and "&lt;soft&gt; &amp; &quot;attention&quot;" in text
+    assert ODD_LABEL in [r["label"] for r in _rows(page, "configurations")]
+
+
+def test_a_failed_and_a_not_run_configuration_are_listed_with_their_reason(failed_study, tmp_path):
+    err = json.loads((failed_study / "dn3d-bad" / "study_failed.json").read_text())
+    assert err["type"] == "StudyError" and "densenet3d-121 cannot run on a 8 x 64" in err["error"]
+    gone = shutil.copytree(failed_study, tmp_path / "study")
+    shutil.rmtree(gone / "late")  # as if the study had stopped before it
+    text, page = _study_page(gone, tmp_path / "failed.html")
+    rows = {r["configuration"]: r for r in _rows(page, "configurations")}
+    assert list(rows) == ["soft", "mean", "dn3d-bad", "late"]  # study.yaml, rewritten by the rerun
+    assert rows["soft"]["status"] == rows["mean"]["status"] == "finished"
+    bad = rows["dn3d-bad"]
+    assert bad["status"] == "failed" and bad["ctd_mean"] == "\u2014"
+    assert bad["reason"] == f"StudyError: {err['error']}"
+    assert rows["late"]["status"] == "not run" and "no late/" in rows["late"]["reason"]
+    assert page.text["study-status"].strip() == "4 configurations: 2 finished, 1 failed, 1 not run."
+    # the table of the rerun compares the finished configurations only
+    shown = {r["name"]: r["status now"] for r in _rows(page, "comparison-3")}
+    assert shown == {"soft": "finished", "late": "not run"}
+    # and the untouched study folder shows the configuration after the failure as finished
+    _, page2 = _study_page(failed_study, tmp_path / "failed2.html")
+    assert {r["configuration"]: r["status"] for r in _rows(page2, "configurations")}["late"] == "finished"
+
+
+def test_a_configuration_without_metrics_json_is_not_finished(study, tmp_path):
+    _, folder = study
+    copy_ = shutil.copytree(folder, tmp_path / "study")
+    (copy_ / "mean" / "metrics.json").unlink()
+    _, page = _study_page(copy_, tmp_path / "a.html")
+    mean = next(r for r in _rows(page, "configurations") if r["configuration"] == "mean")
+    n_done = len(list((copy_ / "mean" / "folds").glob("fold_*.json")))
+    assert mean["status"] == "not finished" and "metrics.json is missing" in mean["reason"]
+    assert f"{n_done} fold(s) finished" in mean["reason"] and n_done == 3
+    assert "study_done.json is missing" not in mean["reason"]  # it is still there
+    assert {r["name"]: r["status now"] for r in _rows(page, "comparison-1")} == {"mean": "not finished",
+                                                                              "soft": "finished"}
+    # without comparison.csv and bubble.png, sections say so
+    (copy_ / "comparison.csv").unlink()
+    (copy_ / "bubble.png").unlink()
+    data = study_report_data(copy_)
+    assert data["comparison"]["tables"] == [] and "comparison.csv is absent" in data["comparison"]["missing"]
+    text = render_study_report(data)
+    assert "comparison.csv is absent" in text and "bubble.png is absent" in text
+    assert "comparison-1" not in Page(text).tables
+
+
+def test_write_run_report_dispatches_on_study_yaml(run_dir, study, tmp_path):
+    from ctsurv.cli import main
+
+    _, folder = study
+    out = tmp_path / "s.html"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    page = Page(out.read_text(encoding="utf-8"))
+    assert "configurations" in page.tables and "headline-ctd" not in page.text
+    run_page = Page(write_run_report(run_dir, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "headline-ctd" in run_page.text and "configurations" not in run_page.tables
+    # a study.yaml that lists no configurations is an error naming the folder
+    bad = tmp_path / "bad-study"
+    bad.mkdir()
+    (bad / "study.yaml").write_text("name: x\n")
+    with pytest.raises(CtsurvError, match="study.yaml is missing or lists no configs") as err:
+        write_run_report(bad, tmp_path / "x.html")
+    assert str(bad) in str(err.value) and not (tmp_path / "x.html").exists()

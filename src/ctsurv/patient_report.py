@@ -38,7 +38,7 @@ import pandas as pd
 
 from ctsurv import figstyle
 from ctsurv._util import atomic_write_json, atomic_write_text, json_safe
-from ctsurv.report import CSS, _absent, _dl, _e, _fmt, _table
+from ctsurv.report.html import CSS, absent_note, esc, fmt_cell, html_dl, html_table
 
 __all__ = ["BAND_QUANTILES", "patient_page", "index_page", "write_patient_reports",
            "risk_percentile", "safe_folder_name"]
@@ -72,9 +72,9 @@ def _png_b64(data: bytes) -> str:
 
 def _img(png: bytes | None, alt: str, id_: str, caption: str, missing: str) -> str:
     if png is None:
-        return _absent(missing)
-    return (f'<figure id="{_e(id_)}"><img src="data:image/png;base64,{_png_b64(png)}" alt="{_e(alt)}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+        return absent_note(missing)
+    return (f'<figure id="{esc(id_)}"><img src="data:image/png;base64,{_png_b64(png)}" alt="{esc(alt)}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
 def plain_language(rec: dict) -> str:
@@ -108,35 +108,35 @@ def patient_page(rec: dict, curve_png: bytes | None, slices_png: bytes | None) -
                               "S(t)": [grid["survival"][i] for i in show],
                               "band low": [grid["band_low"][i] if grid["band_low"] else None for i in show],
                               "band high": [grid["band_high"][i] if grid["band_high"] else None for i in show]})
-    facts = [("patient", pid), ("risk = 1 - S(horizon)", _fmt(rec["risk"])),
-             (f"S({rec['horizon']:g} months)", _fmt(rec["survival_at_horizon"])),
+    facts = [("patient", pid), ("risk = 1 - S(horizon)", fmt_cell(rec["risk"])),
+             (f"S({rec['horizon']:g} months)", fmt_cell(rec["survival_at_horizon"])),
              ("risk tier", rec["risk_tier"] or "not available (the model stores no training median risk)"),
-             ("training median risk", _fmt(rec["train_risk_median"])),
-             ("percentile among training patients", _fmt(rec["risk_percentile"], 0)),
+             ("training median risk", fmt_cell(rec["train_risk_median"])),
+             ("percentile among training patients", fmt_cell(rec["risk_percentile"], 0)),
              ("curves", rec["calibration"]), ("band", rec["band"]["method"]),
              ("model", f"{rec['model']['kind']} kind, {rec['model']['dir']}"),
              ("Grad-CAM", rec["grad_cam"])]
     top = rec["top_slices"]
-    slices_html = (_table(pd.DataFrame(top), id_="top-slices") if top else _absent(rec["slices_note"]))
+    slices_html = (html_table(pd.DataFrame(top), id_="top-slices") if top else absent_note(rec["slices_note"]))
     body = "\n".join([
-        f"<h1>{_e(title)}</h1>",
+        f"<h1>{esc(title)}</h1>",
         f'<p class="headline" id="headline">Predicted survival at {rec["horizon"]:g} months: '
-        f'<span class="big" id="survival-at-horizon">{_e(_fmt(rec["survival_at_horizon"]))}</span>; '
-        f'risk tier <span id="risk-tier">{_e(rec["risk_tier"] or "n/a")}</span></p>',
-        f'<p id="plain-language">{_e(plain_language(rec))}</p>',
-        "<h2 id=\"numbers\">Numbers</h2>", _dl(facts),
+        f'<span class="big" id="survival-at-horizon">{esc(fmt_cell(rec["survival_at_horizon"]))}</span>; '
+        f'risk tier <span id="risk-tier">{esc(rec["risk_tier"] or "n/a")}</span></p>',
+        f'<p id="plain-language">{esc(plain_language(rec))}</p>',
+        "<h2 id=\"numbers\">Numbers</h2>", html_dl(facts),
         "<h2 id=\"curve\">Survival curve</h2>",
         _img(curve_png, "predicted survival curve", "fig-curve",
              f"Predicted S(t) to {rec['horizon']:g} months; shaded: {rec['band']['method']}",
              "the curve figure is absent"),
-        _table(curve_tab, id_="curve-table"),
+        html_table(curve_tab, id_="curve-table"),
         "<h2 id=\"slices\">Slices the model attended to most</h2>",
         _img(slices_png, "top slices by attention", "fig-slices", rec["slices_caption"], rec["slices_note"]),
         slices_html,
-        f"<p>Written by ctsurv {_e(rec['ctsurv_version'])}. Every number on this page is in "
+        f"<p>Written by ctsurv {esc(rec['ctsurv_version'])}. Every number on this page is in "
         "<code>patient.json</code> beside it.</p>"])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+            f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
 def index_page(records: list[dict], folders: dict[str, str], model_dir: str, curves_png: bytes | None) -> str:
@@ -145,20 +145,20 @@ def index_page(records: list[dict], folders: dict[str, str], model_dir: str, cur
     rows = []
     for r in order:
         rows.append(
-            f'<tr data-patient="{_e(r["patient_id"])}"><td><a href="patients/{_e(folders[r["patient_id"]])}/report.html">'
-            f'{_e(r["patient_id"])}</a></td><td class="num">{_e(_fmt(r["risk"]))}</td>'
-            f'<td>{_e(r["risk_tier"] or "n/a")}</td><td class="num">{_e(_fmt(r["survival_at_horizon"]))}</td></tr>')
+            f'<tr data-patient="{esc(r["patient_id"])}"><td><a href="patients/{esc(folders[r["patient_id"]])}/report.html">'
+            f'{esc(r["patient_id"])}</a></td><td class="num">{esc(fmt_cell(r["risk"]))}</td>'
+            f'<td>{esc(r["risk_tier"] or "n/a")}</td><td class="num">{esc(fmt_cell(r["survival_at_horizon"]))}</td></tr>')
     h = order[0]["horizon"] if order else 24.0
     table = (f'<table id="patients"><thead><tr><th>patient</th><th>risk</th><th>tier</th>'
              f"<th>S({h:g} months)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
     title = "ctsurv predictions"
-    body = "\n".join([f"<h1>{_e(title)}</h1>",
-                      f"<p>{len(records)} patients scored with the model <code>{_e(model_dir)}</code>; "
+    body = "\n".join([f"<h1>{esc(title)}</h1>",
+                      f"<p>{len(records)} patients scored with the model <code>{esc(model_dir)}</code>; "
                       "each name opens that patient's page.</p>", table,
                       _img(curves_png, "survival curves of every patient", "fig-curves",
                            "Predicted S(t) of every scored patient", "the curves figure is absent")])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+            f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
 def _draw_curve(times, surv, lo, hi, horizon: float, pid: str, path: Path) -> bytes:

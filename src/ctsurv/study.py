@@ -37,6 +37,12 @@ Identical folds: the plan is computed once from the prepared cohort and the base
 (:func:`ctsurv.validate.stratified_folds`) and handed to every run; a configuration may
 therefore not override ``seed``, ``cv``, ``data`` or ``permute_labels``.
 
+Failures: a configuration whose run raises a ctsurv error (a clear, named one, e.g. a slab too
+thin for a 3D network) gets ``out/<name>/study_failed.json`` (the error and its type) and the
+study goes on; the comparison covers the configurations that finished, and ``ctsurv report``
+lists the failed ones with their errors. The reference configuration failing stops the study
+(every comparison needs it), and so does any other exception (a bug, not a setting).
+
 Resuming: a configuration whose folder holds ``study_done.json`` with the same configuration
 hash and fold-plan hash is not rerun; an unfinished one resumes fold by fold
 (:func:`ctsurv.pipeline.run_cv`).
@@ -98,6 +104,8 @@ __all__ = ["StudyError", "StudyItem", "Study", "KINDS", "load_study", "run_study
 
 #: Sections a configuration may not override: all configurations share data and folds.
 SHARED_KEYS = ("seed", "cv", "data", "permute_labels")
+#: written into a configuration's folder when its run raised a ctsurv error (its text and type)
+FAILED_FILE = "study_failed.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PACKAGED = {"seed000": "study_seed000.yaml", "small": "study_small.yaml"}
 
@@ -364,10 +372,21 @@ def run_study(study, out: str | Path, *, progress: bool = True, overrides: Mappi
     _log(f"{st.name}: {len(items)} configurations on {len(ids)} patients, {plan.n_folds} folds "
          f"(plan {plan_sha[:12]})")
 
+    failed = []
     for it in items:
-        run_item(it, out, plan, prepared, progress=progress)
-    table = _comparison(st, items, out)
+        try:
+            run_item(it, out, plan, prepared, progress=progress)
+        except CtsurvError as exc:
+            if it.name == st.reference:  # every comparison needs it
+                raise
+            failed.append(it.name)
+            _log(f"{it.name}: FAILED ({type(exc).__name__}: {exc}); the study goes on without it "
+                 f"(recorded in {out / it.name / FAILED_FILE})")
+    done = [i for i in items if i.name not in failed]
+    table = _comparison(st, done, out)
     write_comparison(st, table, out)
+    if failed:
+        _log(f"{len(failed)} configuration(s) failed and are not compared: {', '.join(failed)}")
     return table
 
 
@@ -392,9 +411,16 @@ def run_item(item: StudyItem, out: str | Path, plan, prepared: str | Path, *,
             _log(f"{item.name}: finished earlier (config {chash}); not rerun")
             return False
     done.unlink(missing_ok=True)
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)
     _log(f"{item.name}: running ({item.kind}, config {chash})")
     t0 = _time.perf_counter()
-    run_cv(cfg, run_dir, progress=progress, plan=plan)
+    try:
+        run_cv(cfg, run_dir, progress=progress, plan=plan)
+    except CtsurvError as exc:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / FAILED_FILE, json.dumps(
+            {"error": str(exc), "type": type(exc).__name__, "config_hash": chash, "plan_sha256": plan_sha}))
+        raise
     secs = round(_time.perf_counter() - t0, 1)
     atomic_write_text(done, json.dumps({"config_hash": chash, "plan_sha256": plan_sha, "seconds": secs}))
     return True

@@ -1,31 +1,8 @@
-"""One self-contained HTML report per run folder (``ctsurv report RUN --out report.html``).
-
-The report reads a run folder as :func:`ctsurv.pipeline.run_cv` writes it and shows, in order:
-the cohort and its manifest (counts by status, every entry that is not ``ok`` with its
-reason); the resolved configuration, software versions and data fingerprints; the headline
-(mean per-fold Ctd with its interval over folds, the pooled Ctd as secondary, repeats, the
-permutation null, the linear probe and learning warnings); a per-fold table; calibration (raw
-and recalibrated, per horizon); and the figures (KM by risk group with numbers at risk, t-AUC
-over time, calibration, decision curve, attention by relative slice position, Ctd per fold).
-
-Data and rendering are separate: :func:`run_report_data` returns plain data (tables as
-DataFrames, numbers, figure PNG bytes) and :func:`render_run_report` turns it into HTML;
-:func:`write_run_report` does both and writes the file atomically.
-
-The HTML file stands alone: CSS inline, figures as ``data:image/png;base64`` images, no
-script, font or link to anything else; every string from the run folder is escaped. Figures
-come from the run's ``figures/`` when there; missing ones are drawn with :mod:`ctsurv.plots`
-from the run files (t-AUC and decision curve with
-:func:`ctsurv.evaluate.evaluate_predictions` into a temporary folder). A missing optional file
-(``attention.csv`` of a 3D run, ``manifest.csv``, ``folds.csv``, the probe of an older run)
-gives a section saying so; a folder without ``metrics.json`` or ``predictions.csv`` is an
-error.
-"""
+"""The report of one run folder (:func:`ctsurv.pipeline.run_cv`): data, figures and rendering."""
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 import tempfile
@@ -35,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from ctsurv import __version__
-from ctsurv._util import atomic_write_text, file_sha256, software_versions
+from ctsurv._util import file_sha256, software_versions
 from ctsurv.exceptions import CtsurvError
+from ctsurv.report.html import absent_note, esc, fmt_cell, html_dl, html_page, html_table
 
-__all__ = ["run_report_data", "render_run_report", "write_run_report", "REQUIRED_FILES",
-           "PNG_SIGNATURE"]
+__all__ = ["run_report_data", "render_run_report", "REQUIRED_FILES", "PNG_SIGNATURE", "FIGURES"]
 
 #: files without which a folder is not a run folder
 REQUIRED_FILES = ("metrics.json", "predictions.csv")
@@ -127,10 +104,10 @@ def _manifest(run_dir: Path) -> dict:
             "non_ok": _frame(issue_rows, ["entry", "status", "reason"])}
 
 
-def _config(run_dir: Path) -> dict:
-    path = run_dir / "config.yaml"
+def _config(folder: Path, name: str = "config.yaml", what: str = "run") -> dict:
+    path = folder / name
     if not path.is_file():
-        return {"text": None, "values": None, "missing": "config.yaml is absent from the run folder"}
+        return {"text": None, "values": None, "missing": f"{name} is absent from the {what} folder"}
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         import yaml
@@ -161,10 +138,10 @@ def _versions(metrics: dict, cfg_values: dict | None) -> dict:
             "table": _frame(rows, ["software", "recorded by the run", "report environment"])}
 
 
-def _fingerprints(run_dir: Path) -> pd.DataFrame:
+def _fingerprints(folder: Path, names=FINGERPRINTED) -> pd.DataFrame:
     rows = []
-    for name in FINGERPRINTED:
-        p = run_dir / name
+    for name in names:
+        p = folder / name
         if p.is_file():
             rows.append({"file": name, "bytes": p.stat().st_size, "sha256": file_sha256(p)})
         else:
@@ -272,7 +249,7 @@ def _png_file(path: Path) -> bytes | None:
 def _save(fig, tmp: Path, name: str) -> bytes:
     from ctsurv import plots
 
-    return plots.save_figure(fig, tmp / name).read_bytes()
+    return plots.save_figure(fig, tmp / name, vector=False).read_bytes()  # the page embeds the PNG
 
 
 def _draw_km(preds: pd.DataFrame, tmp: Path) -> tuple[bytes, str]:
@@ -433,101 +410,30 @@ def run_report_data(run_dir: str | Path, *, n_bootstrap: int = 20, seed: int = 4
             "figures": _figures(run_dir, metrics, preds, n_bootstrap=n_bootstrap, seed=seed)}
 
 
-# ----------------------------------------------------------------------------- rendering
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
-pre{background:#f7f7f7;border:1px solid #ddd;padding:.8em;overflow-x:auto;font-size:.85em}
-.headline{font-size:1.15em}.big{font-size:1.6em;font-weight:bold}
-.warn{color:#8a1c00;font-weight:bold}.absent{color:#666;font-style:italic}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555}code{font-size:.9em}
-"""
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and not math.isfinite(v)) or (
-        isinstance(v, np.floating) and not np.isfinite(v))
-
-
-def _fmt(v, digits: int = 3, p: bool = False) -> str:
-    """A cell's text (not yet escaped): 3 decimals, p-values in 3 significant digits, — for none."""
-    if _missing(v):
-        return "\u2014"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.3g}" if p else f"{float(v):.{digits}f}"
-    return str(v)
-
-
-_P_COLUMNS = {"p_value"}
-
-
-#: columns shown as plain numbers (``12``, not ``12.000``)
-_G_COLUMNS = {"horizon"}
-
-
-def _table(df: pd.DataFrame, *, id_: str | None = None, row_attr: str | None = None) -> str:
-    """An escaped HTML table; ``row_attr`` names a column whose value goes into ``data-<col>``."""
-    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
-    body = []
-    for rec in df.to_dict(orient="records"):
-        attr = f' data-{_e(row_attr)}="{_e(rec[row_attr])}"' if row_attr else ""
-        cells = []
-        for c in df.columns:
-            v = rec[c]
-            cls = ' class="num"' if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
-                v, (bool, np.bool_)) else ""
-            text = f"{float(v):g}" if c in _G_COLUMNS and not _missing(v) else _fmt(v, p=c in _P_COLUMNS)
-            cells.append(f"<td{cls}>{_e(text)}</td>")
-        body.append(f"<tr{attr}>{''.join(cells)}</tr>")
-    ident = f' id="{_e(id_)}"' if id_ else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _dl(pairs) -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
-    return f"<table>{rows}</table>"
-
-
-def _absent(text: str) -> str:
-    return f'<p class="absent">{_e(text)}</p>'
-
 
 def _section_cohort(d: dict) -> str:
     c, m = d["cohort"], d["manifest"]
     parts = ["<h2 id=\"cohort\">Cohort and manifest</h2>",
-             _dl([("patients with out-of-fold predictions", _fmt(c["n_predicted"])),
-                  ("events / censored", f"{_fmt(c['n_events'])} / {_fmt(c['n_censored'])}"),
+             html_dl([("patients with out-of-fold predictions", fmt_cell(c["n_predicted"])),
+                  ("events / censored", f"{fmt_cell(c['n_events'])} / {fmt_cell(c['n_censored'])}"),
                   ("median / longest observed time (months)",
-                   f"{_fmt(c['median_time'], 1)} / {_fmt(c['max_time'], 1)}"),
-                  ("administrative horizon (months)", _fmt(c["horizon_months"], 1)),
-                  ("folds", _fmt(c["n_folds"])),
-                  ("labels permuted (honesty control)", _fmt(c["permute_labels"])),
-                  ("run time (s)", _fmt(c["seconds"], 1))])]
+                   f"{fmt_cell(c['median_time'], 1)} / {fmt_cell(c['max_time'], 1)}"),
+                  ("administrative horizon (months)", fmt_cell(c["horizon_months"], 1)),
+                  ("folds", fmt_cell(c["n_folds"])),
+                  ("labels permuted (honesty control)", fmt_cell(c["permute_labels"])),
+                  ("run time (s)", fmt_cell(c["seconds"], 1))])]
     if c["permute_labels"]:
         parts.append('<p class="warn">This run shuffled (time, event) across patients: a Ctd near '
                      '0.5 is the expected result.</p>')
     if m.get("missing"):
-        parts.append(_absent(m["missing"]))
+        parts.append(absent_note(m["missing"]))
         return "\n".join(parts)
-    parts.append(f"<p>manifest.csv: {_e(m['n_entries'])} entries, {_e(m['n_patients'])} patients "
+    parts.append(f"<p>manifest.csv: {esc(m['n_entries'])} entries, {esc(m['n_patients'])} patients "
                  "(entries with status <code>ignored</code> are image entries that are not patients).</p>")
-    parts.append(_table(m["counts"], id_="manifest-counts", row_attr="status"))
+    parts.append(html_table(m["counts"], id_="manifest-counts", row_attr="status"))
     if len(m["non_ok"]):
         parts.append("<h3>Entries that are not ok</h3>")
-        parts.append(_table(m["non_ok"], id_="manifest-issues", row_attr="status"))
+        parts.append(html_table(m["non_ok"], id_="manifest-issues", row_attr="status"))
     else:
         parts.append("<p>Every manifest entry is ok.</p>")
     return "\n".join(parts)
@@ -537,15 +443,15 @@ def _section_config(d: dict) -> str:
     cfg, ver = d["config"], d["versions"]
     parts = ["<h2 id=\"configuration\">Configuration, software and data fingerprints</h2>",
              "<h3>Resolved configuration (config.yaml)</h3>",
-             f"<pre>{_e(cfg['text'])}</pre>" if cfg.get("text") is not None else _absent(cfg["missing"]),
+             f"<pre>{esc(cfg['text'])}</pre>" if cfg.get("text") is not None else absent_note(cfg["missing"]),
              "<h3>Software versions</h3>",
-             (f"<p>Recorded by the run in {_e(ver['source'])}.</p>" if ver["source"] else
-              _absent("The run folder records no software versions (neither metrics.json nor "
+             (f"<p>Recorded by the run in {esc(ver['source'])}.</p>" if ver["source"] else
+              absent_note("The run folder records no software versions (neither metrics.json nor "
                       "config.yaml has them); the right column is the environment that wrote this "
                       "report, not necessarily the run's.")),
-             _table(ver["table"], id_="versions"),
+             html_table(ver["table"], id_="versions"),
              "<h3>Data fingerprints (SHA-256)</h3>",
-             _table(d["fingerprints"], id_="fingerprints")]
+             html_table(d["fingerprints"], id_="fingerprints")]
     return "\n".join(parts)
 
 
@@ -554,61 +460,61 @@ def _section_headline(d: dict) -> str:
     parts = ["<h2 id=\"headline\">Headline</h2>"]
     if h["ctd_mean"] is None:
         parts.append(f'<p class="headline warn">Mean per-fold Ctd (Antolini): refused '
-                     f'({_e(h["ctd_mean_refused"] or "no fold has a defined Ctd")})</p>')
+                     f'({esc(h["ctd_mean_refused"] or "no fold has a defined Ctd")})</p>')
     else:
         parts.append(
             f'<p class="headline">Mean per-fold Ctd (Antolini) <span id="headline-ctd" class="big">'
-            f'{_e(_fmt(h["ctd_mean"]))}</span> (95 % interval over folds {_e(_fmt(h["ci_low"]))}'
-            f'\u2013{_e(_fmt(h["ci_high"]))}, SD {_e(_fmt(h["sd"]))}, {_e(_fmt(h["n_folds_used"]))} of '
-            f'{_e(_fmt(h["n_folds"]))} folds)</p>')
+            f'{esc(fmt_cell(h["ctd_mean"]))}</span> (95 % interval over folds {esc(fmt_cell(h["ci_low"]))}'
+            f'\u2013{esc(fmt_cell(h["ci_high"]))}, SD {esc(fmt_cell(h["sd"]))}, {esc(fmt_cell(h["n_folds_used"]))} of '
+            f'{esc(fmt_cell(h["n_folds"]))} folds)</p>')
         if h["method"]:
-            parts.append(f"<p><small>{_e(h['method'])}</small></p>")
-    pooled = _fmt(h["ctd_pooled"]) + (f" ({h['ctd_pooled_reason']})" if h.get("ctd_pooled_reason") else "")
+            parts.append(f"<p><small>{esc(h['method'])}</small></p>")
+    pooled = fmt_cell(h["ctd_pooled"]) + (f" ({h['ctd_pooled_reason']})" if h.get("ctd_pooled_reason") else "")
     rows = [("pooled out-of-fold Ctd (secondary)", pooled),
-            ("mean per-fold Ctd, ASCENT variant", _fmt(h["ctd_ascent_mean"])),
-            ("pooled Harrell's C of the risk", _fmt(h["cindex_pooled"]))]
+            ("mean per-fold Ctd, ASCENT variant", fmt_cell(h["ctd_ascent_mean"])),
+            ("pooled Harrell's C of the risk", fmt_cell(h["cindex_pooled"]))]
     r = h.get("repeats")
     if isinstance(r, dict):
-        rows.append((f"repeated CV ({_fmt(r.get('n'))} fold assignments)",
-                     f"{_fmt(r.get('mean'))} \u00b1 {_fmt(r.get('sd'))} (per repeat: "
-                     + ", ".join(_fmt(v) for v in r.get("ctd_fold_mean") or []) + ")"))
+        rows.append((f"repeated CV ({fmt_cell(r.get('n'))} fold assignments)",
+                     f"{fmt_cell(r.get('mean'))} \u00b1 {fmt_cell(r.get('sd'))} (per repeat: "
+                     + ", ".join(fmt_cell(v) for v in r.get("ctd_fold_mean") or []) + ")"))
     n = h.get("null")
     if isinstance(n, dict):
-        rows.append((f"permutation null ({_fmt(n.get('n'))} replicas)",
-                     f"mean {_fmt(n.get('mean_ctd_fold_mean'))}; empirical p "
-                     f"{_fmt(n.get('p_value_fold_mean'), p=True)} (fold mean), "
-                     f"{_fmt(n.get('p_value_pooled'), p=True)} (pooled)"))
-    parts.append(_dl(rows))
+        rows.append((f"permutation null ({fmt_cell(n.get('n'))} replicas)",
+                     f"mean {fmt_cell(n.get('mean_ctd_fold_mean'))}; empirical p "
+                     f"{fmt_cell(n.get('p_value_fold_mean'), p=True)} (fold mean), "
+                     f"{fmt_cell(n.get('p_value_pooled'), p=True)} (pooled)"))
+    parts.append(html_dl(rows))
     if not isinstance(r, dict):
-        parts.append(_absent("One fold assignment (no repeated cross-validation in this run)."))
+        parts.append(absent_note("One fold assignment (no repeated cross-validation in this run)."))
     if not isinstance(n, dict):
-        parts.append(_absent("No permutation-null replicas in this run."))
+        parts.append(absent_note("No permutation-null replicas in this run."))
     pr = h["probe"]
     parts.append("<h3>Linear probe</h3>")
     if not pr["present"]:
-        parts.append(_absent("metrics.json holds no linear probe (a run written before the probe existed)."))
+        parts.append(absent_note("metrics.json holds no linear probe (a run written before the probe existed)."))
     elif pr.get("ctd_mean") is None:
-        parts.append(_absent(f"The linear probe gave no Ctd: {pr.get('error') or 'undefined'}"))
+        parts.append(absent_note(f"The linear probe gave no Ctd: {pr.get('error') or 'undefined'}"))
     else:
         beats = pr.get("model_beats_probe")
         verdict = ("The model beats its linear probe" if beats else
                    "THE MODEL DOES NOT BEAT ITS LINEAR PROBE" if beats is False else "No comparison")
         cls = "" if beats else ' class="warn"'
-        parts.append(f'<p id="probe-verdict"{cls}>{_e(verdict)}: probe mean per-fold Ctd '
-                     f'{_e(_fmt(pr["ctd_mean"]))} (95 % interval over folds '
-                     f'{_e(_fmt(pr.get("ci_low")))}\u2013{_e(_fmt(pr.get("ci_high")))}); model minus '
-                     f'probe {_e(_fmt(pr.get("model_minus_probe")))}.</p>')
+        parts.append(f'<p id="probe-verdict"{cls}>{esc(verdict)}: probe mean per-fold Ctd '
+                     f'{esc(fmt_cell(pr["ctd_mean"]))} (95 % interval over folds '
+                     f'{esc(fmt_cell(pr.get("ci_low")))}\u2013{esc(fmt_cell(pr.get("ci_high")))}); model minus '
+                     f'probe {esc(fmt_cell(pr.get("model_minus_probe")))}.</p>')
         if pr.get("method"):
-            parts.append(f"<p><small>{_e(pr['method'])}</small></p>")
+            parts.append(f"<p><small>{esc(pr['method'])}</small></p>")
     parts.append("<h3>Learning</h3>")
     if not h["learning_present"]:
-        parts.append(_absent("metrics.json holds no learning diagnostics (an older run)."))
+        parts.append(absent_note("metrics.json holds no learning diagnostics (an older run)."))
     else:
-        parts.append(_dl([("kept models' mean training Ctd", _fmt(h["train_ctd_kept_mean"])),
+        parts.append(html_dl([("kept models' mean training Ctd", fmt_cell(h["train_ctd_kept_mean"])),
                           ("mean selection optimism (validation score - test Ctd)",
-                           _fmt(h["selection_optimism_mean"]))]))
+                           fmt_cell(h["selection_optimism_mean"]))]))
         if h["warnings"]:
-            items = "".join(f"<li>{_e(w)}</li>" for w in h["warnings"])
+            items = "".join(f"<li>{esc(w)}</li>" for w in h["warnings"])
             parts.append(f'<ul id="learning-warnings" class="warn">{items}</ul>')
         else:
             parts.append("<p>No learning warnings.</p>")
@@ -617,7 +523,7 @@ def _section_headline(d: dict) -> str:
 
 def _section_folds(d: dict) -> str:
     df = d["per_fold"]
-    body = _table(df, id_="per-fold") if len(df) else _absent("metrics.json lists no folds.")
+    body = html_table(df, id_="per-fold") if len(df) else absent_note("metrics.json lists no folds.")
     return ("<h2 id=\"folds\">Per fold</h2>\n<p>n: test patients; n_train / n_val from folds.csv; "
             "probe_ctd: the linear probe on the same fold; kept_epoch and train_ctd_kept: the epoch "
             "the fold kept and its training Ctd; flags from the learning diagnostics.</p>\n" + body)
@@ -627,7 +533,7 @@ def _section_calibration(d: dict) -> str:
     c = d["calibration"]
     parts = ["<h2 id=\"calibration\">Calibration</h2>"]
     if c.get("missing"):
-        parts.append(_absent(c["missing"]))
+        parts.append(absent_note(c["missing"]))
         return "\n".join(parts)
     shown = c.get("shown")
     if shown == "recalibrated":
@@ -637,51 +543,40 @@ def _section_calibration(d: dict) -> str:
         words = "predictions.csv holds the raw curves (train.recalibrate was off)."
     else:
         words = "The run does not say which version predictions.csv holds."
-    parts.append(f'<p id="calibration-shown">{_e(words)}</p>')
+    parts.append(f'<p id="calibration-shown">{esc(words)}</p>')
     parts.append("<p>Pooled out-of-fold, at each horizon: mean predicted survival against the "
                  "Kaplan-Meier estimate (with its 95 % CI), the smoothed ICI and the calibration slope.</p>")
-    parts.append(_table(c["table"], id_="calibration-table"))
+    parts.append(html_table(c["table"], id_="calibration-table"))
     parts.append("<h3>D-calibration</h3>")
-    parts.append(_table(c["d_calibration"], id_="d-calibration"))
+    parts.append(html_table(c["d_calibration"], id_="d-calibration"))
     if c["errors"]:
-        parts.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in c["errors"]) + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in c["errors"]) + "</ul>")
     if len(c["maps"]):
         parts.append("<h3>Recalibration maps per fold</h3>")
-        parts.append(_table(c["maps"], id_="recalibration-maps"))
+        parts.append(html_table(c["maps"], id_="recalibration-maps"))
     if c.get("note"):
-        parts.append(f"<p><small>{_e(c['note'])}</small></p>")
+        parts.append(f"<p><small>{esc(c['note'])}</small></p>")
     return "\n".join(parts)
 
 
 def _section_figures(d: dict) -> str:
     parts = ["<h2 id=\"figures\">Figures</h2>"]
     for f in d["figures"]:
-        parts.append(f"<h3>{_e(f['title'])}</h3>")
+        parts.append(f"<h3>{esc(f['title'])}</h3>")
         if f["png"] is None:
-            parts.append(_absent(f["missing"]))
+            parts.append(absent_note(f["missing"]))
             continue
         b64 = base64.b64encode(f["png"]).decode("ascii")
-        parts.append(f'<figure id="fig-{_e(f["key"])}"><img src="data:image/png;base64,{_e(b64)}" '
-                     f'alt="{_e(f["title"])}"><figcaption>{_e(f["caption"])}</figcaption></figure>')
+        parts.append(f'<figure id="fig-{esc(f["key"])}"><img src="data:image/png;base64,{esc(b64)}" '
+                     f'alt="{esc(f["title"])}"><figcaption>{esc(f["caption"])}</figcaption></figure>')
     return "\n".join(parts)
 
 
 def render_run_report(data: dict) -> str:
     """The HTML text of a report from :func:`run_report_data`: one file, CSS inline, images
     as base64 PNG, no script and no external resource; every string escaped."""
-    title = f"ctsurv run report: {data['name']}"
-    body = "\n".join([
-        f"<h1>{_e(title)}</h1>",
-        f"<p>Run folder <code>{_e(data['run_dir'])}</code>; report written by ctsurv "
-        f"{_e(data['ctsurv_version'])}.</p>",
+    return html_page(f"ctsurv run report: {data['name']}", [
+        f"<p>Run folder <code>{esc(data['run_dir'])}</code>; report written by ctsurv "
+        f"{esc(data['ctsurv_version'])}.</p>",
         _section_cohort(data), _section_config(data), _section_headline(data),
         _section_folds(data), _section_calibration(data), _section_figures(data)])
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
-
-
-def write_run_report(run_dir: str | Path, out_html: str | Path, **kwargs) -> Path:
-    """Write the report of ``run_dir`` to ``out_html`` atomically; returns the path.
-    ``kwargs`` go to :func:`run_report_data`."""
-    text = render_run_report(run_report_data(run_dir, **kwargs))
-    return atomic_write_text(out_html, text)
