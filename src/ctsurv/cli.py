@@ -137,7 +137,7 @@ def _cmd_evaluate(a) -> None:
     from ctsurv.evaluate import evaluate_predictions
 
     evaluate_predictions(a.predictions, a.out, horizons=a.horizons, n_bootstrap=a.bootstrap,
-                         seed=a.seed)
+                         seed=a.seed, implausible_above=a.implausible_above)
     print(f"[ctsurv] evaluation written to {a.out}")
 
 
@@ -369,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="months (default: 12, 24, 36, 60 up to the predictions' horizon, and the horizon)")
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--implausible-above", type=float, default=0.95,
+                   help="flag a C-index, Ctd or t-AUC above this as implausible for the task (audit for leakage)")
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("report", help="one self-contained HTML report of a run or study folder")

@@ -39,7 +39,7 @@ from ctsurv._util import (atomic_save_safetensors, atomic_to_csv, atomic_write_j
 from ctsurv.build import (augment_views, build_encoder, compute_features, embed_step,  # noqa: F401
                           get_kind, model_factory, network_factory, preprocess_config)
 from ctsurv.config import RunConfig
-from ctsurv.evaluate import calibration_horizons, calibration_report, ctd_ascent
+from ctsurv.evaluate import calibration_horizons, calibration_report, ctd_ascent, plausibility
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_index, concordance_td
 from ctsurv.prepare import prepare_cohort, summarize_manifest
@@ -319,6 +319,11 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     t0 = _time.perf_counter()
     metrics["probe"] = linear_probe_metrics(cfg, [feats[p] for p in ids], time, event, plan, metrics)
     timings["probe_s"] = round(_time.perf_counter() - t0, 1)
+    metrics["plausibility"] = plausibility({"ctd_mean": metrics.get("ctd_mean"),
+                                            "ctd_pooled": metrics.get("ctd_pooled"),
+                                            "probe_ctd_mean": (metrics["probe"] or {}).get("ctd_mean")})
+    if metrics["plausibility"]["warning"]:
+        _log("WARNING: " + metrics["plausibility"]["warning"])
     if source is not None:
         metrics["transfer"] = {"source": str(source.path), "mode": source.mode,
                                "source_sha256": source.fingerprint,
@@ -567,6 +572,8 @@ def headline(metrics: dict) -> str:
         n = metrics["null"]
         text += (f"; {n['n']} null replicas: mean {n['mean_ctd_fold_mean']:.3f}, "
                  f"empirical p {n['p_value_fold_mean']:.3f}")
+    if (metrics.get("plausibility") or {}).get("flagged"):
+        text += "; IMPLAUSIBLY HIGH: audit for leakage (metrics.json 'plausibility')"
     return text
 
 

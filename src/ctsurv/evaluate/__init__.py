@@ -37,8 +37,10 @@ from ctsurv.evaluate.core import (ADMIN_EPS, CENSORING_EVALUATED, CENSORING_FOLD
                                   GRID, POOLED_NOTE, REPORT_HORIZONS, S_COLUMNS, ctd_ascent,
                                   ctd_per_fold, evaluate_predictions, ipcw_per_fold, metrics_json,
                                   prediction_grid, read_fold_plan, read_predictions)
+from ctsurv.evaluate.plausibility import AUDIT, IMPLAUSIBLE_ABOVE, plausibility
 
 __all__ = ["calibration_horizons", "calibration_report", "ADMIN_EPS", "CENSORING_EVALUATED", "CENSORING_FOLDS", "CTD_ASCENT_NOTE", "GRID",
            "POOLED_NOTE", "REPORT_HORIZONS", "S_COLUMNS", "compare_markdown", "compare_runs",
            "ctd_ascent", "ctd_per_fold", "evaluate_predictions", "ipcw_per_fold", "metrics_json",
-           "prediction_grid", "read_fold_plan", "read_predictions"]
+           "prediction_grid", "read_fold_plan", "read_predictions", "AUDIT", "IMPLAUSIBLE_ABOVE",
+           "plausibility"]

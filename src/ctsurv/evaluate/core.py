@@ -15,6 +15,7 @@ from ctsurv import stats as S
 from ctsurv._util import atomic_to_csv, atomic_write_text, json_safe
 from ctsurv.evaluate.calibration import (REPORT_HORIZONS, calibration_horizons,  # noqa: F401
                                         calibration_report)
+from ctsurv.evaluate.plausibility import IMPLAUSIBLE_ABOVE, plausibility
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import concordance_td
 from ctsurv.types import DEFAULT_GRID, TimeGrid
@@ -336,8 +337,12 @@ def _ctd_fold_headline(per: pd.DataFrame, *, allow_missing_folds: bool, level: f
 def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path | None = None, *,
                          folds: str | Path | pd.DataFrame | None = None, horizons=None,
                          n_bootstrap: int = 1000, seed: int = 42,
-                         allow_missing_folds: bool = False, level: float = 0.95) -> dict:
+                         allow_missing_folds: bool = False, level: float = 0.95,
+                         implausible_above: float = IMPLAUSIBLE_ABOVE) -> dict:
     """All metrics of a predictions file, with intervals; writes metrics.json and figures.
+
+    Discrimination above ``implausible_above`` (C-index, Ctd, t-AUC) is flagged, on the
+    console and in ``plausibility`` (:mod:`ctsurv.evaluate.plausibility`).
 
     Parameters
     ----------
@@ -501,10 +506,9 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
     res["risk_groups"] = {"cut": cut_source, "n_high": int(high.sum()), "n_low": int((1 - high).sum())}
     if 0 < high.sum() < len(high):
         stat, p = S.logrank_test(time, event, groups)
-        hr = S.cox_univariable(time, event, high)
         res["risk_groups"].update(logrank_stat=float(stat), logrank_p=float(p),
-                                  hr_high_vs_low=_jsonable(hr))
-    res["hr_per_sd_risk"] = _jsonable(S.cox_univariable(time, event, (risk - risk.mean()) / (risk.std() or 1.0)))
+                                  hr_high_vs_low=_hazard_ratio(time, event, high))
+    res["hr_per_sd_risk"] = _hazard_ratio(time, event, (risk - risk.mean()) / (risk.std() or 1.0))
     h_cal = max(h for h in horizons)
     s_at = surv[:, _grid_index(GRID, h_cal)]
     cal = None
@@ -523,6 +527,11 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
     res["bootstrap"] = {"n_resamples": n_bootstrap, "seed": seed, "method": "percentile"}
     if plan is not None:
         res["ipcw_per_fold"] = json_safe(res["ipcw_per_fold"])
+    res["plausibility"] = plausibility(
+        {"ctd_fold_mean": res.get("ctd_fold_mean"), "ctd_pooled": res["ctd_pooled"], "cindex": res["cindex"],
+         **{f"t_auc_{h}": v for h, v in res["t_auc"].items()}}, bound=implausible_above)
+    if res["plausibility"]["warning"]:
+        print(f"[ctsurv] WARNING: {res['plausibility']['warning']}")
 
     if out is not None:
         out = Path(out)
@@ -533,6 +542,16 @@ def evaluate_predictions(predictions: str | Path | pd.DataFrame, out: str | Path
             atomic_to_csv(out / "calibration.csv", cal.table)
         _figures(out, time, event, groups, grid_auc, aucs, mean_auc, cal, dca)
     return res
+
+
+def _hazard_ratio(time, event, covariate) -> dict:
+    """Univariable Cox hazard ratio with its interval, or ``value`` None and the reason when the
+    partial likelihood has no maximum (a covariate that orders every death perfectly, which is
+    what leakage looks like)."""
+    try:
+        return _jsonable(S.cox_univariable(time, event, covariate))
+    except MetricError as exc:
+        return {"value": None, "error": str(exc)}
 
 
 def metrics_json(res: dict) -> str:
