@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.preprocess": 1,
     "ctsurv.cohort": 1,
     "ctsurv.validate": 1,
+    "ctsurv.duplicates": 1,  # the same images under two patient IDs
     "ctsurv.metrics": 1,
     "ctsurv.stats": 1,
     "ctsurv.synthetic": 1,

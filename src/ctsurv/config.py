@@ -112,6 +112,9 @@ class CVSection:
     null_replicas: int = 0
     #: report the mean over the folds whose Ctd is defined instead of refusing it
     allow_missing_folds: bool = False
+    #: run although two patients with duplicate images (the prepared folder's duplicates.csv)
+    #: fall into different folds: only when they are known to be distinct people
+    allow_duplicates: bool = False
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from ctsurv._util import (atomic_save_safetensors, atomic_to_csv, atomic_write_j
 from ctsurv.build import (augment_views, build_encoder, compute_features, embed_step,  # noqa: F401
                           get_kind, model_factory, network_factory, preprocess_config)
 from ctsurv.config import RunConfig
+from ctsurv.duplicates import check_duplicate_split, duplicate_pairs
 from ctsurv.evaluate import calibration_horizons, calibration_report, ctd_ascent, plausibility
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_index, concordance_td
@@ -80,7 +81,7 @@ _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("data", "bin_width_months"): 1.0, ("train", "trainer"): "batched",
                   ("train", "protocol"): "paper",
                   ("cv", "repeats"): 1, ("cv", "null_replicas"): 0,
-                  ("cv", "allow_missing_folds"): False}
+                  ("cv", "allow_missing_folds"): False, ("cv", "allow_duplicates"): False}
 
 
 #: Settings that change only how finished folds are assembled (every fold record holds both
@@ -219,6 +220,10 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     chash = config_hash(cfg)
     (out / "folds").mkdir(exist_ok=True)
     arms = _arms(cfg, ids, time, event, plan)
+    pairs = duplicate_pairs(prepared)
+    duplicate_notes = sorted({n for a in arms if a.null is None  # null replicas: same plans
+                              for n in check_duplicate_split(pairs, a.plan.test_fold_of().to_dict(),
+                                                             allow=cfg.cv.allow_duplicates)})
     n_models = sum(1 for _ in arms for _k in range(cfg.cv.n_folds))
     bar = tqdm(total=n_models * cfg.train.epochs, desc="train", unit="epoch", disable=not progress)
     records: dict[tuple, dict] = {}
@@ -330,6 +335,8 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                                "freeze": list(cfg.transfer.freeze), "frozen_parameters": list(tcfg.freeze),
                                "note": ("fold k started from the source run's fold k model (its kept epoch)"
                                         if source.mode == "run" else "every fold started from the saved model")}
+    if duplicate_notes:
+        metrics["duplicates_split"] = {"allowed_by": "cv.allow_duplicates", "pairs": duplicate_notes}
     metrics["n_patients"] = len(ids)
     metrics["permute_labels"] = cfg.permute_labels
     metrics["horizon_months"] = grid.horizon

@@ -88,6 +88,7 @@ from tqdm.auto import tqdm
 
 from ctsurv import cohort as cohort_mod
 from ctsurv._util import atomic_to_csv, atomic_write_json, atomic_write_text
+from ctsurv.duplicates import duplicate_of, find_duplicates, write_signature
 from ctsurv.exceptions import CohortError, CtsurvError
 from ctsurv.preprocess import PreprocessConfig, PreprocessedCT, preprocess_ct
 
@@ -98,7 +99,8 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: columns filled by the reader of a DICOM patient (kept in the artifact's JSON for reuse)
 STUDY_FIELDS = ["n_studies", "study_uid", "study_date", "study_rule", "series_uid", "lossy"]
 MANIFEST_COLUMNS = ["patient_id", "status", "reason", "in_table", "has_images", "n_slices",
-                    "fingerprint", "source_key", "seconds", "source", "matched_by", *STUDY_FIELDS]
+                    "fingerprint", "source_key", "seconds", "source", "matched_by", *STUDY_FIELDS,
+                    "duplicate_of"]
 #: optional clinical-table column naming each patient's pretreatment study (StudyInstanceUID
 #: or StudyDate); matched case-insensitively
 STUDY_COLUMN = "pretreatment_study"
@@ -494,6 +496,7 @@ def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out
         pre = preprocess_ct(ct, PreprocessConfig(**config_dict))
         path = artifact_path(out_dir, pid)
         pre.save(path)
+        write_signature(path, pre.slices)  # for ctsurv.duplicates, while the slices are here
         meta = {"patient_id": pid, "source_key": key, "fingerprint": pre.fingerprint,
                 "n_slices": int(len(pre.slices)), "notes": list(getattr(ct, "notes", ())), **info}
         atomic_write_json(_artifact_meta_path(Path(out_dir), pid), meta)
@@ -670,6 +673,15 @@ def prepare_cohort(
     manifest["n_slices"] = manifest["n_slices"].astype("Int64")
     manifest["n_studies"] = manifest["n_studies"].astype("Int64")
     manifest["lossy"] = manifest["lossy"].astype("boolean")
+    ok_ids = manifest.loc[manifest.status == "ok", "patient_id"].tolist()
+    pairs = find_duplicates({p: artifact_path(out_dir, p) for p in ok_ids})
+    atomic_to_csv(out_dir / "duplicates.csv", pairs)
+    dup = duplicate_of(pairs, ok_ids)
+    manifest["duplicate_of"] = manifest["patient_id"].map(dup).fillna("")
+    if len(pairs):
+        print(f"[ctsurv] prepare: WARNING: {len(pairs)} pair(s) of patients with duplicate images "
+              f"({'; '.join(f'{a} = {b} ({k})' for a, b, k in pairs[['patient_a', 'patient_b', 'kind']].values[:5])}"
+              f"{'; ...' if len(pairs) > 5 else ''}); see {out_dir / 'duplicates.csv'}")
     atomic_to_csv(out_dir / "manifest.csv", manifest)
     if table is not None:
         ok = set(manifest.loc[manifest.status == "ok", "patient_id"])
