@@ -1,12 +1,12 @@
 """One self-contained HTML report per run or study folder (``ctsurv report FOLDER --out report.html``).
 
 The report reads a run folder as :func:`ctsurv.pipeline.run_cv` writes it and shows, in order:
-the cohort and its manifest (counts by status, every entry that is not ``ok`` with its
-reason); the resolved configuration, software versions and data fingerprints; the headline
-(mean per-fold Ctd with its interval over folds, the pooled Ctd as secondary, repeats, the
-permutation null, the linear probe and learning warnings); a per-fold table; calibration (raw
-and recalibrated, per horizon); and the figures (KM by risk group with numbers at risk, t-AUC
-over time, calibration, decision curve, attention by relative slice position, Ctd per fold).
+the headline (mean per-fold Ctd with its interval over folds, the pooled Ctd as secondary,
+repeats, the permutation null, the linear probe and learning warnings); the cohort and its
+manifest (counts by status, every entry that is not ``ok`` with its reason); a per-fold table;
+calibration (raw and recalibrated, per horizon); the figures (KM by risk group with numbers at
+risk, t-AUC over time, calibration, decision curve, attention by relative slice position, Ctd
+per fold); and the resolved configuration, software versions and data fingerprints.
 
 Data and rendering are separate: :func:`run_report_data` returns plain data (tables as
 DataFrames, numbers, figure PNG bytes) and :func:`render_run_report` turns it into HTML;

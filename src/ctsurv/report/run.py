@@ -578,5 +578,6 @@ def render_run_report(data: dict) -> str:
     return html_page(f"ctsurv run report: {data['name']}", [
         f"<p>Run folder <code>{esc(data['run_dir'])}</code>; report written by ctsurv "
         f"{esc(data['ctsurv_version'])}.</p>",
-        _section_cohort(data), _section_config(data), _section_headline(data),
-        _section_folds(data), _section_calibration(data), _section_figures(data)])
+        # what a reader looks for first, then what it stands on; provenance last
+        _section_headline(data), _section_cohort(data), _section_folds(data),
+        _section_calibration(data), _section_figures(data), _section_config(data)])
