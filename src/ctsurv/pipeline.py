@@ -189,6 +189,18 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     ids, time, event = cohort_arrays(cfg, prepared)
     if cfg.permute_labels:
         _log("permute-labels: (time, event) shuffled across patients (honesty control)")
+    if plan is None:
+        plan = fold_plan(cfg, ids, time, event)
+    else:
+        _check_plan(plan, cfg, ids)
+    plan.save(out / "folds.csv")
+    arms = _arms(cfg, ids, time, event, plan)
+    # before the embedding: a plan that splits duplicate images is refused at once (the
+    # label-permuted null replicas are controls, not results, and are not checked)
+    pairs = duplicate_pairs(prepared)
+    duplicate_notes = sorted({n for a in arms if a.null is None
+                              for n in check_duplicate_split(pairs, a.plan.test_fold_of().to_dict(),
+                                                             allow=cfg.cv.allow_duplicates)})
 
     t0 = _time.perf_counter()
     encoder = None
@@ -202,11 +214,6 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
         feats = compute_features(cfg, encoder, prepared, ids, progress=progress)
     timings["embed_s"] = round(_time.perf_counter() - t0, 1)
     t0 = _time.perf_counter()
-    if plan is None:
-        plan = fold_plan(cfg, ids, time, event)
-    else:
-        _check_plan(plan, cfg, ids)
-    plan.save(out / "folds.csv")
     build = model_builder if model_builder is not None else network_factory(cfg, encoder)
     tcfg = TrainConfig.from_run(cfg, seed=0, views=augment_views(cfg))
     source = None
@@ -219,11 +226,6 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     pos = {p: i for i, p in enumerate(ids)}
     chash = config_hash(cfg)
     (out / "folds").mkdir(exist_ok=True)
-    arms = _arms(cfg, ids, time, event, plan)
-    pairs = duplicate_pairs(prepared)
-    duplicate_notes = sorted({n for a in arms if a.null is None  # null replicas: same plans
-                              for n in check_duplicate_split(pairs, a.plan.test_fold_of().to_dict(),
-                                                             allow=cfg.cv.allow_duplicates)})
     n_models = sum(1 for _ in arms for _k in range(cfg.cv.n_folds))
     bar = tqdm(total=n_models * cfg.train.epochs, desc="train", unit="epoch", disable=not progress)
     records: dict[tuple, dict] = {}
