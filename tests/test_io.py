@@ -397,3 +397,33 @@ def test_repeated_contours_in_real_rtstruct_do_not_cancel(lung1_dir):
     lung = read_rtstruct_mask(lung1_dir / "LUNG1-002", ct, "Lung L")
     zs = np.flatnonzero(lung.any(axis=(1, 2)))
     assert np.all(np.diff(zs) == 1), "a slice inside the lung came out empty"
+
+
+def test_contour_data_bytes_are_pydicoms_own(tmp_path):
+    """RTSTRUCT contour data is encoded once as a string (ctsurv.io.write._contour_data) instead
+    of one pydicom DSfloat per number; the file must hold exactly the bytes pydicom writes for
+    the same numbers formatted by its own ``format_number_as_ds`` (including values whose
+    ``str`` exceeds the 16 characters of a DS and -0.0)."""
+    from pydicom.charset import default_encoding
+    from pydicom.dataset import Dataset
+    from pydicom.valuerep import format_number_as_ds
+
+    from ctsurv.io.write import _CONTOUR_DATA, _contour_data
+
+    values = np.array([-187.25, 0.0, -0.0, 1e-5, 3.14159265, -123456.78919, 1e15, -2.5e-4,
+                       42.00005, 99.99995, 7.0], dtype=float)
+
+    def written(item: Dataset) -> bytes:
+        outer = Dataset()
+        outer.ContourSequence = [item]
+        outer.save_as(tmp_path / "x.dcm", implicit_vr=False, little_endian=True)
+        return (tmp_path / "x.dcm").read_bytes()
+
+    ours = Dataset()
+    ours.set_original_encoding(False, True, default_encoding)
+    ours[_CONTOUR_DATA] = _contour_data(values)
+    theirs = Dataset()
+    theirs.ContourData = [format_number_as_ds(round(float(v), 4)) for v in values]
+    assert written(ours) == written(theirs)
+    back = _contour_data(values).value.decode("ascii").rstrip().split("\\")
+    assert [float(v) for v in back] == [round(float(v), 4) for v in values]  # Python rounding

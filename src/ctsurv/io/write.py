@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.charset import default_encoding
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -33,6 +35,29 @@ _DETACHED_STUDY = "1.2.840.10008.3.1.2.3.1"
 def _ds(value: float) -> str:
     """Format a number as a valid DICOM DS string (at most 16 characters)."""
     return format_number_as_ds(float(value))
+
+
+def _ds_multi(values) -> bytes:
+    """Encoded DS multi-value of ``values`` rounded to 4 decimals: the bytes pydicom writes for
+    ``[_ds(round(v, 4)) for v in values]``, built as one string. RTSTRUCT contour data holds
+    tens of thousands of numbers per patient, and a pydicom ``DSfloat`` (with its validation) per
+    number made phantom writing 3 s per patient."""
+    parts = [str(round(v, 4)) for v in np.asarray(values, dtype=float).ravel().tolist()]
+    parts = [p if len(p) <= 16 else _ds(float(p)) for p in parts]
+    text = "\\".join(parts)
+    return (text + " " * (len(text) % 2)).encode("ascii")
+
+
+_CONTOUR_DATA = 0x30060050
+
+
+def _contour_data(values) -> RawDataElement:
+    """The ContourData (3006,0050) element of ``values``, pre-encoded (:func:`_ds_multi`) for an
+    explicit-VR little-endian file; the item holding it must declare that encoding and the
+    default character set (``set_original_encoding(False, True, default_encoding)``), or the
+    writer decodes the bytes into one ``DSfloat`` per number again before writing them."""
+    data = _ds_multi(values)
+    return RawDataElement(_CONTOUR_DATA, "DS", len(data), data, 0, False, True)
 
 
 def _uid(uid_seed: int | None, *parts: object) -> str:
@@ -282,10 +307,11 @@ def write_rtstruct(
                     continue
                 world = origin + k * axes[0] + c[:, :1] * axes[1] + c[:, 1:2] * axes[2]
                 item = Dataset()
+                item.set_original_encoding(False, True, default_encoding)
                 item.ContourImageSequence = Sequence([image_ref(headers[k])])
                 item.ContourGeometricType = "CLOSED_PLANAR"
                 item.NumberOfContourPoints = len(world)
-                item.ContourData = [_ds(round(v, 4)) for v in world.ravel()]
+                item[_CONTOUR_DATA] = _contour_data(world)
                 contours.append(item)
         rc = Dataset()
         rc.ReferencedROINumber = number
