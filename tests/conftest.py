@@ -15,6 +15,20 @@ LUNG1_DIR = SHARED_DATA / "lung1"
 LUNG1_CLINICAL = SHARED_DATA / "lung1-clinical" / "NSCLC-Radiomics-Lung1.clinical-version3-Oct-2019.csv"
 LUNG1_RADIOMICS = SHARED_DATA / "lung1-radiomics"
 
+#: Figures are written as PNG only in the suite (ctsurv.figstyle.VECTOR_ENV; set here, before
+#: any test, so that CLI subprocesses inherit it): the SVG + PDF copies of every run's figures
+#: cost about 5 s per run on 2 cores. The tests of the vector files turn them back on with
+#: :func:`vector_figures`.
+os.environ["CTSURV_VECTOR_FIGURES"] = "0"
+
+
+@pytest.fixture
+def vector_figures(monkeypatch):
+    """Vector copies (SVG, PDF) of figures, as a user gets them by default; returns the
+    ``monkeypatch`` that unset the variable."""
+    monkeypatch.delenv("CTSURV_VECTOR_FIGURES", raising=False)
+    return monkeypatch
+
 
 def _need(path: Path) -> Path:
     if not path.exists():
@@ -108,10 +122,16 @@ def tiny_scored(tiny_cohort, tmp_path_factory):
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny-scored")
+    # with the vector copies of the patient figures, as a user gets them (test_patient_report)
+    vector = pytest.MonkeyPatch()
+    vector.delenv("CTSURV_VECTOR_FIGURES", raising=False)
     model_dir = fit_final(tiny_config(tiny_cohort, root / "prepared"), root / "model", progress=False)
     new = root / "new"
     new.mkdir()
     for pid in TINY_SCORED:
         (new / pid).symlink_to(tiny_cohort / "images" / pid)
-    preds = predict_patients(model_dir, new, root / "scored", progress=False, n_passes=12)
+    try:
+        preds = predict_patients(model_dir, new, root / "scored", progress=False, n_passes=12)
+    finally:
+        vector.undo()
     return model_dir, root / "scored", preds

@@ -260,11 +260,11 @@ def _png_dpi(data: bytes) -> float:
     raise AssertionError("no pHYs chunk")
 
 
-def test_save_figure_writes_png_svg_pdf_and_the_same_svg_twice(tmp_path):
+def test_save_figure_writes_png_svg_pdf_and_the_same_svg_twice(tmp_path, vector_figures):
     sig = inspect.signature(P.save_figure)
     assert list(sig.parameters)[:2] == ["fig", "path"]
     assert sig.parameters["vector"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert sig.parameters["vector"].default is True
+    assert sig.parameters["vector"].default is None  # the environment decides
     ax = P.plot_time_auc([6, 12, 18, 24], [0.6, 0.65, 0.63, 0.61])
     first = P.save_figure(ax.figure, tmp_path / "a" / "tauc.png")
     second = P.save_figure(ax.figure, tmp_path / "b" / "tauc.png")
@@ -280,6 +280,12 @@ def test_save_figure_writes_png_svg_pdf_and_the_same_svg_twice(tmp_path):
     # without the vector copies
     only = P.save_figure(ax, tmp_path / "c" / "tauc.png", vector=False)
     assert [p.name for p in only.parent.iterdir()] == ["tauc.png"]
+    # CTSURV_VECTOR_FIGURES=0 turns the default off; vector=True still writes them
+    vector_figures.setenv("CTSURV_VECTOR_FIGURES", "0")
+    raster = P.save_figure(ax, tmp_path / "d" / "tauc.png")
+    assert [p.name for p in raster.parent.iterdir()] == ["tauc.png"]
+    forced = P.save_figure(ax, tmp_path / "e" / "tauc.png", vector=True)
+    assert sorted(p.name for p in forced.parent.iterdir()) == ["tauc.pdf", "tauc.png", "tauc.svg"]
 
 
 # ----------------------------------------------------------------------------- numbers at risk

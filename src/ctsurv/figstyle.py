@@ -26,6 +26,7 @@ References
 
 from __future__ import annotations
 
+import os
 from types import MappingProxyType
 
 import matplotlib
@@ -33,7 +34,8 @@ from matplotlib.rcsetup import cycler
 
 __all__ = [
     "OKABE_ITO", "CYCLE", "REFERENCE", "color", "RC", "style", "TIME_UNIT", "axis_label",
-    "n_label", "RASTER_FORMAT", "VECTOR_FORMATS", "FORMATS", "SAVE_METADATA",
+    "n_label", "RASTER_FORMAT", "VECTOR_FORMATS", "FORMATS", "SAVE_METADATA", "VECTOR_ENV",
+    "vector_formats",
 ]
 
 #: the eight Okabe-Ito colours by their published names (Okabe & Ito 2008)
@@ -141,6 +143,17 @@ RASTER_FORMAT = "png"
 VECTOR_FORMATS: tuple[str, ...] = ("svg", "pdf")
 #: every output format, raster first
 FORMATS: tuple[str, ...] = (RASTER_FORMAT, *VECTOR_FORMATS)
+#: environment variable: ``0`` (or ``off``, ``false``, ``no``) writes the raster figure only.
+#: A vector copy costs time (the PDF's TrueType subsetting is about 0.5 s per figure on 2
+#: cores); the test suite sets it, and the tests of the vector files unset it.
+VECTOR_ENV = "CTSURV_VECTOR_FIGURES"
+
+
+def vector_formats() -> tuple[str, ...]:
+    """The vector formats a figure is saved in by default: :data:`VECTOR_FORMATS`, or none
+    when :data:`VECTOR_ENV` is ``0``, ``off``, ``false`` or ``no``."""
+    off = os.environ.get(VECTOR_ENV, "").strip().lower() in ("0", "off", "false", "no")
+    return () if off else VECTOR_FORMATS
 
 #: ``savefig(metadata=...)`` per format: no creation date, so a rerun writes the same bytes
 SAVE_METADATA = MappingProxyType({"svg": {"Date": None}, "pdf": {"CreationDate": None}})

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.figstyle import (REFERENCE, SAVE_METADATA, TIME_UNIT, VECTOR_FORMATS, axis_label,
-                             color, n_label, style)
+                             color, n_label, style, vector_formats)
 from ctsurv.stats import CalibrationResult, kaplan_meier, logrank_test
 
 __all__ = [
@@ -434,13 +434,15 @@ def bubble_chart(df: pd.DataFrame, ax=None, x: str = "gflops", y: str = "ctd"):
     return ax
 
 
-def save_figure(fig, path, *, vector: bool = True) -> Path:
+def save_figure(fig, path, *, vector: bool | None = None) -> Path:
     """Save a Figure (or the figure of an Axes) to ``path`` in the format its suffix names
     (PNG, or PDF, SVG) in the ctsurv style (200 dpi, tight box); parent folders are created.
     Returns ``path``.
 
-    With ``vector`` (the default) the vector formats of :data:`ctsurv.figstyle.VECTOR_FORMATS`
-    are written beside it under the same stem (``km.png`` -> ``km.svg``, ``km.pdf``). SVG and
+    With ``vector`` the vector formats of :data:`ctsurv.figstyle.VECTOR_FORMATS` are written
+    beside it under the same stem (``km.png`` -> ``km.svg``, ``km.pdf``); ``None`` (the default)
+    writes them unless the environment variable ``CTSURV_VECTOR_FIGURES`` is ``0``
+    (:func:`ctsurv.figstyle.vector_formats`). SVG and
     PDF record no creation date and the SVG ids come from a fixed salt, so saving the same
     figure again writes the same bytes.
     """
@@ -451,9 +453,8 @@ def save_figure(fig, path, *, vector: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     targets = [path]
-    if vector:
-        targets += [path.with_suffix(f".{f}") for f in VECTOR_FORMATS
-                    if path.suffix.lower() != f".{f}"]
+    formats = vector_formats() if vector is None else VECTOR_FORMATS if vector else ()
+    targets += [path.with_suffix(f".{f}") for f in formats if path.suffix.lower() != f".{f}"]
     with style():
         for target in targets:
             meta = SAVE_METADATA.get(target.suffix.lower().lstrip("."))
