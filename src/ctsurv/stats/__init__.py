@@ -12,8 +12,8 @@ data sets; see ``tests/test_stats.py``.
 
 Modules: :mod:`~ctsurv.stats.km` (the product-limit core, Kaplan-Meier, log-rank),
 :mod:`~ctsurv.stats.cox`, :mod:`~ctsurv.stats.groups` (risk cut points and groups),
-:mod:`~ctsurv.stats.calibration`, :mod:`~ctsurv.stats.binary` (binary metrics at a horizon,
-thresholds, decision curves), :mod:`~ctsurv.stats.resampling` (bootstrap, permutation,
+:mod:`~ctsurv.stats.calibration`, :mod:`~ctsurv.stats.binary` (binary outcome at a horizon with IPCW
+weights, AUC, Brier, thresholds, Platt/isotonic calibration, decision curves), :mod:`~ctsurv.stats.resampling` (bootstrap, permutation,
 Wilcoxon) and :mod:`~ctsurv.stats.folds` (t-interval over CV folds, within-fold permutation
 test). Survival inputs go through :func:`ctsurv._checks.check_survival`.
 """
@@ -22,10 +22,15 @@ from __future__ import annotations
 
 from ctsurv.stats.binary import (
     BinaryLabels,
+    ProbabilityCalibration,
+    binary_auc,
     binary_labels_at,
     binary_metrics,
+    brier_binary,
     choose_threshold,
     decision_curve,
+    fit_probability_calibration,
+    ipcw_binary_weights,
 )
 from ctsurv.stats.calibration import (
     CalibrationResult,
@@ -57,8 +62,9 @@ __all__ = [
     "KaplanMeier", "kaplan_meier", "logrank_test", "cox_univariable", "risk_cutpoints",
     "risk_groups", "CalibrationResult", "calibration_at", "calibration_in_the_large",
     "calibration_slope", "SmoothedCalibration", "smoothed_calibration", "DCalibration",
-    "d_calibration", "BinaryLabels", "binary_labels_at",
-    "binary_metrics", "choose_threshold", "decision_curve", "BootstrapResult", "bootstrap_ci",
+    "d_calibration", "BinaryLabels", "binary_labels_at", "ipcw_binary_weights",
+    "binary_metrics", "binary_auc", "brier_binary", "choose_threshold", "ProbabilityCalibration",
+    "fit_probability_calibration", "decision_curve", "BootstrapResult", "bootstrap_ci",
     "PermutationResult", "paired_permutation_test", "wilcoxon_signed_rank", "FoldInterval",
     "fold_mean_interval", "paired_fold_permutation_test",
 ]
