@@ -109,6 +109,14 @@ def test_fold_k_ignores_its_test_patients(cohort_labels, tmp_path):
     # and its recalibration map, fitted on its validation patients only
     assert ra["recalibration"] == rb["recalibration"]
     assert ra["train_risk_median_recalibrated"] == rb["train_risk_median_recalibrated"]
+    # and its curves on its validation patients (binary thresholds and calibration are fitted
+    # on these): one row per validation patient of the plan, unchanged
+    va, vb = (pd.read_csv(tmp_path / r / "predictions_val.csv", dtype={"patient_id": str})
+              for r in ("a", "b"))
+    assert sorted(va.loc[va["fold"] == k, "patient_id"]) == sorted(
+        plan.loc[(plan["fold"] == k) & (plan["role"] == "val"), "patient_id"])
+    assert len(va) == (plan["role"] == "val").sum()
+    pd.testing.assert_frame_equal(va[va["fold"] == k], vb[vb["fold"] == k])
     # and the changed patients did reach the other folds' training
     other = json.loads((tmp_path / "a" / "folds" / "fold_0.json").read_text())
     other_b = json.loads((tmp_path / "b" / "folds" / "fold_0.json").read_text())

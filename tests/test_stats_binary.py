@@ -37,6 +37,12 @@ def test_ipcw_weights_hand_case():
     # patient 0: event at 3 <= 7, G(3) = 1 -> 1; patient 1: censored at 5 < 7 -> 0;
     # patient 2: event at 7 -> 1 / G(7) = 4/3; patient 3: alive at 9 >= 7 -> 1 / G(7) = 4/3
     np.testing.assert_allclose(w, [1.0, 0.0, 4 / 3, 4 / 3])
+    # a death at 4, where a training patient is censored: observed when C >= 4, G(4-) = 1
+    np.testing.assert_allclose(S.ipcw_binary_weights(tr_t, tr_e, [4, 9], [1, 0], 7.0), [1.0, 4 / 3])
+    # follow-up cut at the horizon: every training survivor censored at 12, G(12) = 0 but
+    # G(12-) = P(C >= 12) = 1, so survivors to 12 weigh 1
+    np.testing.assert_allclose(S.ipcw_binary_weights([3, 12, 12], [1, 0, 0], [5, 12], [1, 0], 12.0),
+                               [1.0, 1.0])
 
 
 def test_weighted_auc_equals_sklearn_and_the_ipcw_t_auc_of_sksurv():
@@ -59,9 +65,10 @@ def test_weighted_auc_equals_sklearn_and_the_ipcw_t_auc_of_sksurv():
 
 
 def test_ipcw_weights_refuse_a_horizon_beyond_training_follow_up():
-    with pytest.raises(MetricError, match="beyond the training follow-up"):
+    with pytest.raises(MetricError, match=r"the horizon 4 \(patient at index 1\) is beyond the "
+                                          "training follow-up"):
         S.ipcw_binary_weights([1, 2, 3], [0, 0, 1], [1, 5], [1, 0], 4.0)
-    # the last training patient censored: G drops to 0 there and the weights are undefined
+    # the last training patient censored at 3: G(4-) = 0 and the weights are undefined
     with pytest.raises(MetricError, match="G is 0 before the horizon 4"):
         S.ipcw_binary_weights([1, 2, 3], [1, 0, 0], [1, 5], [1, 0], 4.0)
 

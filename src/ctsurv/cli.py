@@ -155,6 +155,31 @@ def _cmd_report(a) -> None:
               + (f"; the page logged {len(errors)} error(s): {errors[:3]}" if errors else ""))
 
 
+def _cmd_binary(a) -> None:
+    from ctsurv.evaluate.binary import binary_evaluation
+
+    res = binary_evaluation(a.run, a.out, horizon=a.horizon, threshold=a.threshold,
+                            target=a.target, calibration=a.calibration, weighting=a.weighting,
+                            implausible_above=a.implausible_above)
+    sm = res["summary"]
+
+    def f(m):
+        v = sm[m]
+        if v["mean"] is None:
+            return f"{m} undefined"
+        iv = f" [{v['low']:.3f}, {v['high']:.3f}]" if v["low"] is not None else ""
+        return f"{m} {v['mean']:.3f}{iv}"
+
+    print(f"[ctsurv] death by {res['horizon']:g} months ({res['weighting']} weights, "
+          f"{res['calibration']} calibration, {res['threshold_rule']} threshold on each fold's "
+          f"validation patients), mean over {res['n_folds']} folds with "
+          f"{100 * res['level']:.0f}% intervals: "
+          + "; ".join(f(m) for m in ("auc", "sensitivity", "specificity", "f1", "brier"))
+          + f"; see {Path(a.out or a.run) / 'binary.json'}")
+    if res["plausibility"]["warning"]:
+        print("[ctsurv] WARNING: " + res["plausibility"]["warning"])
+
+
 def _cmd_compare(a) -> None:
     from ctsurv.evaluate import compare_runs
 
@@ -381,6 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "1200 x 900 pixels; needs playwright and Debian's chromium)")
     s.add_argument("--full-page", action="store_true", help="screenshot the whole page")
     s.set_defaults(func=_cmd_report)
+
+    s = sub.add_parser("binary", help="a run as a classifier of death by a horizon (seed 004's "
+                                      "setting): IPCW labels, threshold and calibration from "
+                                      "validation patients, metrics per fold")
+    s.add_argument("run", help="run folder (predictions.csv, predictions_val.csv, folds.csv)")
+    s.add_argument("--out", help="folder for binary.json and the tables (default: the run folder)")
+    s.add_argument("--horizon", type=float, default=24.0, help="months (a point of the run's grid)")
+    s.add_argument("--threshold", default="youden", choices=("youden", "f1", "sensitivity"))
+    s.add_argument("--target", type=float, help="sensitivity to reach with --threshold sensitivity")
+    s.add_argument("--calibration", default="platt", choices=("platt", "isotonic", "none"))
+    s.add_argument("--weighting", default="ipcw", choices=("ipcw", "exclude"),
+                   help="censored-before-horizon patients: IPCW weights from each fold's training "
+                        "patients (default) or excluded")
+    s.add_argument("--implausible-above", type=float, default=0.95,
+                   help="flag a mean fold AUC above this as implausible for the task (audit for leakage)")
+    s.set_defaults(func=_cmd_binary)
 
     s = sub.add_parser("compare", help="compare runs on identical patients")
     s.add_argument("runs", nargs="+", help="run folders (each with predictions.csv)")

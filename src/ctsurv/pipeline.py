@@ -269,6 +269,9 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                    "train_risk_median_recalibrated": float(np.median(1.0 - rmap.apply(train_surv)[:, -1])),
                    "recalibration": rmap.to_dict(),
                    "selection": res.selection, "test_ids": test_ids, "surv": surv.tolist(),
+                   # the fold model on its own validation patients: thresholds and calibration
+                   # maps of the binary evaluation are fitted on these (ctsurv.evaluate.binary)
+                   "val_ids": [ids[i] for i in sel["val"]], "val_surv": val_surv.tolist(),
                    "learning": learning_diagnostics(res, arm.time[sel["val"]], arm.event[sel["val"]]),
                    "weights": [w.tolist() for w in weights] if arm.main else [],
                    "history": res.history if arm.main else []}
@@ -280,7 +283,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
             atomic_write_text(out / "folds" / f"{arm.prefix}fold_{k}.json", json.dumps(rec))
     columns = grid.columns
     arm_preds: dict[tuple, pd.DataFrame] = {}
-    raw_rows, cal_rows, att_rows, hist_rows = [], [], [], []
+    raw_rows, cal_rows, att_rows, hist_rows, val_rows = [], [], [], [], []
     for arm in arms:
         rows = []
         for k in range(cfg.cv.n_folds):
@@ -306,6 +309,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
             if arm.main:
                 for h in rec["history"]:
                     hist_rows.append({"fold": k, **h})
+                val_rows.extend(_validation_rows(arm, k, rec, pos, columns, cfg.train.recalibrate))
         arm_preds[arm.key] = pd.DataFrame(rows).sort_values("patient_id").reset_index(drop=True)
     bar.close()
     timings["train_s"] = round(_time.perf_counter() - t0, 1)
@@ -316,6 +320,8 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                             for r in (raw_rows, cal_rows))
     atomic_to_csv(out / "predictions.csv", preds)
     atomic_to_csv(out / "predictions_raw.csv", preds_raw)
+    if val_rows:  # folds resumed from before validation curves were kept have none
+        atomic_to_csv(out / "predictions_val.csv", pd.DataFrame(val_rows))
     atomic_to_csv(out / "attention.csv", pd.DataFrame(att_rows))
     atomic_to_csv(out / "history.csv", pd.DataFrame(hist_rows))
     metrics = cv_metrics(preds, allow_missing_folds=cfg.cv.allow_missing_folds)
@@ -326,9 +332,12 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     t0 = _time.perf_counter()
     metrics["probe"] = linear_probe_metrics(cfg, [feats[p] for p in ids], time, event, plan, metrics)
     timings["probe_s"] = round(_time.perf_counter() - t0, 1)
+    metrics["binary"] = _binary_summary(out, grid)
     metrics["plausibility"] = plausibility({"ctd_mean": metrics.get("ctd_mean"),
                                             "ctd_pooled": metrics.get("ctd_pooled"),
-                                            "probe_ctd_mean": (metrics["probe"] or {}).get("ctd_mean")})
+                                            "probe_ctd_mean": (metrics["probe"] or {}).get("ctd_mean"),
+                                            "binary_auc_mean": metrics["binary"].get("summary", {})
+                                            .get("auc", {}).get("mean")})
     if metrics["plausibility"]["warning"]:
         _log("WARNING: " + metrics["plausibility"]["warning"])
     if source is not None:
@@ -386,6 +395,35 @@ class _Arm:
         if self.null is None:
             return int_seed(seed, "models", self.repeat, fold)
         return int_seed(seed, "models", 0, fold, self.null + 1)
+
+
+def _binary_summary(out: Path, grid) -> dict:
+    """The run as a classifier of death by 24 months (the grid's horizon when shorter), with
+    the defaults of :func:`ctsurv.evaluate.binary.binary_evaluation` (``binary.json``); a run
+    where it is undefined (e.g. validation patients of one class) records why instead."""
+    from ctsurv.evaluate.binary import binary_evaluation
+
+    h = 24.0 if np.isclose(grid.times, 24.0).any() else float(grid.horizon)
+    try:
+        res = binary_evaluation(out, horizon=h)
+    except CtsurvError as exc:
+        return {"horizon": h, "undefined": str(exc)}
+    return {k: res[k] for k in ("horizon", "weighting", "calibration", "threshold_rule",
+                                "n_unlabelled", "summary", "confusion")}
+
+
+def _validation_rows(arm, k: int, rec: dict, pos: dict, columns, recalibrate: bool) -> list[dict]:
+    """Rows of ``predictions_val.csv``: fold ``k``'s model on its validation patients, as
+    ``predictions.csv`` (recalibrated when the run is). A patient is a validation patient of
+    at most one model per fold, so (fold, patient_id) is unique."""
+    if "val_surv" not in rec or not rec["val_ids"]:
+        return []
+    surv = np.asarray(rec["val_surv"], dtype=float).reshape(len(rec["val_ids"]), -1)
+    if recalibrate:
+        surv = RecalibrationMap.from_dict(rec["recalibration"]).apply(surv)
+    return [{"patient_id": p, "fold": k, "time": arm.time[pos[p]], "event": int(arm.event[pos[p]]),
+             "risk": 1.0 - surv[j, -1], **dict(zip(columns, surv[j]))}
+            for j, p in enumerate(rec["val_ids"])]
 
 
 def _reusable(rec: dict, chash: str, plan_sha: str, weights: Path | None = None) -> bool:

@@ -19,7 +19,7 @@ import pandas as pd
 from ctsurv._checks import bad_rows_message, check_length, check_survival, check_vector
 from ctsurv.exceptions import MetricError
 from ctsurv.stats._common import _check_horizon, _check_prob
-from ctsurv.stats.km import kaplan_meier
+from ctsurv.stats.km import kaplan_meier, product_limit
 
 __all__ = ["BinaryLabels", "binary_labels_at", "ipcw_binary_weights", "binary_metrics",
            "binary_auc", "brier_binary", "choose_threshold", "ProbabilityCalibration",
@@ -59,15 +59,19 @@ def ipcw_binary_weights(train_time, train_event, time, event, t: float) -> np.nd
 
     .. math::
 
-        w_i = \frac{I(T_i \le t,\ \delta_i = 1)}{\hat G(T_i)} + \frac{I(T_i \ge t)}{\hat G(t)},
+        w_i = \frac{I(T_i \le t,\ \delta_i = 1)}{\hat G(T_i^-)} + \frac{I(T_i \ge t)}{\hat G(t^-)},
 
-    0 for patients censored before ``t`` (their label is unknown), where :math:`\hat G` is the
+    0 for patients censored before ``t`` (their label is unknown). :math:`\hat G` is the
     Kaplan-Meier estimate of the censoring survival fitted on the TRAINING patients
-    ``(train_time, train_event)`` only, as for the IPCW t-AUC (Uno et al. 2007; Blanche et al.
-    2013). Weighted by ``w``, the known labels stand for the whole cohort at ``t``: the weighted
-    case count estimates :math:`n\,P(T \le t)`. With these weights :func:`binary_auc` on
-    :func:`binary_labels_at` equals the cumulative/dynamic t-AUC of
-    :func:`ctsurv.metrics.cumulative_dynamic_auc` at ``t`` (without ties at ``t``).
+    ``(train_time, train_event)`` only, and :math:`\hat G(x^-) = P(C \ge x)` is the
+    probability that a patient is still under observation at ``x``: a death at ``x``, or
+    survival to ``x``, is seen exactly when censoring comes no earlier (Blanche et al. 2013).
+    Weighted by ``w``, the known labels stand for the whole cohort: the weighted case count
+    estimates :math:`n\,P(T \le t)`. With these weights :func:`binary_auc` on
+    :func:`binary_labels_at` equals the cumulative/dynamic t-AUC at ``t`` of scikit-survival
+    (and :func:`ctsurv.metrics.cumulative_dynamic_auc`) when no censoring time ties an event
+    time or ``t``; the left limits keep the weights defined when follow-up is cut at the
+    horizon itself (every survivor censored at ``t``), where :math:`\hat G(t) = 0`.
 
     Raises :class:`MetricError` when ``t`` or an event time lies beyond the training follow-up
     (the censoring distribution is unknown there) or :math:`\hat G` is 0 where it is needed.
@@ -77,22 +81,30 @@ def ipcw_binary_weights(train_time, train_event, time, event, t: float) -> np.nd
     .. [1] Blanche P, Dartigues JF, Jacqmin-Gadda H. Review and comparison of ROC curve
        estimators for a time-dependent outcome with marker-dependent censoring. Biom J 2013;55:687-704.
     """
-    from ctsurv.metrics._common import _censoring_survival
-
     tr_t, tr_e = check_survival(train_time, train_event, what="training")
     tt, e = check_survival(time, event)
     _check_horizon(t)
     lab = binary_labels_at(tt, e, t).labels
-    w = np.zeros(tt.size)
-    case = np.flatnonzero(lab == 1)
-    g_case = _censoring_survival(tr_t, tr_e, tt[case], who=case)
-    g_t = float(_censoring_survival(tr_t, tr_e, np.array([float(t)]))[0])
-    if g_t <= 0 or np.any(g_case <= 0):
+    km = product_limit(tr_t, tr_e, reverse=True)
+    at = np.where(lab == 1, tt, float(t))  # where each known label needs G
+    known = np.flatnonzero(lab >= 0)
+    if km.survival[-1] > 0:
+        beyond = known[at[known] > km.times[-1]]
+        if beyond.size:
+            i = beyond[0]
+            raise MetricError(
+                f"{'the horizon' if lab[i] == 0 else 'the event time'} {at[i]:g} (patient at "
+                f"index {i}) is beyond the training follow-up (last training time "
+                f"{km.times[-1]:g}): the censoring distribution is unknown there; choose an "
+                "earlier horizon")
+    idx = np.searchsorted(km.times, at[known], side="left") - 1  # last time strictly before
+    g = np.where(idx >= 0, km.survival[np.maximum(idx, 0)], 1.0)
+    if np.any(g <= 0):
         raise MetricError(f"the training censoring survival G is 0 before the horizon {t:g}: "
                           "inverse-probability-of-censoring weights are undefined; choose an "
                           "earlier horizon")
-    w[case] = 1.0 / g_case
-    w[lab == 0] = 1.0 / g_t
+    w = np.zeros(tt.size)
+    w[known] = 1.0 / g
     return w
 
 
