@@ -236,6 +236,32 @@ def test_calibration_section_says_which_version_predictions_hold(run_dir, report
     assert dcal["raw"] == f"{cal['raw']['d_calibration']['p_value']:.3g}"
 
 
+def test_binary_section_follows_metrics_json(run_dir, report, tmp_path):
+    from test_evaluate_binary import _write_run
+
+    from ctsurv.pipeline import _binary_summary
+    from ctsurv.types import DEFAULT_GRID
+
+    # the tiny run: 2 or 3 validation patients per fold cannot hold both classes; the report
+    # says why instead of a table
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert "validation patients have" in m["binary"]["undefined"]
+    assert "binary-table" not in report[1].tables
+    assert "The binary evaluation is undefined for this run" in report[0]
+    # a run where it is defined (400 synthetic patients): the table is metrics.json's block
+    b = _binary_summary(_write_run(tmp_path / "syn"), DEFAULT_GRID)
+    copy = _copy_run(run_dir, tmp_path / "copy")
+    m["binary"] = b
+    (copy / "metrics.json").write_text(json.dumps(m))
+    page = Page(write_run_report(copy, tmp_path / "r.html").read_text(encoding="utf-8"))
+    rows = {c[0]: c for _, c in page.body_rows("binary-table")}
+    for metric in ("auc", "sensitivity", "specificity", "brier"):
+        assert rows[metric][1] == f"{b['summary'][metric]['mean']:.3f}"
+        assert rows[metric][2] == f"{b['summary'][metric]['low']:.3f}"
+    conf = {c[0]: c[1:] for _, c in page.body_rows("binary-confusion")}
+    assert conf["died: yes"][1] == f"{b['confusion'][1][1]:.3f}"
+
+
 # ----------------------------------------------------------------------------- self-contained
 def test_every_figure_is_an_inline_png(report):
     _, page = report

@@ -238,6 +238,22 @@ def _calibration(metrics: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- figures
+def _binary(metrics: dict) -> dict:
+    """The run as a classifier of death by the horizon (metrics.json ``binary``)."""
+    b = metrics.get("binary")
+    if not isinstance(b, dict):
+        return {"missing": "metrics.json holds no binary evaluation (a run written before it "
+                           "existed; `ctsurv binary RUN` computes it)."}
+    if b.get("undefined"):
+        return {"missing": f"The binary evaluation is undefined for this run: {b['undefined']}"}
+    rows = [{"metric": m, "mean": v.get("mean"), "ci_low": v.get("low"), "ci_high": v.get("high"),
+             "n_folds": v.get("n_folds")} for m, v in (b.get("summary") or {}).items()]
+    return {"horizon": b.get("horizon"), "weighting": b.get("weighting"),
+            "calibration": b.get("calibration"), "threshold_rule": b.get("threshold_rule"),
+            "n_unlabelled": b.get("n_unlabelled"), "confusion": b.get("confusion"),
+            "table": _frame(rows, ["metric", "mean", "ci_low", "ci_high", "n_folds"])}
+
+
 def _png_file(path: Path) -> bytes | None:
     if path.is_file():
         data = path.read_bytes()
@@ -387,7 +403,8 @@ def run_report_data(run_dir: str | Path, *, n_bootstrap: int = 20, seed: int = 4
         or ``missing``), ``config`` (``text``), ``versions`` (``table``, ``source``),
         ``fingerprints`` (DataFrame), ``headline`` (numbers, repeats, null, probe, warnings),
         ``per_fold`` (DataFrame), ``calibration`` (``table``, ``d_calibration``, ``maps``,
-        ``shown``, or ``missing``), ``figures`` (list of ``key, title, png, caption, missing``).
+        ``shown``, or ``missing``), ``binary`` (``table``, ``confusion`` and the settings, or
+        ``missing``), ``figures`` (list of ``key, title, png, caption, missing``).
 
     Raises
     ------
@@ -407,6 +424,7 @@ def run_report_data(run_dir: str | Path, *, n_bootstrap: int = 20, seed: int = 4
             "config": config, "versions": _versions(metrics, config["values"]),
             "fingerprints": _fingerprints(run_dir), "headline": _headline(metrics),
             "per_fold": _per_fold(run_dir, metrics), "calibration": _calibration(metrics),
+            "binary": _binary(metrics),
             "figures": _figures(run_dir, metrics, preds, n_bootstrap=n_bootstrap, seed=seed)}
 
 
@@ -559,6 +577,27 @@ def _section_calibration(d: dict) -> str:
     return "\n".join(parts)
 
 
+def _section_binary(d: dict) -> str:
+    b = d["binary"]
+    parts = ["<h2 id=\"binary\">Death by the horizon, as a classifier</h2>"]
+    if b.get("missing"):
+        parts.append(absent_note(b["missing"]))
+        return "\n".join(parts)
+    parts.append(f"<p>Death by {esc(fmt_cell(b['horizon'], 0))} months from the predicted "
+                 f"1 - S, seed 004's setting: {esc(b['weighting'])} weights for the "
+                 f"{esc(b['n_unlabelled'])} patients censored earlier (fitted on each fold's training "
+                 f"patients), {esc(b['calibration'])} calibration and the {esc(b['threshold_rule'])} "
+                 "threshold fitted on each fold model's validation patients; mean over folds with "
+                 "t-intervals (binary.json has every fold's threshold and its source).</p>")
+    parts.append(html_table(b["table"], id_="binary-table"))
+    conf = b.get("confusion")
+    if conf:
+        parts.append(html_table(pd.DataFrame(conf, index=["died: no", "died: yes"],
+                                             columns=["predicted: no", "predicted: yes"])
+                                .reset_index(names="truth"), id_="binary-confusion"))
+    return "\n".join(parts)
+
+
 def _section_figures(d: dict) -> str:
     parts = ["<h2 id=\"figures\">Figures</h2>"]
     for f in d["figures"]:
@@ -580,4 +619,5 @@ def render_run_report(data: dict) -> str:
         f"{esc(data['ctsurv_version'])}.</p>",
         # what a reader looks for first, then what it stands on; provenance last
         _section_headline(data), _section_cohort(data), _section_folds(data),
-        _section_calibration(data), _section_figures(data), _section_config(data)])
+        _section_calibration(data), _section_binary(data), _section_figures(data),
+        _section_config(data)])
