@@ -64,10 +64,17 @@ def signal_run(phantom):
     return out, run_cv(_config(phantom, cv={"n_folds": 5, "null_replicas": N_NULL}), out, progress=False)
 
 
+#: The permute_labels switch is checked on a short run: the 100-epoch permutation control is the
+#: signal run's null replicas (trained exactly as the true run), so 10 epochs here suffice
+#: to show that ``permute_labels: true`` permutes and lands at chance.
+PERMUTED_EPOCHS = 10
+
+
 @pytest.fixture(scope="module")
 def permuted_run(phantom, signal_run):
     out = phantom / "run-permuted"
-    return out, run_cv(_config(phantom, permute_labels=True), out, progress=False)
+    cfg = _config(phantom, permute_labels=True, train={"epochs": PERMUTED_EPOCHS})
+    return out, run_cv(cfg, out, progress=False)
 
 
 def test_every_patient_scored_exactly_once(signal_run):
@@ -122,7 +129,7 @@ def test_frozen_features_see_the_tumour(phantom, signal_run):
     assert _cv_ridge_r2(X, np.random.default_rng(1).permutation(y)) < 0.1
 
 
-def _planted_feature_cv(permute: bool) -> float:
+def _planted_feature_cv(permute: bool, n_seeds: int) -> float:
     """Mean fold Ctd of the reference network trained on slice features carrying a hazard."""
     import torch
 
@@ -153,12 +160,12 @@ def _planted_feature_cv(permute: bool) -> float:
     build = model_factory(cfg, build_encoder(cfg))
     ids = [f.patient_id for f in feats]
     plan = stratified_folds(ids, time, event, n_folds=4, seed=3)
-    # every fold with three model seeds, trained at once: one fold of 30 test patients whose
+    # every fold with n_seeds model seeds, trained at once: one fold of 30 test patients whose
     # epoch is chosen on 9 validation patients is too noisy to threshold (sd about 0.05)
     sels, replicas = [], []
     for k in range(4):
         sel = {r: np.array([int(p[1:]) for p in plan.patients(k, r)]) for r in ("train", "val", "test")}
-        for s in range(N_PLANTED_SEEDS):
+        for s in range(n_seeds):
             sels.append(sel)
             replicas.append(Replica(sel["train"], time[sel["train"]], event[sel["train"]],
                                     sel["val"], time[sel["val"]], event[sel["val"]], 100 * s + k))
@@ -175,8 +182,10 @@ N_PLANTED_SEEDS = 3
 
 def test_training_recovers_a_hazard_planted_in_features():
     # oracle C of eta is about 0.7; measured 0.63 (single seeds 0.59-0.69)
-    assert _planted_feature_cv(permute=False) > 0.58
-    assert abs(_planted_feature_cv(permute=True) - 0.5) < 0.1
+    assert _planted_feature_cv(permute=False, n_seeds=N_PLANTED_SEEDS) > 0.58
+    # the permuted control needs no averaging over seeds for a bound of 0.1 (4 fold models of
+    # 30 test patients: the standard error of their mean Ctd at chance is about 0.03)
+    assert abs(_planted_feature_cv(permute=True, n_seeds=1) - 0.5) < 0.1
 
 
 def test_true_run_beats_every_null_replica(signal_run):
