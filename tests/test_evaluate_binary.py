@@ -167,6 +167,11 @@ def test_bad_input_gets_clear_errors(run, tmp_path):
     v.to_csv(few / "predictions_val.csv", index=False)
     with pytest.raises(CtsurvError, match=r"fold 0: its \d+ validation patients have 0 deaths by 24"):
         binary_evaluation(few, tmp_path / "o3")
+    # a fold model without validation patients: its threshold has nothing to come from
+    v = pd.read_csv(run / "predictions_val.csv", dtype={"patient_id": str})
+    v[v["fold"] != 0].to_csv(few / "predictions_val.csv", index=False)
+    with pytest.raises(CtsurvError, match="fold 0: the fold model has no validation patients"):
+        binary_evaluation(few, tmp_path / "o5")
     with pytest.raises(CtsurvError, match="threshold must be one of"):
         binary_evaluation(run, tmp_path / "o4", threshold="accuracy")
 
