@@ -195,3 +195,22 @@ def test_a_near_perfect_auc_is_flagged(tmp_path):
     assert "audit for leakage" in res["plausibility"]["warning"]
     ok = binary_evaluation(_write_run(tmp_path / "fair", seed=5, signal=0.9), horizon=24)
     assert ok["plausibility"]["warning"] is None
+
+
+def test_a_test_fold_of_one_class_has_no_auc_and_says_why(run, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    for f in ("folds.csv", "predictions_val.csv"):
+        (one / f).write_bytes((run / f).read_bytes())
+    p = pd.read_csv(run / "predictions.csv", dtype={"patient_id": str})
+    p.loc[p["fold"] == 1, ["time", "event"]] = (40.0, 0)  # every test patient of fold 1 survives
+    p.to_csv(one / "predictions.csv", index=False)
+    res = binary_evaluation(one, tmp_path / "o")
+    f1 = next(r for r in res["folds"] if r["fold"] == 1)
+    assert np.isnan(f1["auc"]) and "needs both classes" in f1["undefined"]
+    assert np.isnan(f1["sensitivity"]) and 0 <= f1["specificity"] <= 1
+    assert res["summary"]["auc"]["n_folds"] == K - 1
+    # strict JSON: the undefined AUC is written as null, never NaN
+    written = json.loads((tmp_path / "o" / "binary.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert next(r for r in written["folds"] if r["fold"] == 1)["auc"] is None

@@ -124,15 +124,13 @@ def _fold(k, train, val, test, col, h, *, weighting, threshold, target, calibrat
                                + (f", target {target:g}" if target is not None else "")
                                + (f", on {calibration}-calibrated probabilities" if cal else "")
                                + ")"}
+    m = S.binary_metrics(yt, qt, thr, sample_weight=wt)  # a rate without its class is NaN
+    row.update({key: m[key] for key in ("sensitivity", "specificity", "f1", "balanced_accuracy",
+                                        "ppv", "npv", "accuracy", "tp", "fp", "tn", "fn")})
     try:
-        m = S.binary_metrics(yt, qt, thr, sample_weight=wt)
         row["auc"] = S.binary_auc(yt, p, sample_weight=wt)
     except MetricError as exc:  # a test fold without deaths (or survivors) by h
-        m, row["auc"] = None, np.nan
-        row["undefined"] = str(exc)
-    if m is not None:
-        row.update({key: m[key] for key in ("sensitivity", "specificity", "f1", "balanced_accuracy",
-                                            "ppv", "npv", "accuracy", "tp", "fp", "tn", "fn")})
+        row["auc"], row["undefined"] = np.nan, str(exc)
     row["brier"] = S.brier_binary(yt, qt, sample_weight=wt)
     row["brier_raw"] = S.brier_binary(yt, p, sample_weight=wt)
     test_rows = pd.DataFrame({"patient_id": ids, "fold": k, "label": np.where(wt > 0, yt, -1),
@@ -144,6 +142,8 @@ def _fold(k, train, val, test, col, h, *, weighting, threshold, target, calibrat
 def _calibration_curve(pt: pd.DataFrame, n_bins: int = 10) -> list[dict]:
     """Weighted observed death rate by decile of the calibrated probability (pooled test)."""
     d = pt[pt["weight"] > 0]
+    if len(d) == 0:
+        return []
     if len(d) < n_bins:
         n_bins = max(1, len(d))
     edges = np.unique(np.quantile(d["probability"], np.linspace(0, 1, n_bins + 1)))
@@ -237,7 +237,7 @@ def binary_evaluation(run: str | Path, out: str | Path | None = None, *, horizon
             summary[m] = {"mean": float(v.mean()) if v.size else None, "low": None, "high": None,
                           "n_folds": int(v.size)}
     conf = [[float(table["tn"].sum()), float(table["fp"].sum())],
-            [float(table["fn"].sum()), float(table["tp"].sum())]] if "tp" in table else None
+            [float(table["fn"].sum()), float(table["tp"].sum())]]
     result = {"horizon": float(horizon), "weighting": weighting,
               "weights_fitted_on": "each fold's training patients (censoring Kaplan-Meier)"
               if weighting == "ipcw" else None,
