@@ -69,7 +69,11 @@ def main() -> None:
     for r in rows:
         print(f"{r['labels']:9s} {r['threshold']:16s} {r['calibration']:11s} "
               + " ".join(f"{r[m]:11.3f}" if r[m] is not None else f"{'-':>11s}" for m in SHOWN))
-    meta = {"demo": str(demo), "cpus": os.cpu_count(), "seconds": round(time.perf_counter() - t0, 1),
+    demo_metrics = json.loads((runs["true"] / "metrics.json").read_text())
+    meta = {"demo": str(demo), "demo_ctd_mean": demo_metrics.get("ctd_mean"),
+            "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                         if ln.startswith("model name")), "") if Path("/proc/cpuinfo").exists() else "",
+            "cpus": os.cpu_count(), "seconds": round(time.perf_counter() - t0, 1),
             "horizon": 24.0, "weighting": "ipcw (censoring Kaplan-Meier of each fold's training patients)",
             "command": f"python bench/binary.py --demo {a.demo}"}
     Path(a.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
