@@ -214,3 +214,25 @@ def test_a_test_fold_of_one_class_has_no_auc_and_says_why(run, tmp_path):
     written = json.loads((tmp_path / "o" / "binary.json").read_text(),
                          parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert next(r for r in written["folds"] if r["fold"] == 1)["auc"] is None
+
+
+def test_figure_shows_the_weighted_histograms_and_the_calibration_curve(run, tmp_path):
+    from ctsurv import plots
+
+    res = binary_evaluation(run, tmp_path)
+    assert (tmp_path / "figures" / "binary.png").stat().st_size > 10_000
+    pts = pd.read_csv(tmp_path / "binary_patients.csv")
+    fig = plots.plot_binary_panels(pts, res["calibration_curve"], 24.0)
+    cal, hist = fig.axes
+    line = cal.lines[0]
+    np.testing.assert_allclose(line.get_xdata(), [c["mean_predicted"] for c in res["calibration_curve"]])
+    np.testing.assert_allclose(line.get_ydata(), [c["observed"] for c in res["calibration_curve"]])
+    # each class's step outline encloses its IPCW-weighted counts (numpy's weighted histogram)
+    bins = np.linspace(0, 1, 21)
+    for patch, lab in zip(hist.patches, (0, 1)):
+        g = pts[(pts["label"] == lab) & (pts["weight"] > 0)]
+        want, _ = np.histogram(g["probability"], bins=bins, weights=g["weight"])
+        xy = patch.get_xy()
+        heights = xy[1:2 * len(want) + 1:2, 1]  # the top edge of each bin
+        np.testing.assert_allclose(heights, want)
+    assert "alive at 24 months" in hist.get_legend().get_texts()[0].get_text()

@@ -33,7 +33,7 @@ from ctsurv.stats import CalibrationResult, kaplan_meier, logrank_test
 
 __all__ = [
     "plot_km_groups", "plot_calibration", "plot_calibration_before_after", "calibration_panels",
-    "plot_decision_curve", "plot_time_auc",
+    "plot_decision_curve", "plot_time_auc", "plot_binary_panels",
     "plot_metric_per_fold", "plot_attention_by_position", "plot_survival_curves",
     "bubble_chart", "save_figure",
 ]
@@ -301,6 +301,43 @@ def plot_time_auc(times, aucs, ax=None, label: str = "model", mean_auc: float | 
     ax.set_ylabel("Time-dependent AUC (cumulative/dynamic)")
     ax.legend()
     return ax
+
+
+@_styled
+def plot_binary_panels(patients: pd.DataFrame, curve: Sequence[Mapping], t: float, fig=None):
+    """Two panels of a binary evaluation at horizon ``t`` (:mod:`ctsurv.evaluate.binary`): the
+    calibration curve (weighted observed death rate against mean predicted probability per
+    bin, with the diagonal) and the histograms of the predicted probability by true class,
+    weighted by ``weight`` (IPCW; patients of weight 0 have no label and are left out).
+
+    ``patients`` has ``label`` (0/1, -1 unknown), ``weight`` and ``probability``; ``curve`` the
+    records ``mean_predicted, observed, n``. Returns the figure.
+    """
+    _need_columns(patients, ["label", "weight", "probability"], "plot_binary_panels")
+    if fig is None:
+        fig = matplotlib.figure.Figure(figsize=(10, 4.2))
+        FigureCanvasAgg(fig)
+    cal, hist = fig.subplots(1, 2)
+    known = patients[patients["weight"] > 0]
+    if len(curve):
+        c = pd.DataFrame(list(curve))
+        cal.plot(c["mean_predicted"], c["observed"], "o-", color=color(0),
+                 label=f"test patients ({n_label(int(c['n'].sum()), noun='patient')}, IPCW-weighted)")
+    cal.plot([0, 1], [0, 1], color=REFERENCE, ls="--", lw=1, label="ideal")
+    cal.set_xlim(0, 1)
+    cal.set_ylim(0, 1)
+    cal.set_xlabel(_at_horizon("Predicted probability of death", t))
+    cal.set_ylabel("Observed proportion dead (weighted)")
+    cal.legend(loc="upper left")
+    bins = np.linspace(0, 1, 21)
+    for i, (lab, name) in enumerate(((0, "alive"), (1, "died"))):
+        g = known[known["label"] == lab]
+        hist.hist(g["probability"], bins=bins, weights=g["weight"], histtype="step", lw=1.5,
+                  color=color(i), label=f"{name} at {t:g} {TIME_UNIT} ({n_label(len(g), noun='patient')})")
+    hist.set_xlabel(_at_horizon("Predicted probability of death", t))
+    hist.set_ylabel("Patients (IPCW-weighted)")
+    hist.legend(loc="upper center")
+    return fig
 
 
 @_styled

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ctsurv import plots
 from ctsurv import stats as S
 from ctsurv._util import atomic_to_csv, atomic_write_text, json_safe
 from ctsurv.evaluate.core import prediction_grid, read_fold_plan, read_predictions
@@ -160,7 +161,8 @@ def _calibration_curve(pt: pd.DataFrame, n_bins: int = 10) -> list[dict]:
 def binary_evaluation(run: str | Path, out: str | Path | None = None, *, horizon: float = 24.0,
                       threshold: str = "youden", target: float | None = None,
                       calibration: str = "platt", weighting: str = "ipcw",
-                      level: float = 0.95, implausible_above: float = IMPLAUSIBLE_ABOVE) -> dict:
+                      level: float = 0.95, implausible_above: float = IMPLAUSIBLE_ABOVE,
+                      figures: bool = True) -> dict:
     """Evaluate a cross-validated survival run as a classifier of death by ``horizon`` months.
 
     Parameters
@@ -183,6 +185,12 @@ def binary_evaluation(run: str | Path, out: str | Path | None = None, *, horizon
         The implausibility guard's bound for the mean fold AUC
         (:func:`ctsurv.evaluate.plausibility`): above it, ``plausibility["warning"]`` says what
         to audit (seed 004 reported AUC 1.00).
+    figures : bool
+        Also draw ``figures/binary.png`` (:func:`ctsurv.plots.plot_binary_panels`: the
+        calibration curve and the probability histograms by class of the pooled test patients).
+
+    Writes ``binary.json``, ``binary_folds.csv``, ``binary_patients.csv`` (every test patient:
+    label, IPCW weight, raw risk, calibrated probability, prediction) and the figure.
 
     Returns
     -------
@@ -252,6 +260,9 @@ def binary_evaluation(run: str | Path, out: str | Path | None = None, *, horizon
                                            bound=implausible_above)}
     out = Path(out) if out is not None else run
     out.mkdir(parents=True, exist_ok=True)
+    if figures:
+        fig = plots.plot_binary_panels(pooled, result["calibration_curve"], float(horizon))
+        plots.save_figure(fig, out / "figures" / "binary.png")
     atomic_to_csv(out / "binary_folds.csv", table)
     atomic_to_csv(out / "binary_patients.csv", pooled)
     atomic_write_text(out / "binary.json", json.dumps(json_safe(result), indent=2, allow_nan=False))
