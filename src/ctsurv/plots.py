@@ -159,13 +159,14 @@ def _calibration_points(ax, table: pd.DataFrame, what: str, **errorbar) -> None:
     ax.errorbar(tb["predicted"], tb["observed"], yerr=np.clip(yerr, 0, None), capsize=3, **errorbar)
 
 
-def _calibration_axes(ax, t: float | None) -> None:
+def _calibration_axes(ax, t: float | None, predicted: str = "Predicted survival probability",
+                      observed: str = "Observed survival probability (KM, 95 % CI)") -> None:
     """The ideal diagonal, the unit square, the axis labels and the legend of a calibration plot."""
     ax.plot([0, 1], [0, 1], color=REFERENCE, ls="--", lw=1, label="ideal")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel(_at_horizon("Predicted survival probability", t))
-    ax.set_ylabel("Observed survival probability (KM, 95 % CI)")
+    ax.set_xlabel(_at_horizon(predicted, t))
+    ax.set_ylabel(observed)
     ax.legend(loc="upper left")
 
 
@@ -323,12 +324,7 @@ def plot_binary_panels(patients: pd.DataFrame, curve: Sequence[Mapping], t: floa
         c = pd.DataFrame(list(curve))
         cal.plot(c["mean_predicted"], c["observed"], "o-", color=color(0),
                  label=f"test patients ({n_label(int(c['n'].sum()), noun='patient')}, IPCW-weighted)")
-    cal.plot([0, 1], [0, 1], color=REFERENCE, ls="--", lw=1, label="ideal")
-    cal.set_xlim(0, 1)
-    cal.set_ylim(0, 1)
-    cal.set_xlabel(_at_horizon("Predicted probability of death", t))
-    cal.set_ylabel("Observed proportion dead (weighted)")
-    cal.legend(loc="upper left")
+    _calibration_axes(cal, t, "Predicted probability of death", "Observed proportion dead (weighted)")
     bins = np.linspace(0, 1, 21)
     for i, (lab, name) in enumerate(((0, "alive"), (1, "died"))):
         g = known[known["label"] == lab]
