@@ -235,4 +235,5 @@ def test_figure_shows_the_weighted_histograms_and_the_calibration_curve(run, tmp
         xy = patch.get_xy()
         heights = xy[1:2 * len(want) + 1:2, 1]  # the top edge of each bin
         np.testing.assert_allclose(heights, want)
-    assert "alive at 24 months" in hist.get_legend().get_texts()[0].get_text()
+    legend = [x.get_text() for x in hist.get_legend().get_texts()]
+    assert legend[0].startswith("alive at 24 months") and legend[1].startswith("died by 24 months")

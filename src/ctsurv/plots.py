@@ -326,10 +326,10 @@ def plot_binary_panels(patients: pd.DataFrame, curve: Sequence[Mapping], t: floa
                  label=f"test patients ({n_label(int(c['n'].sum()), noun='patient')}, IPCW-weighted)")
     _calibration_axes(cal, t, "Predicted probability of death", "Observed proportion dead (weighted)")
     bins = np.linspace(0, 1, 21)
-    for i, (lab, name) in enumerate(((0, "alive"), (1, "died"))):
+    for i, (lab, name) in enumerate(((0, "alive at"), (1, "died by"))):
         g = known[known["label"] == lab]
         hist.hist(g["probability"], bins=bins, weights=g["weight"], histtype="step", lw=1.5,
-                  color=color(i), label=f"{name} at {t:g} {TIME_UNIT} ({n_label(len(g), noun='patient')})")
+                  color=color(i), label=f"{name} {t:g} {TIME_UNIT} ({n_label(len(g), noun='patient')})")
     hist.set_xlabel(_at_horizon("Predicted probability of death", t))
     hist.set_ylabel("Patients (IPCW-weighted)")
     hist.legend(loc="upper center")
