@@ -26,6 +26,8 @@ from pathlib import Path
 
 from ctsurv.evaluate.binary import binary_evaluation
 
+from _machine import cpu_name  # bench/ is the script's folder
+
 SETTINGS = [("youden", None, "platt"), ("youden", None, "isotonic"), ("youden", None, "none"),
             ("f1", None, "platt"), ("sensitivity", 0.8, "platt")]
 SHOWN = ("auc", "sensitivity", "specificity", "f1", "balanced_accuracy", "ppv", "npv", "brier",
@@ -71,8 +73,7 @@ def main() -> None:
               + " ".join(f"{r[m]:11.3f}" if r[m] is not None else f"{'-':>11s}" for m in SHOWN))
     demo_metrics = json.loads((runs["true"] / "metrics.json").read_text())
     meta = {"demo": str(demo), "demo_ctd_mean": demo_metrics.get("ctd_mean"),
-            "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                         if ln.startswith("model name")), "") if Path("/proc/cpuinfo").exists() else "",
+            "cpu": cpu_name(),
             "cpus": os.cpu_count(), "seconds": round(time.perf_counter() - t0, 1),
             "horizon": 24.0, "weighting": "ipcw (censoring Kaplan-Meier of each fold's training patients)",
             "command": f"python bench/binary.py --demo {a.demo}"}

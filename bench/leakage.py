@@ -69,18 +69,11 @@ from ctsurv.exceptions import CohortError, MetricError
 from ctsurv.stats import binary_auc, binary_labels_at, binary_metrics, choose_threshold
 from ctsurv.validate import stratified_folds
 
+from _machine import cpu_name  # bench/ is the script's folder
+
 HORIZON = 24.0
 N_FOLDS = 5
 N_CONFIGS = 20
-
-
-def cpu_name() -> str:
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def ensure_cohort(root: Path, n: int, seed: int) -> Path:
@@ -306,7 +299,7 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_colwidth", 70):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(json.dumps(checks, indent=2))
-    meta = {"cpu": cpu_name(), "cpus": os.cpu_count(), "patients_prepared": int(len(pd.read_csv(prepared / "cohort.csv"))),
+    meta = {"cpu": cpu_name(platform.processor() or platform.machine()), "cpus": os.cpu_count(), "patients_prepared": int(len(pd.read_csv(prepared / "cohort.csv"))),
             "patients_with_label": int(len(y)), "deaths_by_24": int(y.sum()),
             "slices": int(sum(len(s) for s in slices)), "repeats": a.repeats, "folds": N_FOLDS,
             "seconds": round(time.perf_counter() - t0, 1),
