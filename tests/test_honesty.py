@@ -76,11 +76,14 @@ def cohort_labels(tiny_cohort, tmp_path_factory):
     return cfg, ids, time, event
 
 
-def test_fold_k_ignores_its_test_patients(cohort_labels, tmp_path):
+@pytest.mark.parametrize("head", ["deephit", "binary"])
+def test_fold_k_ignores_its_test_patients(head, cohort_labels, tmp_path):
     """Change the labels and cached features of fold k's test patients: fold k's model (its
-    kept epoch, training history and the risks it gives its training patients) must not move."""
+    kept epoch, training history and the risks it gives its training patients) must not move.
+    The binary head too: its IPCW and class weights come from the fold's training patients."""
     torch.set_num_threads(1)
     cfg, ids, time, event = cohort_labels
+    cfg = cfg.replace(model={"head": head})
     feats = _planted(ids, time)
     run_cv(cfg, tmp_path / "a", progress=False, features=feats)
     plan = pd.read_csv(tmp_path / "a" / "folds.csv", dtype={"patient_id": str})

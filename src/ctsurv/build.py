@@ -46,7 +46,7 @@ from ctsurv._util import atomic_save_npy, atomic_save_safetensors, atomic_write_
 from ctsurv.config import RunConfig, from_dict
 from ctsurv.embed import ViewSet, build_backbone, trunk_features
 from ctsurv.exceptions import CtsurvError, ModelMismatchError, StudyError
-from ctsurv.models import DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, make_aggregator
+from ctsurv.models import BinaryHead, DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, make_aggregator
 from ctsurv.models3d import build_volume_encoder, volume_input
 from ctsurv.prepare import artifact_path
 from ctsurv.preprocess import PREPROCESS_VERSION, PreprocessConfig, PreprocessedCT
@@ -60,8 +60,10 @@ __all__ = ["ModelKind", "KINDS", "register_kind", "get_kind", "kind_names", "pre
 
 MODEL_FORMAT = 1
 VOLUME_CACHE_VERSION = "1"
-#: heads a run can train today (``model.head``); ``ctsurv.models.CoxHead`` has no run path yet
-HEADS = ("deephit",)
+#: heads a run can train today (``model.head``): "deephit" (survival curves on the run's grid)
+#: and "binary" (:class:`ctsurv.models.BinaryHead`: death by the grid's horizon, seed 004's
+#: setting; ``S`` at the horizon only). ``ctsurv.models.CoxHead`` has no run path yet
+HEADS = ("deephit", "binary")
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,13 @@ def augment_views(cfg: RunConfig) -> ViewSet:
 
 
 def build_head(cfg: RunConfig, in_dim: int) -> nn.Module:
-    """The survival head of ``model.head``, sized by the run's time grid."""
+    """The survival head of ``model.head``, sized by the run's time grid (a binary head has the
+    DeepHit head's shared stack and one output: death by the horizon)."""
     m = cfg.model
     if m.head not in HEADS:
         raise CtsurvError(f"model.head must be one of {HEADS}, got {m.head!r}")
+    if m.head == "binary":
+        return BinaryHead(in_dim, layers=m.shared_layers, width=m.shared_width, dropout=m.dropout)
     return DeepHit(in_dim, num_bins=cfg.time_grid.n_logits, shared_layers=m.shared_layers,
                    shared_width=m.shared_width, cs_layers=m.cs_layers, cs_width=m.cs_width,
                    dropout=m.dropout)

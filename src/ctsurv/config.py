@@ -100,6 +100,11 @@ class TrainSection:
     #: (:mod:`ctsurv.stats.recalibration`); ``predictions.csv`` then holds the recalibrated
     #: curves and ``predictions_raw.csv`` the raw ones. Ranks, hence Ctd, are unchanged.
     recalibrate: bool = True
+    #: ``model.head: binary``: the loss's class weighting ("balanced" or "none") and seed 004's
+    #: oversampling (each epoch draws training patients with replacement, both classes equally
+    #: often); both use the fold's training patients only
+    class_weight: str = "balanced"
+    oversample: bool = False
 
 
 @dataclass(frozen=True)

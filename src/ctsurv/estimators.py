@@ -142,6 +142,10 @@ class SurvivalEstimator:
         default ``cv.val_fraction`` of the given patients are held out for it.
         """
         cfg = self.resolved_config()
+        if cfg.model.head == "binary":
+            raise CtsurvError("model.head binary: a SurvivalEstimator (ctsurv fit / predict) serves "
+                              "survival curves; a binary head is evaluated by cross-validation "
+                              "(ctsurv run, then ctsurv binary RUN)")
         kind = get_kind(cfg)
         feats = as_patient_features(features)
         time = np.asarray(time, dtype=float).reshape(-1)

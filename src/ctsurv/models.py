@@ -37,7 +37,8 @@ __all__ = [
     "ModelInputError", "SoftAttention", "GatedAttention", "MeanPool", "SelfAttentionCLS",
     "AGGREGATORS", "make_aggregator", "DeepHit", "CoxHead", "SurvivalNet", "SurvivalOutput",
     "pmf", "cif", "survival", "month_bins", "deephit_nll", "deephit_rank_loss", "deephit_loss",
-    "cox_partial_likelihood", "DeepHitLoss", "CoxLoss", "count_parameters",
+    "cox_partial_likelihood", "DeepHitLoss", "CoxLoss", "count_parameters", "BinaryHead",
+    "binary_loss",
 ]
 
 
@@ -333,14 +334,39 @@ class CoxHead(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+
+class BinaryHead(nn.Module):
+    """Death by the horizon, seed 004's binary setting: ``(B, in_dim) -> (B,)`` logits.
+
+    The DeepHit head's shared stack (``layers x width``, Linear -> activation -> Dropout, He
+    initialisation) and a ``Linear(-> 1)``; ``sigmoid(logit)`` is the probability of death by
+    the run's horizon. Trained with :func:`binary_loss`.
+    """
+
+    output_kind = "binary_logit"
+
+    def __init__(self, in_dim: int, layers: int = 5, width: int = 100, dropout: float = 0.2,
+                 activation: str = "relu"):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ModelInputError(f"unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ModelInputError(f"dropout must be in [0, 1), got {dropout}")
+        self.shared = _fc_stack(in_dim, layers, width, dropout, _ACTIVATIONS[activation])
+        self.out = nn.Linear(width if layers > 0 else in_dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.shared(x)).squeeze(-1)
+
 @dataclass
 class SurvivalOutput:
-    """What :class:`SurvivalNet` returns. Exactly one of ``logits`` / ``log_hazard`` is set."""
+    """What :class:`SurvivalNet` returns. Exactly one of ``logits`` / ``log_hazard`` / ``binary_logit`` is set."""
 
     weights: Tensor  #: (B, S) slice weights, 0 on padding
     pooled: Tensor  #: (B, D) volume representation
     logits: Tensor | None = None  #: (B, num_bins) DeepHit logits
     log_hazard: Tensor | None = None  #: (B,) Cox log-hazard
+    binary_logit: Tensor | None = None  #: (B,) logit of death by the horizon (BinaryHead)
 
     def __getitem__(self, key: str) -> Tensor | None:
         return getattr(self, key)
@@ -637,6 +663,31 @@ def cox_partial_likelihood(log_hz: Tensor, time: Tensor, event: Tensor, ties: st
         denom = risk - l / d[inv].clamp(min=1) * dsum[inv]
     ll = (e * (x - m - torch.log(denom))).sum()
     return -ll / n_events
+
+
+def binary_loss(logit: Tensor, label: Tensor, weight: Tensor | None = None) -> Tensor:
+    r"""Weighted binary cross-entropy of death by the horizon (seed 004's objective, honestly
+    weighted):
+
+    .. math:: L = -\frac{\sum_i w_i \left[y_i \log \sigma(z_i) + (1 - y_i) \log(1 - \sigma(z_i))\right]}
+                          {\sum_i w_i}
+
+    ``logit`` ``z`` and ``label`` ``y`` (0/1) are ``(n,)``; ``weight`` ``w >= 0`` (default 1)
+    carries the inverse probability of censoring weights (0 for a patient censored before the
+    horizon: no label) times the class weights. A batch whose weights are all zero has loss 0
+    (and zero gradients): it carries no labelled patient.
+    """
+    if logit.dim() != 1 or label.shape != logit.shape:
+        raise ModelInputError(f"logit and label must both be (n,), got {tuple(logit.shape)} and "
+                              f"{tuple(label.shape)}")
+    w = torch.ones_like(logit) if weight is None else weight.to(logit.dtype)
+    if w.shape != logit.shape:
+        raise ModelInputError(f"weight must be (n,) like the logits, got {tuple(w.shape)}")
+    if bool((w < 0).any()):
+        raise ModelInputError("binary_loss: weights must be non-negative")
+    per = nn.functional.binary_cross_entropy_with_logits(logit, label.to(logit.dtype), reduction="none")
+    total = w.sum()
+    return (w * per).sum() / total if total > 0 else (w * per).sum()
 
 
 class DeepHitLoss(nn.Module):

@@ -81,7 +81,8 @@ _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("data", "bin_width_months"): 1.0, ("train", "trainer"): "batched",
                   ("train", "protocol"): "paper",
                   ("cv", "repeats"): 1, ("cv", "null_replicas"): 0,
-                  ("cv", "allow_missing_folds"): False, ("cv", "allow_duplicates"): False}
+                  ("cv", "allow_missing_folds"): False, ("cv", "allow_duplicates"): False,
+                  ("train", "class_weight"): "balanced", ("train", "oversample"): False}
 
 
 #: Settings that change only how finished folds are assembled (every fold record holds both
@@ -181,6 +182,11 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     kind = get_kind(cfg)
     if cfg.train.trainer not in ("batched", "sequential"):
         raise CtsurvError(f"train.trainer must be 'batched' or 'sequential', got {cfg.train.trainer!r}")
+    binary = cfg.model.head == "binary"  # death by the horizon (seed 004), not survival curves
+    if binary and (cfg.cv.repeats > 1 or cfg.cv.null_replicas):
+        raise CtsurvError("model.head binary: cv.repeats and cv.null_replicas are survival-run "
+                          "controls; for a permutation control run the binary configuration "
+                          "again with permute_labels: true")
     timings = {}
     t0 = _time.perf_counter()
     manifest, prepared = prepare_step(cfg, out, progress=progress)
@@ -261,8 +267,10 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
             surv, weights = predict(res.model, [feats[p] for p in test_ids])
             train_surv, _ = predict(res.model, [feats[ids[i]] for i in sel["train"]])
             val_surv, _ = predict(res.model, [feats[ids[i]] for i in sel["val"]])
-            # the fold's recalibration map: fitted on its validation patients only
-            rmap = fit_recalibration(arm.time[sel["val"]], arm.event[sel["val"]], val_surv, grid)
+            # the fold's recalibration map: fitted on its validation patients only (a binary
+            # head's probability is calibrated by the binary evaluation, also on them)
+            rmap = (RecalibrationMap(note="binary head: see binary.json's calibration") if binary
+                    else fit_recalibration(arm.time[sel["val"]], arm.event[sel["val"]], val_surv, grid))
             rec = {"config_hash": chash, "plan_sha256": arm.plan_sha, "fold": k, "arm": arm.prefix,
                    "best_epoch": res.best_epoch,
                    "train_risk_median": float(np.median(1.0 - train_surv[:, -1])),
@@ -281,7 +289,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                 rec["model_sha256"] = file_sha256(weights)
             records[arm.key, k] = rec
             atomic_write_text(out / "folds" / f"{arm.prefix}fold_{k}.json", json.dumps(rec))
-    columns = grid.columns
+    columns = grid.columns[-1:] if binary else grid.columns  # a binary head: S at the horizon only
     arm_preds: dict[tuple, pd.DataFrame] = {}
     raw_rows, cal_rows, att_rows, hist_rows, val_rows = [], [], [], [], []
     for arm in arms:
@@ -324,15 +332,21 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
         atomic_to_csv(out / "predictions_val.csv", pd.DataFrame(val_rows))
     atomic_to_csv(out / "attention.csv", pd.DataFrame(att_rows))
     atomic_to_csv(out / "history.csv", pd.DataFrame(hist_rows))
-    metrics = cv_metrics(preds, allow_missing_folds=cfg.cv.allow_missing_folds)
-    metrics.update(_repeat_and_null_metrics(cfg, arms, arm_preds, metrics, out))
-    metrics["calibration"] = run_calibration(cfg, preds_raw, preds_cal,
-                                             [records[arms[0].key, k] for k in range(cfg.cv.n_folds)])
-    metrics["learning"] = learning_summary([records[arms[0].key, k] for k in range(cfg.cv.n_folds)], metrics)
-    t0 = _time.perf_counter()
-    metrics["probe"] = linear_probe_metrics(cfg, [feats[p] for p in ids], time, event, plan, metrics)
-    timings["probe_s"] = round(_time.perf_counter() - t0, 1)
-    metrics["binary"] = _binary_summary(out, grid)
+    main_records = [records[arms[0].key, k] for k in range(cfg.cv.n_folds)]
+    if binary:
+        metrics = {"head": "binary", "ctd_mean": None, "n_folds": cfg.cv.n_folds,
+                   "ctd_mean_refused": "a binary head predicts death by the horizon, not a survival "
+                                       "curve: its metrics are under 'binary'",
+                   "learning": learning_summary(main_records, {}), "probe": None}
+    else:
+        metrics = cv_metrics(preds, allow_missing_folds=cfg.cv.allow_missing_folds)
+        metrics.update(_repeat_and_null_metrics(cfg, arms, arm_preds, metrics, out))
+        metrics["calibration"] = run_calibration(cfg, preds_raw, preds_cal, main_records)
+        metrics["learning"] = learning_summary(main_records, metrics)
+        t0 = _time.perf_counter()
+        metrics["probe"] = linear_probe_metrics(cfg, [feats[p] for p in ids], time, event, plan, metrics)
+        timings["probe_s"] = round(_time.perf_counter() - t0, 1)
+    metrics["binary"] = _binary_summary(out, grid, binary)
     metrics["plausibility"] = plausibility({"ctd_mean": metrics.get("ctd_mean"),
                                             "ctd_pooled": metrics.get("ctd_pooled"),
                                             "probe_ctd_mean": (metrics["probe"] or {}).get("ctd_mean"),
@@ -356,8 +370,9 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     metrics["timings"] = timings
     metrics["software"] = software_versions()
     atomic_write_json(out / "metrics.json", json_safe(metrics), indent=2)
-    run_figures(out, preds, pd.DataFrame(att_rows), metrics)
-    calibration_figure(out / "figures" / "calibration.png", preds_raw, preds_cal)
+    if not binary:  # a binary run's figure is the binary evaluation's (figures/binary.png)
+        run_figures(out, preds, pd.DataFrame(att_rows), metrics)
+        calibration_figure(out / "figures" / "calibration.png", preds_raw, preds_cal)
     _log(headline(metrics) + f"; results in {out}")
     return metrics
 
@@ -397,13 +412,15 @@ class _Arm:
         return int_seed(seed, "models", 0, fold, self.null + 1)
 
 
-def _binary_summary(out: Path, grid) -> dict:
+def _binary_summary(out: Path, grid, head_binary: bool = False) -> dict:
     """The run as a classifier of death by 24 months (the grid's horizon when shorter), with
     the defaults of :func:`ctsurv.evaluate.binary.binary_evaluation` (``binary.json``); a run
     where it is undefined (e.g. validation patients of one class) records why instead."""
     from ctsurv.evaluate.binary import binary_evaluation
 
     h = 24.0 if np.isclose(grid.times, 24.0).any() else float(grid.horizon)
+    if head_binary:  # a binary head predicts at the grid's horizon only
+        h = float(grid.horizon)
     try:
         res = binary_evaluation(out, horizon=h)
     except CtsurvError as exc:
@@ -591,8 +608,17 @@ def learning_summary(records: list[dict], metrics: dict) -> dict:
 
 
 def headline(metrics: dict) -> str:
-    """The console headline of a run: mean per-fold Ctd with its interval, pooled secondary."""
+    """The console headline of a run: mean per-fold Ctd with its interval, pooled secondary (a
+    binary head's run: its mean fold AUC of death by the horizon)."""
     f = metrics.get("ctd_fold") or {}
+    if metrics.get("head") == "binary":
+        b = metrics.get("binary") or {}
+        auc = (b.get("summary") or {}).get("auc") or {}
+        if auc.get("mean") is None:
+            return f"binary head: AUC undefined ({b.get('undefined', 'no fold has one')})"
+        return (f"binary head: AUC of death by {b['horizon']:g} months, mean over folds "
+                f"{auc['mean']:.3f} (95 % t-interval {auc.get('low') or float('nan'):.3f}-"
+                f"{auc.get('high') or float('nan'):.3f}, {auc.get('n_folds')} folds)")
     if metrics.get("ctd_mean") is None:
         text = f"Ctd (Antolini) mean over folds: refused ({metrics.get('ctd_mean_refused')})"
     else:

@@ -34,14 +34,16 @@ from ctsurv.embed.augment import sample_views
 from ctsurv.embed.engine import torch_threads
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import comparable_pairs, concordance_td
-from ctsurv.models import deephit_loss, month_bins, survival
+from ctsurv.models import binary_loss, deephit_loss, month_bins, survival
 from ctsurv.seeds import model_streams
+from ctsurv.stats import binary_auc, binary_labels_at, ipcw_binary_weights
 from ctsurv.types import DEFAULT_GRID, PatientFeatures, TimeGrid
 
 __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collate", "predict",
            "train_model", "training_threads", "training_ctd", "selection_criterion", "SELECTIONS", "TRAIN_THREADS",
            "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS", "freeze_parameters",
-           "dropout_passes", "train_mode"]
+           "dropout_passes", "train_mode", "output_curves", "binary_targets", "BinaryTargets",
+           "CLASS_WEIGHTS"]
 
 #: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
 #: ``RunConfig.time_grid`` (:class:`ctsurv.types.TimeGrid`).
@@ -54,6 +56,73 @@ class TrainResult:
     best_epoch: int
     history: list[dict] = field(default_factory=list)
     selection: str = "val_ctd"
+
+
+def _field(out, key: str):
+    """``out[key]`` of a network output (a :class:`ctsurv.models.SurvivalOutput` or a dict), or None."""
+    try:
+        return out[key]
+    except (KeyError, AttributeError):
+        return None
+
+
+def output_curves(out) -> torch.Tensor:
+    """What a network's output says about survival, as curves on the run's grid.
+
+    A DeepHit head: ``survival(logits)``, ``(B, n_bins + 1)``. A binary head
+    (:class:`ctsurv.models.BinaryHead`): the one point it predicts, ``S(h) = 1 - sigmoid(z)``
+    at the horizon ``h``, as ``(B, 1)``.
+    """
+    z = _field(out, "binary_logit")
+    if z is not None:
+        return (1.0 - torch.sigmoid(z))[:, None]
+    return survival(out["logits"])
+
+
+def _is_binary(model: torch.nn.Module) -> bool:
+    return getattr(getattr(model, "head", None), "output_kind", None) == "binary_logit"
+
+
+#: class weighting of a binary head's loss: "balanced" (each class carries half the total
+#: weight of the fold's training patients) or "none"
+CLASS_WEIGHTS = ("balanced", "none")
+
+
+@dataclass(frozen=True)
+class BinaryTargets:
+    """Labels "died by the horizon" and loss weights of some patients (:func:`binary_targets`)."""
+
+    label: np.ndarray  #: (n,) 0/1; 0 where the label is unknown (weight 0)
+    weight: np.ndarray  #: (n,) IPCW weight times the class weight; 0 = censored before the horizon
+    ipcw: np.ndarray  #: (n,) the IPCW weight alone
+
+
+def binary_targets(train_time, train_event, time, event, horizon: float,
+                   class_weight: str = "none") -> BinaryTargets:
+    """Binary labels and weights of patients ``(time, event)``, with the censoring
+    Kaplan-Meier of the TRAINING patients ``(train_time, train_event)`` only
+    (:func:`ctsurv.stats.ipcw_binary_weights`): patients censored before ``horizon`` get
+    weight 0. ``class_weight="balanced"`` scales each class so that both carry half of the
+    total IPCW weight (computed on ``(time, event)``: pass the training patients for the
+    training loss). Raises when a class has no weight (no labelled death, or no labelled
+    survivor, by the horizon)."""
+    if class_weight not in CLASS_WEIGHTS:
+        raise CtsurvError(f"train.class_weight must be one of {CLASS_WEIGHTS}, got {class_weight!r}")
+    lab = binary_labels_at(time, event, horizon)
+    ipcw = ipcw_binary_weights(train_time, train_event, time, event, horizon)
+    y = np.where(lab.mask, lab.labels, 0).astype(np.float64)
+    w = ipcw.astype(np.float64)
+    if class_weight == "balanced":
+        w_pos, w_neg = float(w[y == 1].sum()), float(w[(y == 0) & (w > 0)].sum())
+        if w_pos <= 0 or w_neg <= 0:
+            raise CtsurvError(
+                f"{int(((y == 1) & (w > 0)).sum())} patients died by {horizon:g} months and "
+                f"{int(((y == 0) & (w > 0)).sum())} are known alive then (of {len(y)}; those "
+                "censored earlier have no label): the binary head needs both classes among the "
+                "training patients; choose an earlier horizon or more patients")
+        total = w_pos + w_neg
+        w = np.where(y == 1, w * total / (2 * w_pos), w * total / (2 * w_neg))
+    return BinaryTargets(label=y, weight=w, ipcw=ipcw)
 
 
 def collate(
@@ -79,7 +148,8 @@ def collate(
 
 
 def predict(model: torch.nn.Module, patients: list[PatientFeatures], *, batch_size: int = 16):
-    """Survival curves ``(n, n_bins + 1)`` on the model's grid and attention weights per patient."""
+    """Survival curves ``(n, n_bins + 1)`` on the model's grid (``(n, 1)``, S at the horizon, for
+    a binary head: :func:`output_curves`) and attention weights per patient."""
     model.eval()
     surv, weights = [], []
     with torch.no_grad():
@@ -87,7 +157,7 @@ def predict(model: torch.nn.Module, patients: list[PatientFeatures], *, batch_si
             chunk = patients[i : i + batch_size]
             x, mask, pos = collate(chunk)
             out = model(x, mask, pos)
-            surv.append(survival(out["logits"]).numpy())
+            surv.append(output_curves(out).numpy())
             w = out["weights"].numpy()
             weights.extend(w[b, : p.n_slices].copy() for b, p in enumerate(chunk))
     return np.concatenate(surv).astype(np.float64), weights
@@ -114,7 +184,7 @@ def dropout_passes(model: torch.nn.Module, patients: list[PatientFeatures], *, n
                 one = []
                 for i in range(0, len(patients), batch_size):
                     x, mask, pos = collate(patients[i : i + batch_size])
-                    one.append(survival(model(x, mask, pos)["logits"]).numpy())
+                    one.append(output_curves(model(x, mask, pos)).numpy())
                 out.append(np.concatenate(one))
     finally:
         model.eval()
@@ -164,9 +234,24 @@ def learning_diagnostics(result: TrainResult, val_time, val_event) -> dict:
     if result.best_epoch == 0 and len(result.history) > 1:
         flags.append("kept_first_epoch")
     return {"kept_epoch": int(result.best_epoch), "train_ctd_kept": train_ctd,
+            **({"train_auc_kept": kept["train_auc"]} if "train_auc" in kept else {}),
             "val_score_kept": kept.get(result.selection), "selection": result.selection,
             "val_patients": int(len(val_time)), "val_events": int(val_event.sum()),
             "val_pairs": int(pairs), "flags": flags}
+
+
+def binary_selection_criterion(selection: str, train_time, train_event, val_time, val_event,
+                               horizon: float) -> str:
+    """The epoch-selection score of a binary head, decided once before epoch 0: ``"val_auc"``
+    (IPCW-weighted AUC of death by the horizon on the validation patients) for
+    ``selection="val_ctd"`` when they hold both classes, else ``"val_loss"``."""
+    if selection != "val_ctd" or len(val_time) < 2:
+        return "val_loss"
+    t = binary_targets(train_time, train_event, val_time, val_event, horizon)
+    known = t.weight > 0
+    if not ((t.label[known] == 1).any() and (t.label[known] == 0).any()):
+        return "val_loss"
+    return "val_auc"
 
 
 def selection_criterion(selection: str, val_time, val_event, grid: TimeGrid) -> str:
@@ -215,10 +300,18 @@ class TrainConfig:
     #: learning's frozen parts (:func:`ctsurv.transfer.frozen_parameter_names`); the optimiser
     #: never sees them, so they equal their initial (source) values after training
     freeze: tuple = ()
+    #: a binary head (``model.head: binary``): class weighting of its loss (:data:`CLASS_WEIGHTS`;
+    #: the weights come from the fold's training patients) and whether each epoch draws its
+    #: patients with replacement, each class equally often (seed 004's oversampling of the
+    #: minority class; training patients only, so no copy reaches a validation or test fold)
+    class_weight: str = "balanced"
+    oversample: bool = False
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise CtsurvError(f"selection must be 'val_ctd', 'val_loss' or 'last', got {self.selection!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise CtsurvError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -229,7 +322,8 @@ class TrainConfig:
         t = cfg.train
         return cls(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                    alpha=t.alpha, beta=t.beta, sigma=t.sigma, augment=cfg.embed.augment,
-                   views=views, selection=t.selection, seed=int(seed), grid=cfg.time_grid)
+                   views=views, selection=t.selection, seed=int(seed), grid=cfg.time_grid,
+                   class_weight=t.class_weight, oversample=t.oversample)
 
 
 SELECTIONS = ("val_ctd", "val_loss", "last")
@@ -326,31 +420,65 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
     torch.manual_seed(seeds["init"])
     rng = np.random.default_rng(seeds["batches"])
     model = attach_mask_stream(freeze_parameters(build_model(), cfg.freeze), MaskStream(seeds["dropout"]))
-    idx, ev = month_bins(np.asarray(train_time, float), np.asarray(train_event),
-                         horizon=grid.horizon, bin_width=grid.bin_width)
-    idx_t, ev_t = torch.as_tensor(idx), torch.as_tensor(ev, dtype=torch.float32)
+    train_time, train_event = np.asarray(train_time, float), np.asarray(train_event)
+    val_time, val_event = np.asarray(val_time, float), np.asarray(val_event)
+    binary = _is_binary(model)
+    if binary:  # death by the horizon; every weight from this fold's training patients
+        tgt = binary_targets(train_time, train_event, train_time, train_event, grid.horizon,
+                             class_weight=cfg.class_weight)
+        lab_t = torch.as_tensor(tgt.label, dtype=torch.float32)
+        w_t = torch.as_tensor(tgt.weight, dtype=torch.float32)
+        vt = binary_targets(train_time, train_event, val_time, val_event, grid.horizon) if len(val) else None
+        criterion = binary_selection_criterion(cfg.selection, train_time, train_event, val_time,
+                                               val_event, grid.horizon)
+        draw = None
+        if cfg.oversample:  # each class drawn equally often; unlabelled patients never
+            known = tgt.ipcw > 0
+            q = np.where(known, 1.0 / np.where(tgt.label == 1, (known & (tgt.label == 1)).sum(),
+                                               (known & (tgt.label == 0)).sum()), 0.0)
+            draw = q / q.sum()
+
+        def batch_loss(out, b):
+            return binary_loss(out["binary_logit"], lab_t[b], w_t[b])
+    else:
+        idx, ev = month_bins(train_time, train_event, horizon=grid.horizon, bin_width=grid.bin_width)
+        idx_t, ev_t = torch.as_tensor(idx), torch.as_tensor(ev, dtype=torch.float32)
+        criterion = selection_criterion(cfg.selection, val_time, val_event, grid)
+        draw = None
+
+        def batch_loss(out, b):
+            return deephit_loss(out["logits"], idx_t[b], ev_t[b], **loss_kw)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     loss_kw = {"alpha": cfg.alpha, "beta": cfg.beta, "sigma": cfg.sigma}
 
     def loss_on(patients, time, event):
-        i, e = month_bins(np.asarray(time, float), np.asarray(event),
-                          horizon=grid.horizon, bin_width=grid.bin_width)
         model.eval()
         with torch.no_grad():
             x, mask, pos = collate(patients)
             out = model(x, mask, pos)
+            if binary:
+                return binary_loss(out["binary_logit"], torch.as_tensor(vt.label, dtype=torch.float32),
+                                   torch.as_tensor(vt.ipcw, dtype=torch.float32)).item()
+            i, e = month_bins(time, event, horizon=grid.horizon, bin_width=grid.bin_width)
             return deephit_loss(out["logits"], torch.as_tensor(i),
                                 torch.as_tensor(e, dtype=torch.float32), **loss_kw).item()
 
+    def fit_score(surv) -> tuple[str, float | None]:  # the learning diagnostic on training patients
+        if binary:
+            try:
+                return "train_auc", binary_auc(tgt.label, 1.0 - surv[:, 0], sample_weight=tgt.ipcw)
+            except MetricError:
+                return "train_auc", None
+        return "train_ctd", training_ctd(train_time, train_event, surv, grid.times)
+
     best = (-np.inf, -1, None)
     history = []
-    criterion = selection_criterion(cfg.selection, val_time, val_event, grid)
     n_views = train[0].features.shape[0]
     view_kw = {} if cfg.views is None else {"views": cfg.views}
     for epoch in range(cfg.epochs):
         train_mode(model)
-        order = rng.permutation(len(train))
+        order = rng.permutation(len(train)) if draw is None else rng.choice(len(train), len(train), p=draw)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             b = order[start : start + cfg.batch_size]
@@ -361,20 +489,22 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
                 chosen = None
             x, mask, pos = collate(batch, chosen)
             out = model(x, mask, pos)
-            loss = deephit_loss(out["logits"], idx_t[b], ev_t[b], **loss_kw)
+            loss = batch_loss(out, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
         if criterion == "val_ctd":
             surv, _ = predict(model, val)
-            score = concordance_td(np.asarray(val_time, float), np.asarray(val_event), surv,
-                                   grid.times, method="antolini")
+            score = concordance_td(val_time, val_event, surv, grid.times, method="antolini")
+        elif criterion == "val_auc":
+            surv, _ = predict(model, val)
+            score = binary_auc(vt.label, 1.0 - surv[:, 0], sample_weight=vt.ipcw)
         else:
             score = -loss_on(val, val_time, val_event)
         train_surv, _ = predict(model, train)
         history.append({"epoch": epoch, "train_loss": total / len(train), criterion: score,
-                        "train_ctd": training_ctd(train_time, train_event, train_surv, grid.times)})
+                        **dict([fit_score(train_surv)])})
         if cfg.selection != "last" and score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
         if progress is not None:

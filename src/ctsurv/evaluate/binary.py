@@ -20,6 +20,9 @@ without its leaks:
   summarised by the mean and the Student-t interval over folds
   (:func:`ctsurv.stats.fold_mean_interval`); the confusion matrix is the sum of the folds'.
 
+A run of a binary head (``model.head: binary``, :class:`ctsurv.models.BinaryHead`) predicts
+:math:`p` directly; its files carry ``S_h = 1 - p`` at its horizon only, read the same way.
+
 The horizon's column ``S_h`` is used as the survival at ``h``: exact at the grid's horizon
 (``S_24`` by default), and at an earlier grid point with seed 000's bin convention (README,
 "Calibration": one month's hazard below :math:`S(h)`), as in the calibration report.
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from ctsurv import plots
 from ctsurv import stats as S
@@ -74,6 +78,18 @@ def _read_validation(run: Path) -> pd.DataFrame:
         r = df[dup].iloc[0]
         raise CtsurvError(f"{path}: patient {r['patient_id']} appears twice in fold {r['fold']}")
     return df
+
+
+def _head_of(run: Path) -> str:
+    """``model.head`` of the run's saved configuration ("deephit" when it has none)."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return "deephit"
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CtsurvError(f"cannot read {path}: {exc}") from exc
+    return str(((cfg.get("model") or {}).get("head")) or "deephit")
 
 
 def _fold_arrays(df: pd.DataFrame, col: str):
@@ -208,15 +224,20 @@ def binary_evaluation(run: str | Path, out: str | Path | None = None, *, horizon
                           f"got {calibration!r}")
     if threshold not in S.binary.THRESHOLD_METHODS:
         raise CtsurvError(f"threshold must be one of {S.binary.THRESHOLD_METHODS}, got {threshold!r}")
-    preds = read_predictions(run)
+    head_binary = _head_of(run) == "binary"
+    preds = read_predictions(run, survival_grid=not head_binary)
     plan = read_fold_plan(run)
     if plan is None or "fold" not in preds.columns:
         raise CtsurvError(f"{run}: the binary evaluation needs a cross-validated run (folds.csv "
                           "and a fold column): its threshold comes from each fold's validation patients")
     val = _read_validation(run)
-    grid = prediction_grid(preds)
     col = f"S_{float(horizon):g}"
     if col not in preds.columns or col not in val.columns:
+        if head_binary:
+            where = [c[2:] for c in preds.columns if str(c).startswith("S_")]
+            raise CtsurvError(f"horizon {horizon:g} months: the run's binary head predicts death by "
+                              f"{', '.join(where)} months only")
+        grid = prediction_grid(preds)
         raise CtsurvError(f"horizon {horizon:g} months is not a point of the run's survival grid "
                           f"(0 to {grid.horizon:g} months in steps of {grid.bin_width:g})")
     last = float(preds["time"].max())

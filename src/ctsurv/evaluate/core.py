@@ -48,8 +48,11 @@ def _expected_columns(columns) -> list[str]:
         return [f"S_{v:g}" for v in t]
 
 
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read and check a predictions file; errors name the file, column and patient."""
+def read_predictions(path: str | Path, *, survival_grid: bool = True) -> pd.DataFrame:
+    """Read and check a predictions file; errors name the file, column and patient.
+
+    ``survival_grid=False`` accepts any ``S_*`` columns (a binary head's run has one, ``S`` at
+    its horizon) instead of requiring a grid from ``S_0``."""
     path = Path(path)
     if path.is_dir():
         path = path / "predictions.csv"
@@ -57,14 +60,19 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"patient_id": str})
     except OSError as exc:
         raise CtsurvError(f"cannot read predictions {path}: {exc}") from exc
-    need = ["patient_id", "time", "event", "risk", *_expected_columns(df.columns)]
+    need = ["patient_id", "time", "event", "risk", *(_expected_columns(df.columns) if survival_grid else [])]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise CtsurvError(f"{path}: missing columns {missing[:6]}{'...' if len(missing) > 6 else ''}")
-    try:
-        cols = prediction_grid(df).columns
-    except CtsurvError as exc:
-        raise CtsurvError(f"{path}: {exc}") from exc
+    if survival_grid:
+        try:
+            cols = prediction_grid(df).columns
+        except CtsurvError as exc:
+            raise CtsurvError(f"{path}: {exc}") from exc
+    else:
+        cols = [c for c in df.columns if isinstance(c, str) and c.startswith("S_")]
+        if not cols:
+            raise CtsurvError(f"{path}: no S_<months> column")
     if df["patient_id"].duplicated().any():
         dup = df.loc[df["patient_id"].duplicated(), "patient_id"].tolist()[:5]
         raise CtsurvError(f"{path}: patients predicted twice: {dup}")
