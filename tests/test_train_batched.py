@@ -16,21 +16,21 @@ import torch
 
 from ctsurv.dropout import MaskStream, attach_mask_stream
 from ctsurv.embed import ViewSet
-from ctsurv.models import DeepHit, SurvivalNet, make_aggregator, month_bins, deephit_loss
+from ctsurv.models import BinaryHead, DeepHit, SurvivalNet, binary_loss, deephit_loss, make_aggregator, month_bins
 from ctsurv.train import TrainConfig, collate, predict, train_model
-from ctsurv.train_batched import (CohortTensors, FastNet, Replica, batched_deephit_loss,
+from ctsurv.train_batched import (CohortTensors, FastNet, Replica, batched_binary_loss, batched_deephit_loss,
                                   fast_path_supported, train_replicas)
 from ctsurv.types import PatientFeatures
 
 F_IN, D = 24, 8
 
 
-def _build(aggregator: str = "soft"):
+def _build(aggregator: str = "soft", head: str = "deephit"):
     def build():
         emb = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(F_IN, D))
-        return SurvivalNet(embedding=emb, aggregator=make_aggregator(aggregator, D),
-                           head=DeepHit(D, shared_layers=2, shared_width=12, cs_layers=2, cs_width=12,
-                                        dropout=0.2))
+        h = (BinaryHead(D, layers=2, width=12, dropout=0.2) if head == "binary" else
+             DeepHit(D, shared_layers=2, shared_width=12, cs_layers=2, cs_width=12, dropout=0.2))
+        return SurvivalNet(embedding=emb, aggregator=make_aggregator(aggregator, D), head=h)
     return build
 
 
@@ -97,19 +97,38 @@ def test_batched_loss_equals_the_one_model_loss():
     torch.testing.assert_close(got, torch.stack(want), atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("selection,aggregator", [("val_ctd", "soft"), ("val_loss", "mean"),
-                                                   ("last", "soft")])
-def test_batched_equals_sequential(selection, aggregator):
+def test_batched_binary_loss_equals_the_one_model_loss():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(3, 5, generator=g)
+    y = (torch.rand(3, 5, generator=g) < 0.5).float()
+    w = torch.rand(3, 5, generator=g)
+    w[2, :2] = 0.0  # replica 2: its only valid rows are unlabelled
+    rows = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    n = [5, 3, 2]
+    want = torch.stack([binary_loss(z[k, : n[k]], y[k, : n[k]], w[k, : n[k]]) for k in range(3)])
+    torch.testing.assert_close(batched_binary_loss(z, y, w, rows), want, atol=1e-6, rtol=1e-6)
+    assert want[2] == 0
+
+
+@pytest.mark.parametrize("selection,aggregator,head,oversample", [
+    ("val_ctd", "soft", "deephit", False), ("val_loss", "mean", "deephit", False),
+    ("last", "soft", "deephit", False),
+    # the binary head (seed 004): validation AUC selection with oversampling, and the loss
+    ("val_ctd", "soft", "binary", True), ("val_loss", "mean", "binary", False)])
+def test_batched_equals_sequential(selection, aggregator, head, oversample):
     feats, time, event = _cohort(40, seed=2)
     cfg = TrainConfig(epochs=4, batch_size=4, lr=3e-3, selection=selection, augment=True,
-                      views=ViewSet.uniform(2, 20.0))  # 6 cached views: 2 flips x 3 angles
+                      views=ViewSet.uniform(2, 20.0), oversample=oversample)  # 6 views: 2 flips x 3 angles
     specs = _replicas(40, 3)
     cohort = CohortTensors.from_features(feats)
     reps = [Replica(tr, time[tr], event[tr], va, time[va], event[va], seed) for tr, va, seed in specs]
-    batched = train_replicas(_build(aggregator), cohort, reps, cfg)
+    assert fast_path_supported(_build(aggregator, head)())
+    batched = train_replicas(_build(aggregator, head), cohort, reps, cfg)
     test = [feats[i] for i in range(40)]
     for (tr, va, seed), res in zip(specs, batched):
-        seq = train_model(_build(aggregator), [feats[i] for i in tr], time[tr], event[tr],
+        if head == "binary" and selection == "val_ctd":
+            assert res.selection == "val_auc"
+        seq = train_model(_build(aggregator, head), [feats[i] for i in tr], time[tr], event[tr],
                           [feats[i] for i in va], time[va], event[va], cfg.replace(seed=seed))
         assert res.best_epoch == seq.best_epoch and res.selection == seq.selection
         for h_b, h_s in zip(res.history, seq.history):

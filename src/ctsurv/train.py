@@ -43,6 +43,7 @@ __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collat
            "train_model", "training_threads", "training_ctd", "selection_criterion", "SELECTIONS", "TRAIN_THREADS",
            "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS", "freeze_parameters",
            "dropout_passes", "train_mode", "output_curves", "binary_targets", "BinaryTargets",
+           "oversample_probabilities", "binary_training_auc", "binary_selection_criterion",
            "CLASS_WEIGHTS"]
 
 #: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
@@ -123,6 +124,24 @@ def binary_targets(train_time, train_event, time, event, horizon: float,
         total = w_pos + w_neg
         w = np.where(y == 1, w * total / (2 * w_pos), w * total / (2 * w_neg))
     return BinaryTargets(label=y, weight=w, ipcw=ipcw)
+
+
+def oversample_probabilities(targets: BinaryTargets) -> np.ndarray:
+    """Per-patient draw probabilities of seed 004's oversampling: both classes equally likely,
+    uniform within a class, 0 for a patient without a label (censored before the horizon)."""
+    known = targets.ipcw > 0
+    n_pos, n_neg = int((known & (targets.label == 1)).sum()), int((known & (targets.label == 0)).sum())
+    q = np.where(known, 1.0 / np.where(targets.label == 1, max(n_pos, 1), max(n_neg, 1)), 0.0)
+    return q / q.sum()
+
+
+def binary_training_auc(targets: BinaryTargets, surv: np.ndarray) -> float | None:
+    """The IPCW AUC of death by the horizon of a binary head on its own training patients (the
+    binary learning diagnostic; ``surv`` is ``(n, 1)``), or None when a class is missing."""
+    try:
+        return float(binary_auc(targets.label, 1.0 - surv[:, 0], sample_weight=targets.ipcw))
+    except MetricError:
+        return None
 
 
 def collate(
@@ -431,12 +450,8 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
         vt = binary_targets(train_time, train_event, val_time, val_event, grid.horizon) if len(val) else None
         criterion = binary_selection_criterion(cfg.selection, train_time, train_event, val_time,
                                                val_event, grid.horizon)
-        draw = None
-        if cfg.oversample:  # each class drawn equally often; unlabelled patients never
-            known = tgt.ipcw > 0
-            q = np.where(known, 1.0 / np.where(tgt.label == 1, (known & (tgt.label == 1)).sum(),
-                                               (known & (tgt.label == 0)).sum()), 0.0)
-            draw = q / q.sum()
+        # each class drawn equally often; unlabelled patients never
+        draw = oversample_probabilities(tgt) if cfg.oversample else None
 
         def batch_loss(out, b):
             return binary_loss(out["binary_logit"], lab_t[b], w_t[b])
@@ -466,10 +481,7 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
 
     def fit_score(surv) -> tuple[str, float | None]:  # the learning diagnostic on training patients
         if binary:
-            try:
-                return "train_auc", binary_auc(tgt.label, 1.0 - surv[:, 0], sample_weight=tgt.ipcw)
-            except MetricError:
-                return "train_auc", None
+            return "train_auc", binary_training_auc(tgt, surv)
         return "train_ctd", training_ctd(train_time, train_event, surv, grid.times)
 
     best = (-np.inf, -1, None)

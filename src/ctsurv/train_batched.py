@@ -48,13 +48,15 @@ from ctsurv.dropout import MaskStream
 from ctsurv.embed.augment import sample_views
 from ctsurv.exceptions import CtsurvError
 from ctsurv.metrics import concordance_td
-from ctsurv.models import DeepHit, MeanPool, SoftAttention, SurvivalNet, month_bins, survival
+from ctsurv.models import BinaryHead, DeepHit, MeanPool, SoftAttention, SurvivalNet, month_bins, survival
 from ctsurv.seeds import model_streams
-from ctsurv.train import (TrainConfig, TrainResult, freeze_parameters, selection_criterion, train_model,
-                          training_ctd, training_threads)
+from ctsurv.stats import binary_auc
+from ctsurv.train import (TrainConfig, TrainResult, binary_selection_criterion, binary_targets,
+                          binary_training_auc, freeze_parameters, oversample_probabilities,
+                          selection_criterion, train_model, training_ctd, training_threads)
 from ctsurv.types import PatientFeatures
 
-__all__ = ["CohortTensors", "Replica", "train_replicas", "fast_path_supported", "FastNet",
+__all__ = ["CohortTensors", "Replica", "train_replicas", "fast_path_supported", "FastNet", "batched_binary_loss",
            "REPLICAS_PER_GROUP"]
 
 #: Replicas trained together in one batched computation. Beyond about ten, the per-step working
@@ -167,7 +169,7 @@ def _embedding_parts(net: SurvivalNet):
 
 def fast_path_supported(net: nn.Module) -> bool:
     """Whether ``net`` is the reference network the batched trainer computes exactly:
-    ``SurvivalNet(Dropout + Linear, SoftAttention(linear score) | MeanPool, DeepHit)``."""
+    ``SurvivalNet(Dropout + Linear, SoftAttention(linear score) | MeanPool, DeepHit | BinaryHead)``."""
     if not isinstance(net, SurvivalNet) or _embedding_parts(net) is None:
         return False
     agg = net.aggregator
@@ -176,9 +178,9 @@ def fast_path_supported(net: nn.Module) -> bool:
             return False
     elif not isinstance(agg, MeanPool):
         return False
-    if not isinstance(net.head, DeepHit):
+    if not isinstance(net.head, (DeepHit, BinaryHead)):
         return False
-    for seq in (net.head.shared, net.head.cause):
+    for seq in (net.head.shared, getattr(net.head, "cause", nn.Sequential())):
         for m in seq:
             if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, nn.Linear):
                 return False
@@ -329,9 +331,12 @@ class FastNet:
         return self._deephit(h, rows, n_rows, streams)
 
     def _deephit(self, h: Tensor, rows: Tensor, n_rows, streams) -> Tensor:
-        """DeepHit logits ``(K, B, L)`` of pooled embeddings ``h (K, B, D)``."""
+        """DeepHit logits ``(K, B, L)`` of pooled embeddings ``h (K, B, D)`` (a binary head:
+        its logit as ``(K, B, 1)``)."""
         P, head = self.params, self.template.head
         s = self._seq(head.shared, "head.shared", h, rows, n_rows, streams)
+        if isinstance(head, BinaryHead):
+            return torch.baddbmm(P["head.out.bias"][:, None, :], s, P["head.out.weight"].transpose(1, 2))
         zc = self._seq(head.cause, "head.cause", torch.cat([s, h], dim=-1), rows, n_rows, streams)
         return torch.baddbmm(P["head.out.bias"][:, None, :], zc, P["head.out.weight"].transpose(1, 2))
 
@@ -394,6 +399,16 @@ def batched_deephit_loss(logits: Tensor, idx: Tensor, event: Tensor, rows: Tenso
         rank = (A.to(logits.dtype) * torch.exp(-(Fi_at_si - Fj_at_si) / sigma)).sum(dim=(1, 2))
         loss = loss + beta * rank / (n * n)
     return loss
+
+
+def batched_binary_loss(logit: Tensor, label: Tensor, weight: Tensor, rows: Tensor) -> Tensor:
+    """Per-replica :func:`ctsurv.models.binary_loss` over the valid rows: ``(K,)``; ``logit,
+    label, weight`` are ``(K, B)``, ``rows (K, B)`` bool. A replica whose valid rows all have
+    weight 0 has loss 0, as in the one-model loss."""
+    w = weight * rows.to(weight.dtype)
+    per = nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none")
+    total = w.sum(dim=1)
+    return torch.where(total > 0, (w * per).sum(dim=1) / total.clamp(min=1e-30), (w * per).sum(dim=1))
 
 
 class _BatchedAdamW:
@@ -544,20 +559,47 @@ def _train_fast(nets, cohort: CohortTensors, replicas: list[Replica], cfg: Train
     x0 = cohort.features[:, 0].contiguous()  # identity view of every patient, for evaluation
     kk = torch.arange(K)[:, None]
     times = grid.times
+    n_train = [len(r.train_idx) for r in replicas]
+    binary = isinstance(nets[0].head, BinaryHead)
+    draws = [None] * K
+    if binary:  # as ctsurv.train: every weight from the replica's own training patients
+        h = grid.horizon
+        tgts = [binary_targets(r.train_time, r.train_event, r.train_time, r.train_event, h,
+                               class_weight=cfg.class_weight) for r in replicas]
+        vts = [binary_targets(r.train_time, r.train_event, r.val_time, r.val_event, h)
+               if len(r.val_idx) else None for r in replicas]
+        tr_y, tr_w = (torch.zeros((K, max(n_train))) for _ in range(2))
+        va_y, va_w = (torch.zeros(va_rows.shape) for _ in range(2))
+        for k, (t, v) in enumerate(zip(tgts, vts)):
+            tr_y[k, : len(t.label)] = torch.as_tensor(t.label, dtype=torch.float32)
+            tr_w[k, : len(t.label)] = torch.as_tensor(t.weight, dtype=torch.float32)
+            if v is not None:
+                va_y[k, : len(v.label)] = torch.as_tensor(v.label, dtype=torch.float32)
+                va_w[k, : len(v.label)] = torch.as_tensor(v.ipcw, dtype=torch.float32)
+        criteria = [binary_selection_criterion(cfg.selection, r.train_time, r.train_event, r.val_time,
+                                               r.val_event, h) for r in replicas]
+        if cfg.oversample:
+            draws = [oversample_probabilities(t) for t in tgts]
+    else:
+        criteria = [selection_criterion(cfg.selection, r.val_time, r.val_event, grid) for r in replicas]
 
     def eval_outputs():
-        """Survival curves of every patient (K, N, T) and each replica's validation loss."""
+        """Survival curves of every patient (K, N, T) and each replica's validation loss (a
+        binary head: S at the horizon, (K, N, 1))."""
         logits = net.logits_all(x0, cohort.mask)
+        if binary:
+            z = logits[..., 0]
+            losses = batched_binary_loss(z[kk, va_rows], va_y, va_w, va_valid)
+            return (1.0 - torch.sigmoid(z))[..., None].numpy().astype(np.float64), losses
         losses = batched_deephit_loss(logits[kk, va_rows], va_lab, va_ev, va_valid, **loss_kw)
         surv = survival(logits.reshape(-1, logits.shape[-1])).reshape(K, logits.shape[1], -1)
         return surv.numpy().astype(np.float64), losses
     best = [(-np.inf, -1, None) for _ in range(K)]
     histories: list[list[dict]] = [[] for _ in range(K)]
-    criteria = [selection_criterion(cfg.selection, r.val_time, r.val_event, grid) for r in replicas]
-    n_train = [len(r.train_idx) for r in replicas]
     bs = cfg.batch_size
     for epoch in range(cfg.epochs):
-        orders = [rng.permutation(n) for rng, n in zip(rngs, n_train)]
+        orders = [rng.permutation(n) if q is None else rng.choice(n, n, p=q)
+                  for rng, n, q in zip(rngs, n_train, draws)]
         totals = np.zeros(K)
         n_steps = max(math.ceil(n / bs) for n in n_train)
         for step in range(n_steps):
@@ -573,14 +615,18 @@ def _train_fast(nets, cohort: CohortTensors, replicas: list[Replica], cfg: Train
                         views[k, b, :ns] = torch.as_tensor(
                             sample_views(ns, rng=rngs[k], n_views=n_views, **view_kw))
             smask = cohort.mask[idx] & valid[..., None]
-            lab = torch.zeros(idx.shape, dtype=torch.int64)
+            lab_src, ev_src = (tr_y, tr_w) if binary else (tr_idx_lab, tr_ev)
+            lab = torch.zeros(idx.shape, dtype=lab_src.dtype)
             ev = torch.zeros(idx.shape, dtype=torch.float32)
             for k, p in enumerate(pos_k):
-                lab[k, : len(p)] = tr_idx_lab[k, torch.as_tensor(p, dtype=torch.int64)]
-                ev[k, : len(p)] = tr_ev[k, torch.as_tensor(p, dtype=torch.int64)]
+                lab[k, : len(p)] = lab_src[k, torch.as_tensor(p, dtype=torch.int64)]
+                ev[k, : len(p)] = ev_src[k, torch.as_tensor(p, dtype=torch.int64)]
             active = valid.any(dim=1)
             logits = net.forward(_padded_gatherer(cohort, idx, valid, views), smask, valid, streams)
-            losses = batched_deephit_loss(logits, lab, ev, valid, **loss_kw)
+            if binary:  # lab: the labels, ev: their loss weights
+                losses = batched_binary_loss(logits[..., 0], lab, ev, valid)
+            else:
+                losses = batched_deephit_loss(logits, lab, ev, valid, **loss_kw)
             (losses * active).sum().backward()
             opt.step(active.tolist())
             totals += losses.detach().numpy() * np.array([len(p) for p in pos_k])
@@ -589,11 +635,14 @@ def _train_fast(nets, cohort: CohortTensors, replicas: list[Replica], cfg: Train
             if criteria[k] == "val_ctd":
                 score = concordance_td(np.asarray(r.val_time, float), np.asarray(r.val_event),
                                        surv[k, r.val_idx], times, method="antolini")
+            elif criteria[k] == "val_auc":
+                score = binary_auc(vts[k].label, 1.0 - surv[k, r.val_idx, 0], sample_weight=vts[k].ipcw)
             else:
                 score = -float(vlosses[k])
+            fit = (("train_auc", binary_training_auc(tgts[k], surv[k, r.train_idx])) if binary else
+                   ("train_ctd", training_ctd(r.train_time, r.train_event, surv[k, r.train_idx], times)))
             histories[k].append({"epoch": epoch, "train_loss": totals[k] / n_train[k], criteria[k]: score,
-                                 "train_ctd": training_ctd(r.train_time, r.train_event,
-                                                           surv[k, r.train_idx], times)})
+                                 fit[0]: fit[1]})
             if cfg.selection != "last" and score > best[k][0]:
                 best[k] = (score, epoch, net.state_dict(k))
         if progress is not None:
