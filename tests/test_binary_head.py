@@ -132,12 +132,15 @@ def prepared(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["2d", "3d"])
 def test_a_binary_run_of_each_kind(kind, tiny_cohort, prepared, tmp_path):
-    extra = {"3d": {"embed": {"kind": "3d", "backbone": "densenet3d-121", "weights": "random",
+    # the 3d kind as seed 004: a 3D ResNet-18 on tumour-focused crops (GTV-1 box + 10 voxels),
+    # at test size
+    extra = {"3d": {"embed": {"kind": "3d", "backbone": "resnet3d-18", "weights": "random",
                               "augment": False},
-                    "model": {"volume_depth": 16, "volume_size": 64, "head": "binary"}},
+                    "model": {"volume_depth": 16, "volume_size": 64, "head": "binary",
+                              "volume_region": "tumour"}},
              "2d": {"model": {"head": "binary"}}}[kind]
-    cfg = tiny_config(tiny_cohort, prepared, data={"horizon_months": 12}, cv={"val_fraction": 0.3},
-                      **extra)
+    data = {"horizon_months": 12, **({"tumour_roi": "GTV-1"} if kind == "3d" else {})}
+    cfg = tiny_config(tiny_cohort, prepared, data=data, cv={"val_fraction": 0.3}, **extra)
     from ctsurv.pipeline import run_cv
 
     metrics = run_cv(cfg, tmp_path / "run", progress=False)
@@ -149,6 +152,13 @@ def test_a_binary_run_of_each_kind(kind, tiny_cohort, prepared, tmp_path):
     assert "summary" in metrics["binary"] or "validation patients" in metrics["binary"]["undefined"]
     hist = pd.read_csv(tmp_path / "run" / "history.csv")
     assert "train_auc" in hist.columns
+    if kind == "3d":  # the prepared artifacts carry the tumour mask the crops came from
+        from ctsurv.prepare import artifact_path
+        from ctsurv.preprocess import PreprocessedCT
+
+        pid = preds["patient_id"].iloc[0]
+        pre = PreprocessedCT.load(artifact_path(cfg.data.prepared, pid))
+        assert pre.masks["tumour"].any() and pre.masks["tumour"].shape == pre.slices.shape
 
 
 def test_binary_head_refuses_survival_only_controls(tiny_cohort, tmp_path):
@@ -170,3 +180,50 @@ def test_final_models_refuse_a_binary_head():
     est = SurvivalEstimator(from_dict({"model": {"head": "binary"}}))
     with pytest.raises(CtsurvError, match="ctsurv binary RUN"):
         est.fit(feats, time, event)
+
+
+def test_tumour_crop_is_the_mask_box_plus_the_margin():
+    from ctsurv.models3d import Model3DError, tumour_crop
+
+    slices = np.random.default_rng(0).random((20, 30, 40)).astype(np.float32)
+    mask = np.zeros(slices.shape, bool)
+    mask[5:8, 10:13, 2:30] = True
+    mask[9, 11, 4] = True  # the box spans every voxel of the mask
+    crop = tumour_crop(slices, mask, margin=3)
+    np.testing.assert_array_equal(crop, slices[2:13, 7:16, 0:33])  # x clipped at the edge (2 - 3 < 0)
+    np.testing.assert_array_equal(tumour_crop(slices, mask, margin=0), slices[5:10, 10:13, 2:30])
+    with pytest.raises(Model3DError, match="patient P1: the tumour mask is empty"):
+        tumour_crop(slices, np.zeros_like(mask), patient_id="P1")
+    with pytest.raises(Model3DError, match="does not match"):
+        tumour_crop(slices, mask[:5])
+
+
+def test_tumour_region_without_a_tumour_roi_names_the_patient(tiny_cohort, tmp_path):
+    from ctsurv.pipeline import run_cv
+
+    cfg = tiny_config(tiny_cohort, tmp_path / "prepared",
+                      embed={"kind": "3d", "backbone": "resnet3d-18", "weights": "random"},
+                      model={"volume_depth": 8, "volume_size": 32, "volume_region": "tumour"})
+    with pytest.raises(CtsurvError, match=r"patient PHANTOM-\d+: model.volume_region 'tumour' needs"):
+        run_cv(cfg, tmp_path / "run", progress=False)
+
+
+def test_a_patient_without_the_tumour_roi_is_excluded_with_the_reason(tiny_cohort, tmp_path):
+    import shutil
+
+    from ctsurv.prepare import prepare_cohort
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny_cohort / "images", images)
+    victim = sorted(p.name for p in images.iterdir())[0]
+    for f in (images / victim).iterdir():
+        if not f.name.startswith("CT_"):  # the RTSTRUCT
+            f.unlink()
+    from ctsurv.preprocess import PreprocessConfig
+
+    manifest = prepare_cohort(images, tiny_cohort / "clinical.csv", tmp_path / "prepared",
+                              config=PreprocessConfig(size=64), workers=1, progress=False,
+                              tumour_roi="GTV-1")
+    row = manifest.set_index("patient_id").loc[victim]
+    assert row["status"] == "excluded" and victim in row["reason"], row["reason"]
+    assert (manifest["status"] == "ok").sum() == len(manifest) - 1

@@ -47,7 +47,7 @@ from ctsurv.config import RunConfig, from_dict
 from ctsurv.embed import ViewSet, build_backbone, trunk_features
 from ctsurv.exceptions import CtsurvError, ModelMismatchError, StudyError
 from ctsurv.models import BinaryHead, DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, make_aggregator
-from ctsurv.models3d import build_volume_encoder, volume_input
+from ctsurv.models3d import build_volume_encoder, tumour_crop, volume_input
 from ctsurv.prepare import artifact_path
 from ctsurv.preprocess import PREPROCESS_VERSION, PreprocessConfig, PreprocessedCT
 from ctsurv.types import PatientFeatures
@@ -59,6 +59,8 @@ __all__ = ["ModelKind", "KINDS", "register_kind", "get_kind", "kind_names", "pre
            "save_model", "load_model", "read_model_meta", "MODEL_FORMAT", "VOLUME_CACHE_VERSION", "HEADS"]
 
 MODEL_FORMAT = 1
+#: ``model.volume_region`` of the 3d kind: the prepared lung box, or seed 004's tumour crop
+VOLUME_REGIONS = ("lung", "tumour")
 VOLUME_CACHE_VERSION = "1"
 #: heads a run can train today (``model.head``): "deephit" (survival curves on the run's grid)
 #: and "binary" (:class:`ctsurv.models.BinaryHead`: death by the grid's horizon, seed 004's
@@ -248,7 +250,10 @@ def _volume_static(cfg: RunConfig, encoder) -> dict:
     m, e = cfg.model, cfg.embed
     return {"version": VOLUME_CACHE_VERSION, "backbone": e.backbone, "weights": _weights_id(e.weights),
             "strategy": e.strategy, "cut": encoder.cut_point, "channels": str(encoder.in_channels),
-            "depth": str(m.volume_depth), "size": str(m.volume_size), "mode": m.volume_mode}
+            "depth": str(m.volume_depth), "size": str(m.volume_size), "mode": m.volume_mode,
+            # the lung box keeps the keys of caches written before the tumour region existed
+            **({} if m.volume_region == "lung" else {"region": m.volume_region,
+                                                      "margin": str(m.volume_margin)})}
 
 
 def _volume_features(cfg: RunConfig, encoder, prepared_dir: Path, patient_ids: Sequence[str],
@@ -258,6 +263,8 @@ def _volume_features(cfg: RunConfig, encoder, prepared_dir: Path, patient_ids: S
     cache = Path(cache_dir) if cache_dir is not None else Path(prepared_dir) / "volume-cache"
     cache.mkdir(parents=True, exist_ok=True)
     static = _volume_static(cfg, encoder)
+    if m.volume_region not in VOLUME_REGIONS:
+        raise StudyError(f"model.volume_region must be one of {VOLUME_REGIONS}, got {m.volume_region!r}")
     feats = {}
     for pid in tqdm(list(patient_ids), desc=f"embed {e.backbone}", unit="patient", disable=not progress):
         pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
@@ -266,7 +273,13 @@ def _volume_features(cfg: RunConfig, encoder, prepared_dir: Path, patient_ids: S
         if path.is_file():
             arr = np.load(path, mmap_mode="r" if path.stat().st_size > 64 * 2**20 else None)
         else:
-            x = volume_input(pre.slices, depth=m.volume_depth, size=m.volume_size, mode=m.volume_mode,
+            slices = pre.slices
+            if m.volume_region == "tumour":  # seed 004's tumour-focused crop
+                if "tumour" not in pre.masks:
+                    raise StudyError(f"patient {pid}: model.volume_region 'tumour' needs the prepared "
+                                     "tumour mask: set data.tumour_roi (e.g. GTV-1) and prepare again")
+                slices = tumour_crop(pre.slices, pre.masks["tumour"], m.volume_margin, patient_id=pid)
+            x = volume_input(slices, depth=m.volume_depth, size=m.volume_size, mode=m.volume_mode,
                              patient_id=pid)
             try:
                 with torch.no_grad():

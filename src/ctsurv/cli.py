@@ -24,7 +24,8 @@ def _cmd_prepare(a) -> None:
     from ctsurv.prepare import prepare_cohort, summarize_manifest
 
     manifest = prepare_cohort(a.images, a.clinical, a.out, workers=a.workers,
-                              progress=not a.no_progress, horizon_months=a.horizon)
+                              progress=not a.no_progress, horizon_months=a.horizon,
+                              tumour_roi=a.tumour_roi)
     print(f"[ctsurv] {summarize_manifest(manifest)}; manifest: {Path(a.out) / 'manifest.csv'}")
 
 
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--horizon", type=float, default=24.0, help="administrative censoring, months")
+    s.add_argument("--tumour-roi", help="also carry this region (RTSTRUCT/SEG, e.g. GTV-1) onto the "
+                   "prepared grid, for tumour-focused 3D crops (model.volume_region: tumour)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_prepare)
 

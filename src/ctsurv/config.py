@@ -35,6 +35,10 @@ class DataConfig:
     #: width of the label bins and of the survival grid, months (seed 000: monthly bins);
     #: with ``horizon_months`` it defines :class:`ctsurv.types.TimeGrid`
     bin_width_months: float = 1.0
+    #: a region (RTSTRUCT or DICOM SEG; names matched as :func:`ctsurv.io.read_roi_mask`, e.g.
+    #: "GTV-1") that ``prepare`` carries onto the prepared grid as the "tumour" mask; needed by
+    #: ``model.volume_region: tumour``. A patient without it is excluded, with the reason
+    tumour_roi: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ class ModelSection:
     volume_depth: int = 72  #: embed.kind "3d": slices of the volume (LUNG1 mean, seed 000)
     volume_size: int = 224  #: embed.kind "3d": height and width of the volume
     volume_mode: str = "resample"  #: embed.kind "3d": "resample" or "pad" along z
+    #: embed.kind "3d": the volume's region: "lung" (the prepared lung box) or "tumour" (seed
+    #: 004's tumour-focused crop: the bounding box of ``data.tumour_roi`` plus ``volume_margin``
+    #: voxels on every side, then resized to ``volume_depth x volume_size x volume_size``)
+    volume_region: str = "lung"
+    volume_margin: int = 10  #: seed 004's 10-pixel margin around the tumour box
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from ctsurv.models import DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, Surv
 
 __all__ = [
     "VOLUME_DEPTH", "VOLUME_SIZE", "STRATEGIES_3D", "KINETICS_MEAN", "KINETICS_STD",
-    "Model3DError", "volume_input", "VolumeEncoder", "ResNet3D18", "DenseNet3D121",
+    "Model3DError", "volume_input", "tumour_crop", "VolumeEncoder", "ResNet3D18", "DenseNet3D121",
     "VOLUME_ENCODERS", "build_volume_encoder", "Volume3DNet", "ViTSliceEncoder",
     "MedicalSliceTransformer", "r3d18_from_torchvision",
 ]
@@ -74,6 +74,30 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
 # ----------------------------------------------------------------------------- input
+def tumour_crop(slices, mask, margin: int = 10, *, patient_id: str | None = None) -> np.ndarray:
+    """Seed 004's tumour-focused cropping: the part of ``slices`` inside the bounding box of
+    ``mask`` enlarged by ``margin`` voxels on every side (slices, rows and columns; clipped at
+    the volume's edge), for :func:`volume_input` to resize.
+
+    ``slices`` ``(S, H, W)`` and the bool ``mask`` of the same shape are a prepared patient's
+    slices and its ``"tumour"`` mask (``data.tumour_roi``). Returns ``(S', H', W')``, a view.
+    """
+    who = f"patient {patient_id}: " if patient_id else ""
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != np.shape(slices):
+        raise Model3DError(f"{who}the tumour mask {m.shape} does not match the slices {np.shape(slices)}")
+    if not isinstance(margin, (int, np.integer)) or margin < 0:
+        raise Model3DError(f"{who}volume_margin must be a non-negative integer, got {margin!r}")
+    if not m.any():
+        raise Model3DError(f"{who}the tumour mask is empty on the prepared slices (the region lies "
+                           "outside the kept lung slices, or the ROI is empty)")
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, int(hit[0]) - margin), min(m.shape[axis], int(hit[-1]) + 1 + margin)))
+    return np.asarray(slices)[tuple(box)]
+
+
 def volume_input(slices, depth: int | None = VOLUME_DEPTH, size: int = VOLUME_SIZE,
                  mode: str = "resample", *, patient_id: str | None = None) -> Tensor:
     """Fixed-size volume ``(1, D, size, size)`` float32 for a 3D CNN from preprocessed slices.

@@ -69,7 +69,8 @@ def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[p
     prepared = Path(cfg.data.prepared) if cfg.data.prepared else out / "prepared"
     manifest = prepare_cohort(cfg.data.images, cfg.data.clinical, prepared,
                               config=preprocess_config(cfg), workers=cfg.train.threads,
-                              progress=progress, horizon_months=cfg.data.horizon_months)
+                              progress=progress, horizon_months=cfg.data.horizon_months,
+                              tumour_roi=cfg.data.tumour_roi)
     _log(f"prepare: {summarize_manifest(manifest)}")
     return manifest, prepared
 
@@ -82,7 +83,9 @@ _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("train", "protocol"): "paper",
                   ("cv", "repeats"): 1, ("cv", "null_replicas"): 0,
                   ("cv", "allow_missing_folds"): False, ("cv", "allow_duplicates"): False,
-                  ("train", "class_weight"): "balanced", ("train", "oversample"): False}
+                  ("train", "class_weight"): "balanced", ("train", "oversample"): False,
+                  ("data", "tumour_roi"): None, ("model", "volume_region"): "lung",
+                  ("model", "volume_margin"): 10}
 
 
 #: Settings that change only how finished folds are assembled (every fold record holds both

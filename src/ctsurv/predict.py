@@ -78,7 +78,8 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
     out = Path(out)
     prepared = out / "prepared"
     manifest = prepare_cohort(images, None, prepared, config=preprocess_config(cfg),
-                              workers=cfg.train.threads, progress=progress)
+                              workers=cfg.train.threads, progress=progress,
+                              tumour_roi=cfg.data.tumour_roi)
     atomic_to_csv(out / "manifest.csv", manifest)
     print(f"[ctsurv] predict: {summarize_manifest(manifest)}")
     pres = load_prepared(prepared)
@@ -202,7 +203,7 @@ def validate_external(model_dir: str | Path, images: str | Path, clinical: str |
     prepared = out / "prepared"
     manifest = prepare_cohort(images, clinical, prepared, config=preprocess_config(cfg),
                               workers=cfg.train.threads, progress=progress,
-                              horizon_months=cfg.data.horizon_months)
+                              horizon_months=cfg.data.horizon_months, tumour_roi=cfg.data.tumour_roi)
     atomic_to_csv(out / "manifest.csv", manifest)
     print(f"[ctsurv] validate-external: {summarize_manifest(manifest)}")
     cohort = pd.read_csv(prepared / "cohort.csv", dtype={"patient_id": str})

@@ -475,9 +475,9 @@ def _entry_label(images_dir: Path, f: Path) -> str:
 
 
 def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out_dir: str,
-                 config_dict: dict, key: str, study: str | None) -> dict:
+                 config_dict: dict, key: str, study: str | None, tumour_roi: str | None = None) -> dict:
     """Worker: read, preprocess and save one patient. Returns a manifest row."""
-    from ctsurv.io import read_ct, read_dicom_ct  # pydicom & co.: only the workers read images
+    from ctsurv.io import read_ct, read_dicom_ct, read_roi_mask  # only the workers read images
 
     t0 = _time.perf_counter()
     row = {"patient_id": pid, "source_key": key}
@@ -493,7 +493,14 @@ def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out
                     "series_uid": ct.series_uid, "lossy": bool(read.lossy)}
         else:
             ct = read_ct(entries[0], patient_id=pid)
-        pre = preprocess_ct(ct, PreprocessConfig(**config_dict))
+        extra = None
+        if tumour_roi:  # the tumour region on the prepared grid (model.volume_region: tumour)
+            if not dicom:
+                raise CtsurvError(f"patient {pid}: data.tumour_roi needs a DICOM patient folder "
+                                  "with an RTSTRUCT or SEG; this patient is a volume file")
+            first = Path(entries[0])
+            extra = {"tumour": read_roi_mask(first if first.is_dir() else first.parent, ct, tumour_roi)}
+        pre = preprocess_ct(ct, PreprocessConfig(**config_dict), extra_masks=extra)
         path = artifact_path(out_dir, pid)
         pre.save(path)
         write_signature(path, pre.slices)  # for ctsurv.duplicates, while the slices are here
@@ -540,6 +547,7 @@ def prepare_cohort(
     progress: bool = True,
     horizon_months: float | None = 24.0,
     study_column: str = STUDY_COLUMN,
+    tumour_roi: str | None = None,
 ) -> pd.DataFrame:
     """Ingest and preprocess a cohort; write ``manifest.csv``, ``cohort.csv`` and artifacts.
 
@@ -574,6 +582,10 @@ def prepare_cohort(
         for every patient) naming each patient's pretreatment study by ``StudyInstanceUID`` or
         ``StudyDate``; blank cells use the default rule (earliest ``StudyDate``). The column is
         not a covariate: it is dropped from ``cohort.csv``.
+    tumour_roi : str, optional
+        Also carry this region (RTSTRUCT or SEG, :func:`ctsurv.io.read_roi_mask`) onto the
+        prepared grid as the artifact's ``"tumour"`` mask; a patient without it is excluded
+        with the reason (``data.tumour_roi``).
 
     Returns
     -------
@@ -626,13 +638,15 @@ def prepare_cohort(
             continue
         study = studies.get(pid)
         settings = {**config_dict, "pretreatment_study": study} if study else config_dict
+        if tumour_roi:
+            settings = {**settings, "tumour_roi": tumour_roi}
         key = source_key(src.entries, settings)
         reused = _reusable(out_dir, pid, key)
         if reused is not None:
             rows[pid] = reused
         else:
             todo.append((pid, [str(e) for e in src.entries], src.is_dicom, str(images_dir),
-                         str(out_dir), config_dict, key, study))
+                         str(out_dir), config_dict, key, study, tumour_roi))
 
     if todo:
         bar = _progress(len(todo), progress, desc="prepare")
