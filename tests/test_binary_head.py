@@ -152,6 +152,12 @@ def test_a_binary_run_of_each_kind(kind, tiny_cohort, prepared, tmp_path):
     assert "summary" in metrics["binary"] or "validation patients" in metrics["binary"]["undefined"]
     hist = pd.read_csv(tmp_path / "run" / "history.csv")
     assert "train_auc" in hist.columns
+    manifest = pd.read_csv(tmp_path / "run" / "manifest.csv")
+    cohort = pd.read_csv(tmp_path / "run" / "predictions.csv").set_index("patient_id")
+    for _, row in manifest[manifest["status"] == "ok"].iterrows():
+        t, e = cohort.loc[row["patient_id"], ["time", "event"]]
+        want = "died by 12" if (e == 1 and t <= 12) else ("alive at 12" if t >= 12 else "censored before 12")
+        assert row["outcome_at_12m"].startswith(want), (row["patient_id"], t, e, row["outcome_at_12m"])
     if kind == "3d":  # the prepared artifacts carry the tumour mask the crops came from
         from ctsurv.prepare import artifact_path
         from ctsurv.preprocess import PreprocessedCT

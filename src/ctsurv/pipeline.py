@@ -47,7 +47,7 @@ from ctsurv.prepare import prepare_cohort, summarize_manifest
 from ctsurv.probe import pool_features, probe_cv
 from ctsurv.seeds import int_seed
 from ctsurv.seeds import rng as seed_rng
-from ctsurv.stats import fold_mean_interval
+from ctsurv.stats import binary_labels_at, fold_mean_interval
 from ctsurv.stats.recalibration import RecalibrationMap, fit_recalibration
 from ctsurv.train import MIN_VAL_PAIRS, NOT_FIT_TRAIN_CTD, TrainConfig, learning_diagnostics, predict
 from ctsurv.train_batched import CohortTensors, Replica, train_replicas
@@ -196,6 +196,8 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     atomic_to_csv(out / "manifest.csv", manifest)
     timings["prepare_s"] = round(_time.perf_counter() - t0, 1)
     ids, time, event = cohort_arrays(cfg, prepared)
+    if binary:  # how each patient's outcome at the horizon enters the binary head
+        atomic_to_csv(out / "manifest.csv", _binary_outcomes(manifest, ids, time, event, grid.horizon))
     if cfg.permute_labels:
         _log("permute-labels: (time, event) shuffled across patients (honesty control)")
     if plan is None:
@@ -430,6 +432,19 @@ def _binary_summary(out: Path, grid, head_binary: bool = False) -> dict:
         return {"horizon": h, "undefined": str(exc)}
     return {k: res[k] for k in ("horizon", "weighting", "calibration", "threshold_rule",
                                 "n_unlabelled", "summary", "confusion")}
+
+
+def _binary_outcomes(manifest: pd.DataFrame, ids, time, event, h: float) -> pd.DataFrame:
+    """The manifest with ``outcome_at_<h>m``: each used patient's binary label at the horizon
+    (the labels the run trains on, permuted when ``permute_labels``) and how censoring enters."""
+    lab = binary_labels_at(time, event, h)
+    words = {1: f"died by {h:g} months", 0: f"alive at {h:g} months",
+             -1: f"censored before {h:g} months: no label (IPCW weight 0; the censoring "
+                 "Kaplan-Meier of each fold's training patients reweights the others)"}
+    outcome = dict(zip(ids, (words[int(v)] for v in lab.labels)))
+    out = manifest.copy()
+    out[f"outcome_at_{h:g}m"] = out["patient_id"].astype(str).map(outcome).fillna("")
+    return out
 
 
 def _validation_rows(arm, k: int, rec: dict, pos: dict, columns, recalibrate: bool) -> list[dict]:
