@@ -5,7 +5,9 @@ attention, DeepHit 5 x 100 + 5 x 100, AdamW lr 1e-4 wd 1e-2, batch 4, selection 
 Ctd) on the same folds of the demo's phantom cohort, with the same seeds, in the same process:
 
 * ``sequential``: :func:`ctsurv.train.train_model`, one fold after another (the reference);
-* ``batched``: :func:`ctsurv.train_batched.train_replicas`, every fold at once.
+* ``batched``: :func:`ctsurv.train_batched.train_replicas`, every fold at once;
+* the same replicas in two groups, trained one group after the other and then on two threads
+  at once (``workers=2``, what ``train.threads: 2`` does), with a bit-for-bit comparison.
 
 It reports both times, the speed-up, the memory of the pre-collated cohort (and what a
 LUNG1-size cohort with every augmentation view would take), whether the kept epochs agree, the
@@ -98,6 +100,15 @@ def main() -> None:
     t0 = time.perf_counter()
     batched = train_replicas(build, cohort, [r for r, _ in replicas], tcfg)
     batched_s = time.perf_counter() - t0
+    # the same replicas in two groups: one after the other, then on two threads (train.threads 2)
+    half = -(-len(replicas) // 2)
+    grouped = {}
+    for workers in (1, 2):
+        t0 = time.perf_counter()
+        out = train_replicas(build, cohort, [r for r, _ in replicas], tcfg, group_size=half, workers=workers)
+        grouped[workers] = (time.perf_counter() - t0, out)
+    identical = all(torch.equal(p, q) for a1, a2 in zip(grouped[1][1], grouped[2][1])
+                    for p, q in zip(a1.model.state_dict().values(), a2.model.state_dict().values()))
     t0 = time.perf_counter()
     sequential = [train_model(build, [patients[i] for i in r.train_idx], r.train_time, r.train_event,
                               [patients[i] for i in r.val_idx], r.val_time, r.val_event,
@@ -126,16 +137,22 @@ def main() -> None:
         "cohort_tensor_mb": round(cohort.nbytes / 2**20, 1),
         "lung1_6_views_72_slices_mb": round(415 * lung1_views * 72 * n_feat * 4 / 2**20, 1),
         "cpu": _cpu(), "torch": torch.__version__,
+        "two_groups_one_thread_s": round(grouped[1][0], 1),
+        "two_groups_two_threads_s": round(grouped[2][0], 1),
+        "two_threads_speedup": round(grouped[1][0] / grouped[2][0], 2),
+        "two_threads_identical": identical,
     }
     print(f"{'trainer':<12} {'seconds':>9} {'mean fold Ctd':>14}")
     print(f"{'sequential':<12} {sequential_s:9.1f} {res['ctd_mean_sequential']:14.3f}")
     print(f"{'batched':<12} {batched_s:9.1f} {res['ctd_mean_batched']:14.3f}")
+    print(f"two groups of {half}: one after the other {grouped[1][0]:.1f} s, on two threads "
+          f"{grouped[2][0]:.1f} s ({res['two_threads_speedup']:.2f}x; models identical: {identical})")
     print(f"speed-up {res['speedup']:.2f}x; kept epochs agree {res['kept_epoch_agrees']}; largest survival "
           f"difference {max_diff:.2e}; cohort tensor {res['cohort_tensor_mb']} MB (LUNG1, 6 views, 72 slices: "
           f"{res['lung1_6_views_72_slices_mb']} MB)")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps({k: res[k] for k in ("sequential_s", "batched_s", "speedup")}))
+    print(json.dumps({k: res[k] for k in ("sequential_s", "batched_s", "speedup", "two_threads_speedup")}))
 
 
 if __name__ == "__main__":

@@ -159,6 +159,19 @@ def test_replicas_do_not_interact_and_threads_do_not_matter():
     assert torch.get_num_threads() == before
 
 
+def test_groups_trained_in_parallel_threads_give_the_same_models_bit_for_bit():
+    feats, time, event = _cohort(30, seed=5, views=1)
+    cfg = TrainConfig(epochs=3, lr=3e-3)
+    reps = [Replica(tr, time[tr], event[tr], va, time[va], event[va], seed)
+            for tr, va, seed in _replicas(30, 4, seed=2)]
+    serial = train_replicas(_build(), feats, reps, cfg, group_size=2)
+    threaded = train_replicas(_build(), feats, reps, cfg, group_size=2, workers=2)
+    for a, b in zip(serial, threaded):
+        assert a.best_epoch == b.best_epoch and a.history == b.history
+        for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.equal(p, q), name
+
+
 def test_unsupported_networks_fall_back_to_the_one_model_trainer():
     feats, time, event = _cohort(24, seed=4, views=1)
     build = _build("gated")

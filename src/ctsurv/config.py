@@ -98,7 +98,9 @@ class TrainSection:
     beta: float = 0.5
     sigma: float = 0.1
     selection: str = "val_ctd"  #: epoch kept: "val_ctd" (seed 000), "val_loss" or "last"
-    threads: int = 2  #: preparation and embedding workers/threads (training uses one thread)
+    #: preparation and embedding workers/threads; training runs each group of replicas on one
+    #: thread and up to this many groups at once (results do not depend on it)
+    threads: int = 2
     #: "batched": every fold at once with the exact linear-pooling path (ctsurv.train_batched;
     #: other networks fall back to one at a time); "sequential": one model at a time, the reference
     trainer: str = "batched"

@@ -265,7 +265,8 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                                     None if source is None else source.state_for_fold(k)))
         cohort = CohortTensors.from_features([feats[p] for p in ids])
         results = train_replicas(build, cohort, replicas, tcfg, progress=bar,
-                                 sequential=cfg.train.trainer == "sequential")
+                                 sequential=cfg.train.trainer == "sequential",
+                                 workers=cfg.train.threads)
         for (arm, k), res in zip(todo, results):
             sel = sels[arm.key, k]
             test_ids = [ids[i] for i in sel["test"]]
