@@ -158,6 +158,11 @@ def test_a_binary_run_of_each_kind(kind, tiny_cohort, prepared, tmp_path):
         t, e = cohort.loc[row["patient_id"], ["time", "event"]]
         want = "died by 12" if (e == 1 and t <= 12) else ("alive at 12" if t >= 12 else "censored before 12")
         assert row["outcome_at_12m"].startswith(want), (row["patient_id"], t, e, row["outcome_at_12m"])
+    # survival tools refuse the run with the reason and the command that does evaluate it
+    from ctsurv.report.run import run_report_data
+
+    with pytest.raises(CtsurvError, match="binary-head run .*ctsurv binary RUN"):
+        run_report_data(tmp_path / "run")
     if kind == "3d":  # the prepared artifacts carry the tumour mask the crops came from
         from ctsurv.prepare import artifact_path
         from ctsurv.preprocess import PreprocessedCT

@@ -62,6 +62,11 @@ def read_predictions(path: str | Path, *, survival_grid: bool = True) -> pd.Data
         raise CtsurvError(f"cannot read predictions {path}: {exc}") from exc
     need = ["patient_id", "time", "event", "risk", *(_expected_columns(df.columns) if survival_grid else [])]
     missing = [c for c in need if c not in df.columns]
+    s_cols = [c for c in df.columns if isinstance(c, str) and c.startswith("S_")]
+    if survival_grid and len(s_cols) == 1 and missing:
+        raise CtsurvError(f"{path}: one survival column ({s_cols[0]}) only: a binary-head run "
+                          "(model.head: binary) predicts death by its horizon, not survival curves; "
+                          "evaluate it with `ctsurv binary RUN` (binary.json, figures/binary.png)")
     if missing:
         raise CtsurvError(f"{path}: missing columns {missing[:6]}{'...' if len(missing) > 6 else ''}")
     if survival_grid:
