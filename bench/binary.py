@@ -12,7 +12,7 @@ Then the binary head itself (``model.head: binary``, seed 004's setting) on the 
 folds and protocol: ``DIR/run-binary-head`` (balanced class weights), ``DIR/run-binary-head-
 oversample`` (seed 004's oversampling instead) and ``DIR/run-binary-head-permuted`` (labels
 permuted), each evaluated the same way; the fold plans are checked to be identical to the
-survival run's, and the per-fold AUC differences (binary head minus the survival model's
+survival run's with the same labels (true or permuted), and the per-fold AUC differences (binary head minus the survival model's
 ``1 - S(24)``) are paired by fold.
 
 Usage::
@@ -89,8 +89,8 @@ def main() -> None:
              "binary head, oversampled": head_run(demo, "run-binary-head-oversample",
                                                   oversample=True, class_weight="none"),
              "binary head, permuted": head_run(demo, "run-binary-head-permuted", permute=True)}
-    for run in heads.values():
-        _same_folds(runs["true"], run)
+    for name, run in heads.items():  # permuted labels stratify other folds: pair like with like
+        _same_folds(runs["permuted" if "permuted" in name else "true"], run)
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="ctsurv-binary-"))
     fold_auc = {}
