@@ -259,14 +259,14 @@ def learning_diagnostics(result: TrainResult, val_time, val_event) -> dict:
             "val_pairs": int(pairs), "flags": flags}
 
 
-def binary_selection_criterion(selection: str, train_time, train_event, val_time, val_event,
-                               horizon: float) -> str:
+def binary_selection_criterion(selection: str, val_targets: BinaryTargets | None) -> str:
     """The epoch-selection score of a binary head, decided once before epoch 0: ``"val_auc"``
-    (IPCW-weighted AUC of death by the horizon on the validation patients) for
-    ``selection="val_ctd"`` when they hold both classes, else ``"val_loss"``."""
-    if selection != "val_ctd" or len(val_time) < 2:
+    (IPCW-weighted AUC of death by the horizon on the validation patients, whose
+    :func:`binary_targets` are ``val_targets``) for ``selection="val_ctd"`` when they hold both
+    classes, else ``"val_loss"``."""
+    t = val_targets
+    if selection != "val_ctd" or t is None or len(t.label) < 2:
         return "val_loss"
-    t = binary_targets(train_time, train_event, val_time, val_event, horizon)
     known = t.weight > 0
     if not ((t.label[known] == 1).any() and (t.label[known] == 0).any()):
         return "val_loss"
@@ -448,8 +448,7 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
         lab_t = torch.as_tensor(tgt.label, dtype=torch.float32)
         w_t = torch.as_tensor(tgt.weight, dtype=torch.float32)
         vt = binary_targets(train_time, train_event, val_time, val_event, grid.horizon) if len(val) else None
-        criterion = binary_selection_criterion(cfg.selection, train_time, train_event, val_time,
-                                               val_event, grid.horizon)
+        criterion = binary_selection_criterion(cfg.selection, vt)
         # each class drawn equally often; unlabelled patients never
         draw = oversample_probabilities(tgt) if cfg.oversample else None
 

@@ -329,9 +329,9 @@ class FastNet:
                                    P["aggregator.score.0.bias"][:, 0], z, smask, scale)
         else:
             h = _PoolProject.apply(W, b, None, None, z, smask, scale)
-        return self._deephit(h, rows, n_rows, streams)
+        return self._head(h, rows, n_rows, streams)
 
-    def _deephit(self, h: Tensor, rows: Tensor, n_rows, streams) -> Tensor:
+    def _head(self, h: Tensor, rows: Tensor, n_rows, streams) -> Tensor:
         """DeepHit logits ``(K, B, L)`` of pooled embeddings ``h (K, B, D)`` (a binary head:
         its logit as ``(K, B, 1)``)."""
         P, head = self.params, self.template.head
@@ -362,7 +362,7 @@ class FastNet:
             w = (mask / mask.sum(dim=1, keepdim=True)).to(x0.dtype)[..., None].expand(N, S, self.K)
         pooled = torch.bmm(w.transpose(1, 2), x0).transpose(0, 1)  # (K, N, F)
         h = torch.baddbmm(b[:, None, :], pooled, W.transpose(1, 2))
-        return self._deephit(h, torch.ones((self.K, N), dtype=torch.bool), None, None)
+        return self._head(h, torch.ones((self.K, N), dtype=torch.bool), None, None)
 
     def state_dict(self, k: int) -> dict:
         """Replica ``k``'s parameters under the template's names."""
@@ -589,8 +589,7 @@ def _train_fast(nets, cohort: CohortTensors, replicas: list[Replica], cfg: Train
             if v is not None:
                 va_y[k, : len(v.label)] = torch.as_tensor(v.label, dtype=torch.float32)
                 va_w[k, : len(v.label)] = torch.as_tensor(v.ipcw, dtype=torch.float32)
-        criteria = [binary_selection_criterion(cfg.selection, r.train_time, r.train_event, r.val_time,
-                                               r.val_event, h) for r in replicas]
+        criteria = [binary_selection_criterion(cfg.selection, v) for v in vts]
         if cfg.oversample:
             draws = [oversample_probabilities(t) for t in tgts]
     else:

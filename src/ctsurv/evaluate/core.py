@@ -75,7 +75,7 @@ def read_predictions(path: str | Path, *, survival_grid: bool = True) -> pd.Data
         except CtsurvError as exc:
             raise CtsurvError(f"{path}: {exc}") from exc
     else:
-        cols = [c for c in df.columns if isinstance(c, str) and c.startswith("S_")]
+        cols = s_cols
         if not cols:
             raise CtsurvError(f"{path}: no S_<months> column")
     if df["patient_id"].duplicated().any():
