@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.probe": 2,  # the in-fold linear probe beside every deep model
     "ctsurv.explain": 2,  # Grad-CAM of the risk on the slice kinds' trunk maps
     "ctsurv.radiomics.features": 2,
+    "ctsurv.radiomics.calcium": 2,
     "ctsurv.radiomics.harmonize": 2,
     "ctsurv.radiomics.select": 2,
     "ctsurv.radiomics.models": 2,

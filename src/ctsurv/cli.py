@@ -205,7 +205,7 @@ def _cmd_rad_extract(a) -> None:
     from ctsurv.radiomics import extract_features
 
     df = extract_features(a.images, a.out_csv, regions=tuple(a.region or ("GTV-1",)), cache_dir=a.cache_dir,
-                          patients=a.patients)
+                          patients=a.patients, calcium_regions=tuple(a.calcium_region or ()))
     print(f"[ctsurv] {len(df)} patients x {df.shape[1] - 1} features written to {a.out_csv}")
 
 
@@ -243,6 +243,8 @@ def _add_radiomics(sub) -> None:
     s.add_argument("out_csv")
     s.add_argument("--region", action="append", default=None,
                    help="RTSTRUCT ROI name or 'lungs' (repeatable; default GTV-1)")
+    s.add_argument("--calcium-region", action="append", default=None,
+                   help="ROI scored for coronary calcium (Agatston, volume, mass; repeatable)")
     s.add_argument("--cache-dir")
     s.add_argument("--patients", nargs="+")
     s.set_defaults(func=_cmd_rad_extract)

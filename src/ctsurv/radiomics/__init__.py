@@ -6,6 +6,8 @@ with Optuna in inner CV -> ensembles / consensus / SHAP. Every fitted step sees 
 training rows of its fold.
 """
 
+from ctsurv.radiomics.calcium import (CAC_CATEGORIES, CalciumScore, agatston_score, cac_category,
+                                      calcium_covariates)
 from ctsurv.radiomics.harmonize import ComBat, rkn_bands, rkn_normalize, rkn_reference
 from ctsurv.radiomics.models import ClinicalEncoder, CoxNet, linear_shap, rank_normalize, shap_summary_plot
 from ctsurv.radiomics.select import PCA, CorrelationFilter, NearZeroVariance, StabilitySelector, Standardizer
@@ -27,7 +29,8 @@ def voxel_feature_maps(*args, **kwargs):
     return _maps(*args, **kwargs)
 
 
-__all__ = ["ComBat", "rkn_bands", "rkn_normalize", "rkn_reference", "ClinicalEncoder", "CoxNet", "linear_shap",
+__all__ = ["CAC_CATEGORIES", "CalciumScore", "agatston_score", "cac_category", "calcium_covariates",
+           "ComBat", "rkn_bands", "rkn_normalize", "rkn_reference", "ClinicalEncoder", "CoxNet", "linear_shap",
            "rank_normalize", "shap_summary_plot", "PCA", "CorrelationFilter", "NearZeroVariance",
            "StabilitySelector", "Standardizer", "FoldPipeline", "TrackConfig", "consensus_classification",
            "ensemble_runs", "fit_cv", "load_clinical", "load_features", "extract_features", "voxel_feature_maps"]

@@ -39,11 +39,12 @@ from ctsurv._util import atomic_to_csv, atomic_write_text
 from ctsurv.exceptions import CtsurvError, RadiomicsError, RoiError
 from ctsurv.io import read_ct, read_roi_mask
 from ctsurv.prepare import list_image_entries, source_key
+from ctsurv.radiomics.calcium import CAC_CATEGORIES, agatston_score, calcium_covariates
 from ctsurv.segment import lung_mask
 from ctsurv.types import CTVolume
 
 __all__ = ["IBSI_SETTINGS", "FEATURE_CLASSES", "VOXEL_SETTINGS", "DEFAULT_VOXEL_FEATURES", "to_sitk",
-           "region_mask", "extract_region", "extract_features", "voxel_feature_maps"]
+           "region_mask", "extract_region", "calcium_features", "extract_features", "voxel_feature_maps"]
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,20 @@ def _cache_key(entry: Path, region: str, settings: dict, classes) -> str:
                               "pyradiomics": radiomics.__version__, "code": CODE_VERSION})
 
 
+def calcium_features(ct: CTVolume, mask: np.ndarray) -> dict:
+    """Numeric calcium covariates of a region (:func:`ctsurv.radiomics.calcium.agatston_score`
+    with its defaults): ``cac_agatston``, ``cac_log1p_agatston``, ``cac_volume_mm3``,
+    ``cac_mass_mg`` and ``cac_category_index`` (0-3 for the categories 0, 1-99, 100-399, >=400).
+    An empty mask scores 0."""
+    score = agatston_score(ct.hu, ct.spacing, mask, patient_id=ct.patient_id)
+    out = {k: v for k, v in calcium_covariates(score).items() if k != "cac_category"}
+    out["cac_category_index"] = float(CAC_CATEGORIES.index(score.category))
+    return out
+
+
 def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None, patients=None,
-                     settings: dict | None = None, classes=FEATURE_CLASSES) -> pd.DataFrame:
+                     settings: dict | None = None, classes=FEATURE_CLASSES,
+                     calcium_regions=()) -> pd.DataFrame:
     """Extract PyRadiomics features for every patient folder of ``images_dir`` and region.
 
     Parameters
@@ -179,6 +192,10 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
         Restrict to these patient IDs.
     settings : dict, optional
         PyRadiomics settings; default :data:`IBSI_SETTINGS`.
+    calcium_regions : sequence of str
+        ROI names (e.g. the coronary arteries) scored for calcium instead of radiomics
+        (:func:`calcium_features`, columns ``<region>:cac_*``). A region whose mask is empty
+        scores 0; a missing ROI is a ``failed`` manifest row like any other region.
 
     Returns
     -------
@@ -198,9 +215,9 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
     for pid, entry in entries.items():
         row = {"patient_id": pid}
         ct = None
-        for region in regions:
-            key = _cache_key(entry, region, settings, classes)
-            path = cache / pid / (hashlib.sha1(region.encode()).hexdigest()[:12] + ".json")
+        for region, kind in [(r, "radiomics") for r in regions] + [(r, "calcium") for r in calcium_regions]:
+            key = _cache_key(entry, region, settings, classes if kind == "radiomics" else ["calcium"])
+            path = cache / pid / (hashlib.sha1(f"{kind}:{region}".encode()).hexdigest()[:12] + ".json")
             if path.exists():
                 rec = json.loads(path.read_text())
                 if rec.get("key") == key:
@@ -210,8 +227,9 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
             try:
                 if ct is None:
                     ct = read_ct(entry, patient_id=pid)
-                feats = extract_region(ct, region_mask(entry, ct, region), region=region,
-                                       settings=settings, classes=classes)
+                mask = region_mask(entry, ct, region)
+                feats = (calcium_features(ct, mask) if kind == "calcium" else
+                         extract_region(ct, mask, region=region, settings=settings, classes=classes))
             except (CtsurvError, RoiError) as exc:
                 log.warning("%s", exc)
                 status.append((pid, region, "failed", str(exc)))
