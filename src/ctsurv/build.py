@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -51,6 +52,8 @@ from ctsurv.models3d import build_volume_encoder, tumour_crop, volume_input
 from ctsurv.prepare import artifact_path
 from ctsurv.preprocess import PREPROCESS_VERSION, PreprocessConfig, PreprocessedCT
 from ctsurv.types import PatientFeatures
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ModelKind", "KINDS", "register_kind", "get_kind", "kind_names", "preprocess_config",
            "preprocess_hash", "build_encoder", "augment_views", "compute_features", "embed_step",
@@ -270,9 +273,14 @@ def _volume_features(cfg: RunConfig, encoder, prepared_dir: Path, patient_ids: S
         pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
         key = json_hash({**static, "preprocess": pre.fingerprint, "patient": pid}, length=24)
         path = cache / f"{key}.npy"
+        arr = None
         if path.is_file():
-            arr = np.load(path, mmap_mode="r" if path.stat().st_size > 64 * 2**20 else None)
-        else:
+            try:  # never unpickles: a file holding objects is refused and recomputed
+                arr = np.load(path, mmap_mode="r" if path.stat().st_size > 64 * 2**20 else None,
+                              allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                log.warning("patient %s: unreadable cached trunk output %s (%s): recomputing", pid, path, exc)
+        if arr is None:
             slices = pre.slices
             if m.volume_region == "tumour":  # seed 004's tumour-focused crop
                 if "tumour" not in pre.masks:

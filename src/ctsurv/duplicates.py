@@ -98,7 +98,7 @@ def _signature(artifact: Path) -> tuple[np.ndarray, str]:
     sig_path, sha_path = artifact.with_suffix(".sig.npy"), artifact.with_suffix(".sha256")
     fresh = sig_path.is_file() and sha_path.is_file() and sig_path.stat().st_mtime >= artifact.stat().st_mtime
     if fresh:
-        return np.load(sig_path), sha_path.read_text().strip()
+        return np.load(sig_path, allow_pickle=False), sha_path.read_text().strip()
     from ctsurv.preprocess import PreprocessedCT
 
     return write_signature(artifact, PreprocessedCT.load(artifact).slices)
