@@ -142,6 +142,29 @@ def _cmd_evaluate(a) -> None:
     print(f"[ctsurv] evaluation written to {a.out}")
 
 
+def _cmd_table1(a) -> None:
+    import pandas as pd
+
+    from ctsurv._util import atomic_to_csv, atomic_write_text
+    from ctsurv.exceptions import CohortError
+    from ctsurv.seeds import rng
+    from ctsurv.stats.table1 import table1, table1_markdown
+
+    try:
+        data = pd.read_csv(a.clinical)
+    except (OSError, ValueError) as exc:
+        raise CohortError(f"cannot read the clinical table {a.clinical}: {exc}") from exc
+    table = table1(data, a.groups, variables=a.variables, categorical=a.categorical or (),
+                   continuous=a.continuous or (), max_levels=a.max_levels, n_resamples=a.resamples,
+                   rng=rng(a.seed, "table1"))
+    out = Path(a.out)
+    atomic_to_csv(out / "table1.csv", table, index=False)
+    markdown = table1_markdown(table, title=f"Table 1 by {a.groups}")
+    atomic_write_text(out / "table1.md", markdown)
+    print(markdown)
+    print(f"[ctsurv] {out / 'table1.md'} and {out / 'table1.csv'}")
+
+
 def _cmd_report(a) -> None:
     from ctsurv.report import write_run_report
 
@@ -402,6 +425,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--implausible-above", type=float, default=0.95,
                    help="flag a C-index, Ctd or t-AUC above this as implausible for the task (audit for leakage)")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("table1", help="cohort characteristics by group with a test per variable (seed 002)")
+    s.add_argument("--clinical", required=True, help="CSV, one row per patient")
+    s.add_argument("--groups", required=True, help="the grouping column (e.g. cohort, sex, stage)")
+    s.add_argument("--out", required=True, help="folder for table1.md and table1.csv")
+    s.add_argument("--variables", nargs="+", default=None,
+                   help="columns to describe (default: all but the groups and identifier columns)")
+    s.add_argument("--categorical", nargs="+", help="treat these columns as categorical")
+    s.add_argument("--continuous", nargs="+", help="treat these columns as continuous")
+    s.add_argument("--max-levels", type=int, default=10,
+                   help="a numeric column with at most this many values is categorical")
+    s.add_argument("--resamples", type=int, default=10000,
+                   help="tables drawn by the Monte Carlo Fisher-Freeman-Halton test")
+    s.add_argument("--seed", type=int, default=42)
+    s.set_defaults(func=_cmd_table1)
 
     s = sub.add_parser("report", help="one self-contained HTML report of a run or study folder")
     s.add_argument("run", help="run folder (metrics.json, predictions.csv, ...) or study folder (study.yaml)")

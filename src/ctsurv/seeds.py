@@ -8,6 +8,7 @@ Each use draws from its own stream, ``SeedSequence([seed, TAG, stream id, *index
 ``null``      the label permutation of null replica ``j`` (``cv.null_replicas``)
 ``models``    the seed of the model of (repeat ``r``, fold ``k``[, null replica ``j``])
 ``holdout``   the validation hold-out of a final model (``ctsurv fit``, the estimators)
+``table1``    the Monte Carlo Fisher-Freeman-Halton tests of ``ctsurv table1``
 ============  =========================================================================
 
 A model's seed is split again by :func:`model_streams` into its initialisation (torch), batch
@@ -26,7 +27,7 @@ __all__ = ["STREAMS", "stream", "rng", "int_seed", "model_streams"]
 
 #: tag mixed into every stream's entropy ("ctsv")
 TAG = 0x63747376
-STREAMS = {"folds": 1, "labels": 2, "null": 3, "models": 4, "holdout": 5}
+STREAMS = {"folds": 1, "labels": 2, "null": 3, "models": 4, "holdout": 5, "table1": 6}
 _MODEL_PARTS = {"init": 0, "batches": 1, "dropout": 2}
 
 

@@ -12,10 +12,11 @@ data sets; see ``tests/test_stats.py``.
 
 Modules: :mod:`~ctsurv.stats.km` (the product-limit core, Kaplan-Meier, log-rank),
 :mod:`~ctsurv.stats.cox`, :mod:`~ctsurv.stats.groups` (risk cut points and groups),
-:mod:`~ctsurv.stats.calibration`, :mod:`~ctsurv.stats.binary` (binary outcome at a horizon with IPCW
-weights, AUC, Brier, thresholds, Platt/isotonic calibration, decision curves), :mod:`~ctsurv.stats.resampling` (bootstrap, permutation,
-Wilcoxon) and :mod:`~ctsurv.stats.folds` (t-interval over CV folds, within-fold permutation
-test). Survival inputs go through :func:`ctsurv._checks.check_survival`.
+:mod:`~ctsurv.stats.calibration`, :mod:`~ctsurv.stats.binary` (binary outcome at a horizon with
+IPCW weights, AUC, Brier, thresholds, Platt/isotonic calibration, decision curves),
+:mod:`~ctsurv.stats.resampling` (bootstrap, permutation, Wilcoxon), :mod:`~ctsurv.stats.table1`
+(cohort characteristics by group) and :mod:`~ctsurv.stats.folds` (t-interval over CV folds,
+within-fold permutation test). Survival inputs go through :func:`ctsurv._checks.check_survival`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from ctsurv.stats.resampling import (
     paired_permutation_test,
     wilcoxon_signed_rank,
 )
+from ctsurv.stats.table1 import table1, table1_markdown
 
 __all__ = [
     "KaplanMeier", "kaplan_meier", "logrank_test", "cox_univariable", "risk_cutpoints",
@@ -66,5 +68,5 @@ __all__ = [
     "binary_metrics", "binary_auc", "brier_binary", "choose_threshold", "ProbabilityCalibration",
     "fit_probability_calibration", "decision_curve", "BootstrapResult", "bootstrap_ci",
     "PermutationResult", "paired_permutation_test", "wilcoxon_signed_rank", "FoldInterval",
-    "fold_mean_interval", "paired_fold_permutation_test",
+    "fold_mean_interval", "paired_fold_permutation_test", "table1", "table1_markdown",
 ]
