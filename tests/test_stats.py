@@ -160,6 +160,36 @@ def test_cox_closed_form_two_patients():
         S.cox_univariable([1, 2, 3], [1, 1, 0], [1, 1, 1])
 
 
+def test_breslow_baseline_by_hand_and_against_lifelines_and_sksurv(rossi):
+    from ctsurv.stats.cox import breslow_baseline
+
+    # by hand: deaths at 1 and 2 (a tie with a censoring at 2), a death at 3; eta = 0:
+    # H0 = 1/4, + 1/3 (at risk: 2, 2, 3), + 1/1
+    b = breslow_baseline([1, 2, 2, 3], [1, 1, 0, 1], [0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(b.cumhaz, [0.25, 0.25 + 1 / 3, 1.25 + 1 / 3], rtol=1e-12)
+    np.testing.assert_allclose(b.cumulative_hazard([0.5, 1.0, 2.5, 9.0]), [0, 0.25, 0.25 + 1 / 3, 1.25 + 1 / 3])
+    # rossi has many tied weeks; lifelines reports the baseline at the centred covariates
+    cols = ["fin", "age", "prio"]
+    fit = CoxPHFitter(baseline_estimation_method="breslow").fit(rossi[["week", "arrest", *cols]], "week",
+                                                                 "arrest", **_TIGHT)
+    X = rossi[cols].to_numpy(float)
+    eta = (X - X.mean(0)) @ fit.params_.to_numpy()
+    ours = breslow_baseline(rossi["week"], rossi["arrest"], eta)
+    ref = fit.baseline_cumulative_hazard_.iloc[:, 0]
+    np.testing.assert_allclose(ours.cumhaz, ref.loc[ours.times].to_numpy(), rtol=1e-9)
+    # scikit-survival (Breslow ties): survival curves at its unique times, on the raw scale
+    sk = pytest.importorskip("sksurv.linear_model", reason="scikit-survival is a test oracle")
+    from sksurv.util import Surv
+
+    y = Surv.from_arrays(rossi["arrest"].astype(bool), rossi["week"].astype(float))
+    model = sk.CoxPHSurvivalAnalysis(ties="breslow").fit(X, y)
+    raw = breslow_baseline(rossi["week"], rossi["arrest"], X @ model.coef_)
+    np.testing.assert_allclose(raw.survival(X[:5] @ model.coef_, model.unique_times_),
+                               model.predict_survival_function(X[:5], return_array=True), rtol=1e-7)
+    with pytest.raises(MetricError, match="no events"):
+        breslow_baseline([1, 2], [0, 0], [0.0, 1.0])
+
+
 # ----------------------------------------------------------------------------- risk groups
 def test_risk_groups_use_training_cut_only():
     train = np.arange(11.0)  # median 5

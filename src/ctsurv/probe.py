@@ -38,6 +38,7 @@ import pandas as pd
 from ctsurv._checks import check_survival, check_vector
 from ctsurv.exceptions import MetricError, ModelError
 from ctsurv.metrics import concordance_index, concordance_td
+from ctsurv.stats.cox import breslow_baseline
 
 __all__ = ["LinearProbe", "pool_features", "probe_cv", "ridge_cox"]
 
@@ -192,11 +193,6 @@ class _Breslow:
         k = beta.size
         return (ll - 0.5 * alpha * float(beta @ beta), grad - alpha * beta,
                 info + alpha * np.eye(k))
-
-    def cumulative_hazard(self, eta: np.ndarray) -> np.ndarray:
-        """Breslow baseline cumulative hazard at the distinct event times (``eta`` sorted)."""
-        rc = np.cumsum(np.exp(eta)[::-1])[::-1]
-        return np.cumsum(self.d / rc[self.start])
 
 
 def ridge_cox(Z, time, event, alpha: float, *, tol: float = 1e-9,
@@ -491,8 +487,8 @@ class LinearProbe:
         self.feature_coef_ = comps.T @ beta
         self.alpha_ = float(alpha)
         self.inner_scores_ = scores
-        h0 = rs.cumulative_hazard((Z @ beta)[rs.order])
-        self.baseline_ = pd.Series(h0, index=pd.Index(rs.u, name="time"),
+        self._breslow = breslow_baseline(t, e, Z @ beta)
+        self.baseline_ = pd.Series(self._breslow.cumhaz, index=pd.Index(self._breslow.times, name="time"),
                                    name="cumulative_baseline_hazard")
         return self
 
@@ -517,11 +513,7 @@ class LinearProbe:
         ``times`` (finite, >= 0, any order; columns follow it) are read on the right-continuous
         step function :math:`\\hat H_0` (0 before the first training event time).
         """
-        eta = self.predict(X)
-        times = _check_times(times)
-        pos = np.searchsorted(self.baseline_.index.to_numpy(), times, side="right")
-        h0 = np.concatenate([[0.0], self.baseline_.to_numpy()])[pos]
-        return np.exp(-np.exp(eta)[:, None] * h0[None, :])
+        return self._breslow.survival(self.predict(X), _check_times(times))
 
 
 # ----------------------------------------------------------------------------- cross-validation

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ctsurv.exceptions import ModelError
+from ctsurv.stats.cox import breslow_baseline
 
 __all__ = ["CoxNet", "ClinicalEncoder", "rank_normalize", "linear_shap", "shap_summary_plot",
            "STAGE_ORDER"]
@@ -102,8 +103,10 @@ class CoxNet:
     Attributes
     ----------
     coef_ : ndarray (n_features,)
-    baseline_times_, baseline_cumhaz_ : ndarray
+    baseline_ : ctsurv.stats.cox.BreslowBaseline
         Breslow estimate :math:`\\hat H_0(t) = \\sum_{t_k \\le t} d_k / \\sum_{j \\in R(t_k)} e^{x_j\\beta}`.
+    baseline_times_, baseline_cumhaz_ : ndarray
+        Its distinct event times and cumulative hazards.
 
     Notes
     -----
@@ -178,17 +181,9 @@ class CoxNet:
         return self
 
     def _fit_baseline(self, X, time, event):
-        eta = X @ self.coef_
-        c = eta.max() if len(eta) else 0.0
-        w = np.exp(eta - c)
-        ut = np.unique(time[event == 1])
-        order = np.argsort(time)
-        ts, ws = time[order], w[order]
-        at_risk = np.cumsum(ws[::-1])[::-1]  # sum over time >= ts[i]
-        idx = np.searchsorted(ts, ut, side="left")
-        d = np.array([np.sum((time == t) & (event == 1)) for t in ut])
-        self.baseline_times_ = ut
-        self.baseline_cumhaz_ = np.cumsum(d / at_risk[idx]) * np.exp(-c)
+        self.baseline_ = breslow_baseline(time, event, X @ self.coef_)
+        self.baseline_times_ = self.baseline_.times
+        self.baseline_cumhaz_ = self.baseline_.cumhaz
 
     def _check_fitted(self, X):
         if not hasattr(self, "coef_"):
@@ -204,11 +199,7 @@ class CoxNet:
 
     def predict_survival(self, X, times) -> np.ndarray:
         """:math:`S(t \\mid x) = \\exp(-\\hat H_0(t) e^{x\\beta})`, shape (n_samples, n_times)."""
-        eta = self.predict(X)
-        times = np.asarray(times, dtype=float)
-        k = np.searchsorted(self.baseline_times_, times, side="right")
-        H0 = np.r_[0.0, self.baseline_cumhaz_][k]
-        return np.exp(-np.outer(np.exp(eta), H0))
+        return self.baseline_.survival(self.predict(X), times)
 
 
 # ----------------------------------------------------------------------------------------------

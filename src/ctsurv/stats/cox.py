@@ -1,6 +1,11 @@
-"""Univariable Cox proportional-hazards model (Efron ties), fitted by Newton-Raphson."""
+"""Cox proportional-hazards model: the univariable fit (Efron ties, Newton-Raphson) and the
+Breslow baseline cumulative hazard, the one place every Cox-type model of ctsurv gets its
+survival curves from (:class:`ctsurv.probe.LinearProbe`, :class:`ctsurv.radiomics.CoxNet`,
+the deep Cox head)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as _st
@@ -8,7 +13,7 @@ from scipy import stats as _st
 from ctsurv._checks import check_length, check_survival, check_vector
 from ctsurv.exceptions import MetricError
 
-__all__ = ["cox_univariable"]
+__all__ = ["cox_univariable", "BreslowBaseline", "breslow_baseline"]
 
 
 def _efron_terms(t_desc, e_desc, x, beta):
@@ -118,3 +123,65 @@ def cox_univariable(time, event, x, *, alpha: float = 0.05) -> dict:
             "ci_low": float(np.exp(coef - z * se)), "ci_high": float(np.exp(coef + z * se)),
             "z": coef / se, "p": float(2 * _st.norm.sf(abs(coef / se))),
             "log_likelihood": ll, "n": int(t.size), "n_events": int(e.sum())}
+
+
+@dataclass(frozen=True)
+class BreslowBaseline:
+    """Breslow baseline cumulative hazard: a right-continuous step function.
+
+    Attributes
+    ----------
+    times : ndarray (m,)
+        Distinct event times of the fitting data, ascending.
+    cumhaz : ndarray (m,)
+        :math:`\\hat H_0` at those times (0 before the first).
+    """
+
+    times: np.ndarray
+    cumhaz: np.ndarray
+
+    def cumulative_hazard(self, times) -> np.ndarray:
+        """:math:`\\hat H_0(t)` at ``times`` (any order, finite, >= 0)."""
+        t = np.asarray(times, dtype=float).reshape(-1)
+        if not np.all(np.isfinite(t)) or np.any(t < 0):
+            raise MetricError("times must be finite and >= 0")
+        return np.concatenate([[0.0], self.cumhaz])[np.searchsorted(self.times, t, side="right")]
+
+    def survival(self, eta, times) -> np.ndarray:
+        """:math:`S(t \\mid \\eta) = \\exp(-\\hat H_0(t) e^{\\eta})`, shape ``(n, len(times))``."""
+        eta = check_vector(eta, "eta")
+        return np.exp(-np.exp(eta)[:, None] * self.cumulative_hazard(times)[None, :])
+
+
+def breslow_baseline(time, event, eta) -> BreslowBaseline:
+    """Breslow's estimate of the baseline cumulative hazard of a fitted Cox model [1]_:
+
+    .. math::
+
+        \\hat H_0(t) = \\sum_{u_k \\le t} \\frac{d_k}{\\sum_{j : T_j \\ge u_k} e^{\\eta_j}}
+
+    over the distinct event times :math:`u_k` with :math:`d_k` deaths, with the linear
+    predictors :math:`\\eta` of the *fitting* patients (for a cross-validated model: the
+    training patients of the fold, never the test patients). Equals lifelines'
+    ``CoxPHFitter.baseline_cumulative_hazard_`` at the same :math:`\\eta` (``tests/test_stats.py``).
+    :math:`\\hat H_0` scales with :math:`e^{-c}` when every :math:`\\eta` shifts by
+    :math:`c`, so survival curves do not depend on the shift.
+
+    References
+    ----------
+    .. [1] Breslow N. Discussion of "Regression models and life-tables" by D.R. Cox. J R Stat
+           Soc B 1972;34:216-217.
+    """
+    t, e = check_survival(time, event)
+    eta = check_vector(eta, "eta")
+    check_length(eta, t.size, "eta")
+    if e.sum() == 0:
+        raise MetricError("no events: the Breslow baseline hazard is undefined")
+    c = float(eta.max())
+    w = np.exp(eta - c)
+    order = np.argsort(t, kind="stable")
+    ts, ws = t[order], w[order]
+    at_risk = np.cumsum(ws[::-1])[::-1]  # sum over T_j >= ts[i]
+    u, d = np.unique(t[e == 1], return_counts=True)
+    first = np.searchsorted(ts, u, side="left")
+    return BreslowBaseline(times=u, cumhaz=np.cumsum(d / at_risk[first]) * np.exp(-c))
