@@ -38,7 +38,7 @@ __all__ = [
     "AGGREGATORS", "make_aggregator", "DeepHit", "CoxHead", "SurvivalNet", "SurvivalOutput",
     "pmf", "cif", "survival", "month_bins", "deephit_nll", "deephit_rank_loss", "deephit_loss",
     "cox_partial_likelihood", "DeepHitLoss", "CoxLoss", "count_parameters", "BinaryHead",
-    "binary_loss",
+    "binary_loss", "cox_cohort_loss",
 ]
 
 
@@ -663,6 +663,46 @@ def cox_partial_likelihood(log_hz: Tensor, time: Tensor, event: Tensor, ties: st
         denom = risk - l / d[inv].clamp(min=1) * dsum[inv]
     ll = (e * (x - m - torch.log(denom))).sum()
     return -ll / n_events
+
+
+def cox_cohort_loss(log_hz: Tensor, index: Tensor, memory: Tensor, time: Tensor, event: Tensor,
+                    ties: str = "breslow") -> Tensor:
+    """Cox partial likelihood with the whole training cohort's risk sets, for a mini-batch.
+
+    A mini-batch of 4 patients has risk sets of at most 4: the batch partial likelihood is a
+    poor, biased stand-in for the cohort's (its optimum differs). Here every training patient
+    keeps its latest log-hazard in ``memory`` (detached; refreshed after each step by the
+    trainer); the batch's fresh ``log_hz`` replace their entries, and the loss is
+    :func:`cox_partial_likelihood` over the *whole* cohort, times ``n / b``:
+
+    .. math:: L_B = \\frac{n}{b}\\, \\mathrm{NLL}\\big(\\tilde\\eta;\\ T, \\delta\\big), \\quad
+              \\tilde\\eta_j = \\eta_j\\ (j \\in B), \\quad \\tilde\\eta_j = m_j\\ (j \\notin B)
+
+    The gradient reaches only the batch, and for each batch member it is exactly that
+    patient's gradient of the cohort loss (every event whose risk set holds it counts) when
+    the memory is current; over uniformly drawn batches its expectation is the full-cohort
+    gradient, so the optimum is the cohort's Cox fit (``tests/test_cox_head.py`` recovers
+    lifelines' coefficients at batch 4 and 16). Stale memory entries (patients not seen since
+    an earlier step of the epoch) are the approximation, as in memory-bank contrastive
+    training and torchsurv's ``Momentum``.
+
+    Parameters
+    ----------
+    log_hz : (b,) the batch's log-hazards (with gradients)
+    index : (b,) long, the batch's rows in ``memory`` / ``time`` / ``event`` (distinct)
+    memory : (n,) the latest log-hazard of every training patient
+    time, event : (n,) the training cohort's survival data
+    """
+    index = torch.as_tensor(index, dtype=torch.long, device=log_hz.device).reshape(-1)
+    eta_b = log_hz.reshape(-1)
+    if index.shape != eta_b.shape or memory.dim() != 1:
+        raise ModelInputError(f"cox_cohort_loss: log_hz {tuple(log_hz.shape)}, index {tuple(index.shape)} and "
+                              f"memory {tuple(memory.shape)} must be (b,), (b,) and (n,)")
+    n, b = memory.shape[0], eta_b.shape[0]
+    if b == 0 or int(index.min()) < 0 or int(index.max()) >= n or torch.unique(index).numel() != b:
+        raise ModelInputError(f"cox_cohort_loss: index must hold {b} distinct rows of 0..{n - 1}")
+    eta = memory.detach().to(eta_b.dtype).index_put((index,), eta_b)
+    return cox_partial_likelihood(eta, time, event, ties) * (n / b)
 
 
 def binary_loss(logit: Tensor, label: Tensor, weight: Tensor | None = None) -> Tensor:
