@@ -12,13 +12,12 @@ import pytest
 import torch
 from sklearn.metrics import log_loss
 
-from conftest import tiny_config
+from conftest import planted_patients, tiny_config
 from ctsurv.config import RunConfig, from_dict
 from ctsurv.exceptions import CtsurvError
 from ctsurv.models import BinaryHead, binary_loss
 from ctsurv.stats import binary_auc, ipcw_binary_weights
 from ctsurv.train import TrainConfig, binary_targets, predict, train_model
-from ctsurv.types import PatientFeatures
 
 
 def test_binary_loss_is_sklearns_weighted_log_loss():
@@ -56,21 +55,7 @@ def test_targets_are_ipcw_labels_with_balanced_classes():
         binary_targets(time, event, time, event, 3.0, class_weight="balanced")
 
 
-def _planted(n=120, seed=0, permute=False):
-    rng = np.random.default_rng(seed)
-    eta = rng.normal(size=n)
-    T = 20 * (-np.log(rng.random(n)) / np.exp(1.2 * eta))
-    C = rng.uniform(12, 60, n)
-    time, event = np.minimum(T, C), (T <= C).astype(int)
-    feats = []
-    for i in range(n):
-        f = (rng.normal(size=(1, 10, 64)) * 0.5).astype(np.float32)
-        f[0, :, :8] += eta[i]
-        feats.append(PatientFeatures(f"P{i:03d}", f, np.linspace(0, 1, 10, dtype=np.float32)))
-    if permute:
-        p = rng.permutation(n)
-        time, event = time[p], event[p]
-    return feats, time, event
+_planted = planted_patients
 
 
 class _Net(torch.nn.Module):
@@ -180,7 +165,7 @@ def test_binary_head_refuses_survival_only_controls(tiny_cohort, tmp_path):
         run_cv(cfg, tmp_path / "run", progress=False)
     with pytest.raises(CtsurvError, match="model.head must be one of"):
         from ctsurv.build import build_head
-        build_head(from_dict({"model": {"head": "cox"}}), 8)
+        build_head(from_dict({"model": {"head": "weibull"}}), 8)
     assert RunConfig().train.class_weight == "balanced"
 
 

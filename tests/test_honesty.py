@@ -76,11 +76,12 @@ def cohort_labels(tiny_cohort, tmp_path_factory):
     return cfg, ids, time, event
 
 
-@pytest.mark.parametrize("head", ["deephit", "binary"])
+@pytest.mark.parametrize("head", ["deephit", "binary", "cox"])
 def test_fold_k_ignores_its_test_patients(head, cohort_labels, tmp_path):
     """Change the labels and cached features of fold k's test patients: fold k's model (its
     kept epoch, training history and the risks it gives its training patients) must not move.
-    The binary head too: its IPCW and class weights come from the fold's training patients."""
+    The binary head too: its IPCW and class weights come from the fold's training patients; and
+    the Cox head: its risk sets and Breslow baseline come from them."""
     torch.set_num_threads(1)
     cfg, ids, time, event = cohort_labels
     cfg = cfg.replace(model={"head": head})

@@ -47,7 +47,7 @@ from ctsurv._util import atomic_save_npy, atomic_save_safetensors, atomic_write_
 from ctsurv.config import RunConfig, from_dict
 from ctsurv.embed import ViewSet, build_backbone, trunk_features
 from ctsurv.exceptions import CtsurvError, ModelMismatchError, StudyError
-from ctsurv.models import BinaryHead, DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, make_aggregator
+from ctsurv.models import BinaryHead, CoxHead, DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, make_aggregator
 from ctsurv.models3d import build_volume_encoder, tumour_crop, volume_input
 from ctsurv.prepare import artifact_path
 from ctsurv.preprocess import PREPROCESS_VERSION, PreprocessConfig, PreprocessedCT
@@ -65,10 +65,11 @@ MODEL_FORMAT = 1
 #: ``model.volume_region`` of the 3d kind: the prepared lung box, or seed 004's tumour crop
 VOLUME_REGIONS = ("lung", "tumour")
 VOLUME_CACHE_VERSION = "1"
-#: heads a run can train today (``model.head``): "deephit" (survival curves on the run's grid)
-#: and "binary" (:class:`ctsurv.models.BinaryHead`: death by the grid's horizon, seed 004's
-#: setting; ``S`` at the horizon only). ``ctsurv.models.CoxHead`` has no run path yet
-HEADS = ("deephit", "binary")
+#: heads a run can train (``model.head``): "deephit" (survival curves on the run's grid),
+#: "binary" (:class:`ctsurv.models.BinaryHead`: death by the grid's horizon, seed 004's setting;
+#: ``S`` at the horizon only) and "cox" (:class:`ctsurv.models.CoxHead`: a log-hazard trained
+#: with the cohort's risk sets, curves from the fold's Breslow baseline on the grid)
+HEADS = ("deephit", "binary", "cox")
 
 
 @dataclass(frozen=True)
@@ -150,12 +151,16 @@ def augment_views(cfg: RunConfig) -> ViewSet:
 
 def build_head(cfg: RunConfig, in_dim: int) -> nn.Module:
     """The survival head of ``model.head``, sized by the run's time grid (a binary head has the
-    DeepHit head's shared stack and one output: death by the horizon)."""
+    DeepHit head's shared stack and one output: death by the horizon; a Cox head the same stack,
+    a log-hazard and the baseline hazard on the grid)."""
     m = cfg.model
     if m.head not in HEADS:
         raise CtsurvError(f"model.head must be one of {HEADS}, got {m.head!r}")
     if m.head == "binary":
         return BinaryHead(in_dim, layers=m.shared_layers, width=m.shared_width, dropout=m.dropout)
+    if m.head == "cox":  # the shared stack's widths, a log-hazard and the grid's baseline hazard
+        return CoxHead(in_dim, hidden=[m.shared_width] * m.shared_layers, dropout=m.dropout,
+                       n_times=cfg.time_grid.n_bins + 1)
     return DeepHit(in_dim, num_bins=cfg.time_grid.n_logits, shared_layers=m.shared_layers,
                    shared_width=m.shared_width, cs_layers=m.cs_layers, cs_width=m.cs_width,
                    dropout=m.dropout)

@@ -116,6 +116,8 @@ class TrainSection:
     #: often); both use the fold's training patients only
     class_weight: str = "balanced"
     oversample: bool = False
+    #: ``model.head: cox``: ties of the partial likelihood, "efron" or "breslow"
+    cox_ties: str = "efron"
 
 
 @dataclass(frozen=True)

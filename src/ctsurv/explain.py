@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctsurv.exceptions import CtsurvError
-from ctsurv.models import survival
+from ctsurv.train import output_curves
 from ctsurv.types import PatientFeatures
 
 __all__ = ["grad_cam", "grad_cam_supported"]
@@ -89,7 +89,7 @@ def grad_cam(model: nn.Module, encoder, patient: PatientFeatures, slices: np.nda
     pos = torch.as_tensor(np.asarray(patient.rel_pos), dtype=torch.float32)[None]
     with torch.enable_grad():
         out = model(x_in[None], mask, pos)
-        risk = 1.0 - survival(out["logits"])[0, -1]
+        risk = 1.0 - output_curves(out)[0, -1]  # any head: DeepHit, Cox (its baseline), binary
         (grad,) = torch.autograd.grad(risk, maps)
     alpha = grad.mean(dim=(2, 3), keepdim=True)  # (k, C, 1, 1)
     cam = F.relu((alpha * maps.detach()).sum(dim=1, keepdim=True))  # (k, 1, h, w)

@@ -38,7 +38,7 @@ __all__ = [
     "AGGREGATORS", "make_aggregator", "DeepHit", "CoxHead", "SurvivalNet", "SurvivalOutput",
     "pmf", "cif", "survival", "month_bins", "deephit_nll", "deephit_rank_loss", "deephit_loss",
     "cox_partial_likelihood", "DeepHitLoss", "CoxLoss", "count_parameters", "BinaryHead",
-    "binary_loss", "cox_cohort_loss",
+    "binary_loss", "cox_cohort_loss", "cox_survival",
 ]
 
 
@@ -315,12 +315,20 @@ class CoxHead(nn.Module):
 
     ``hidden=None``: a bias-free ``Linear(in_dim -> 1)`` (a bias cancels in the partial
     likelihood). Otherwise an MLP with ReLU and ``dropout`` before a bias-free output layer.
+
+    ``n_times``: the head also holds the Breslow baseline cumulative hazard on the run's grid
+    (buffer ``baseline_cumhaz``, ``(n_times,)``, saved with the weights), which the trainer sets
+    from the fold's *training* patients (:func:`ctsurv.stats.cox.breslow_baseline`); the
+    network's survival curves are then :func:`cox_survival`.
     """
 
     output_kind = "log_hazard"
 
-    def __init__(self, in_dim: int, hidden: int | Sequence[int] | None = None, dropout: float = 0.0):
+    def __init__(self, in_dim: int, hidden: int | Sequence[int] | None = None, dropout: float = 0.0,
+                 n_times: int | None = None):
         super().__init__()
+        if n_times is not None:
+            self.register_buffer("baseline_cumhaz", torch.zeros(int(n_times)))
         widths = [] if hidden is None else ([hidden] if isinstance(hidden, int) else list(hidden))
         layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
         d = in_dim
@@ -366,6 +374,7 @@ class SurvivalOutput:
     pooled: Tensor  #: (B, D) volume representation
     logits: Tensor | None = None  #: (B, num_bins) DeepHit logits
     log_hazard: Tensor | None = None  #: (B,) Cox log-hazard
+    cumhaz: Tensor | None = None  #: (T,) a Cox head's baseline cumulative hazard on the grid
     binary_logit: Tensor | None = None  #: (B,) logit of death by the horizon (BinaryHead)
 
     def __getitem__(self, key: str) -> Tensor | None:
@@ -406,7 +415,8 @@ class SurvivalNet(nn.Module):
         pooled, w = self.aggregator(self.embed(x, mask), mask, positions)
         y = self.head(pooled)
         kind = getattr(self.head, "output_kind", "logits")
-        return SurvivalOutput(weights=w, pooled=pooled, **{kind: y})
+        extra = {"cumhaz": self.head.baseline_cumhaz} if hasattr(self.head, "baseline_cumhaz") else {}
+        return SurvivalOutput(weights=w, pooled=pooled, **{kind: y}, **extra)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -438,6 +448,12 @@ def survival(logits: Tensor) -> Tensor:
     # softmax to sum to exactly 1: float32 softmax can sum to 1 + 1e-7, which would give
     # S > 1. x / y <= 1 whenever x <= y in IEEE arithmetic, so 0 <= S <= 1 exactly.
     return tail[..., 1:] / tail[..., :1]
+
+
+def cox_survival(log_hz: Tensor, cumhaz: Tensor) -> Tensor:
+    """Cox survival curves ``S(t_j) = exp(-H_0(t_j) exp(eta))``: ``(n,)`` log-hazards and a
+    ``(T,)`` baseline cumulative hazard on the grid give ``(n, T)``."""
+    return torch.exp(-cumhaz.to(log_hz.dtype)[None, :] * torch.exp(log_hz.reshape(-1))[:, None])
 
 
 def month_bins(time, event, horizon: float = 24, bin_width: float = 1.0) -> tuple[Tensor, Tensor]:

@@ -85,7 +85,7 @@ _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("cv", "allow_missing_folds"): False, ("cv", "allow_duplicates"): False,
                   ("train", "class_weight"): "balanced", ("train", "oversample"): False,
                   ("data", "tumour_roi"): None, ("model", "volume_region"): "lung",
-                  ("model", "volume_margin"): 10}
+                  ("model", "volume_margin"): 10, ("train", "cox_ties"): "efron"}
 
 
 #: Settings that change only how finished folds are assembled (every fold record holds both

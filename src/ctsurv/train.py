@@ -34,9 +34,11 @@ from ctsurv.embed.augment import sample_views
 from ctsurv.embed.engine import torch_threads
 from ctsurv.exceptions import CtsurvError, MetricError
 from ctsurv.metrics import comparable_pairs, concordance_td
-from ctsurv.models import binary_loss, deephit_loss, month_bins, survival
+from ctsurv.models import (binary_loss, cox_cohort_loss, cox_partial_likelihood, cox_survival, deephit_loss,
+                           month_bins, survival)
 from ctsurv.seeds import model_streams
 from ctsurv.stats import binary_auc, binary_labels_at, ipcw_binary_weights
+from ctsurv.stats.cox import breslow_baseline
 from ctsurv.types import DEFAULT_GRID, PatientFeatures, TimeGrid
 
 __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collate", "predict",
@@ -44,6 +46,7 @@ __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collat
            "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS", "freeze_parameters",
            "dropout_passes", "train_mode", "output_curves", "binary_targets", "BinaryTargets",
            "oversample_probabilities", "binary_training_auc", "binary_selection_criterion",
+           "log_hazards", "set_cox_baseline",
            "CLASS_WEIGHTS"]
 
 #: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
@@ -77,11 +80,43 @@ def output_curves(out) -> torch.Tensor:
     z = _field(out, "binary_logit")
     if z is not None:
         return (1.0 - torch.sigmoid(z))[:, None]
+    eta = _field(out, "log_hazard")
+    if eta is not None:
+        cumhaz = _field(out, "cumhaz")
+        if cumhaz is None:
+            raise CtsurvError("a Cox head without a baseline hazard on the grid has no survival curves")
+        return cox_survival(eta, cumhaz)
     return survival(out["logits"])
 
 
 def _is_binary(model: torch.nn.Module) -> bool:
     return getattr(getattr(model, "head", None), "output_kind", None) == "binary_logit"
+
+
+def _is_cox(model: torch.nn.Module) -> bool:
+    return getattr(getattr(model, "head", None), "output_kind", None) == "log_hazard"
+
+
+def log_hazards(model: torch.nn.Module, patients: list[PatientFeatures], *, batch_size: int = 16) -> np.ndarray:
+    """A Cox head's log-hazards ``(n,)`` of ``patients`` (eval mode, no gradients)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(patients), batch_size):
+            out.append(model(*collate(patients[i : i + batch_size]))["log_hazard"].numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def set_cox_baseline(model: torch.nn.Module, patients: list[PatientFeatures], time, event,
+                     grid: TimeGrid) -> np.ndarray:
+    """Fit the Breslow baseline of a Cox head on ``patients`` (a fold's *training* patients,
+    times censored at the grid's horizon) and store it on the grid in the head; returns it."""
+    t = np.minimum(np.asarray(time, float), grid.horizon)
+    e = np.where(np.asarray(time, float) > grid.horizon, 0, np.asarray(event))
+    cumhaz = breslow_baseline(t, e, log_hazards(model, patients)).cumulative_hazard(grid.times)
+    with torch.no_grad():
+        model.head.baseline_cumhaz.copy_(torch.as_tensor(cumhaz, dtype=model.head.baseline_cumhaz.dtype))
+    return cumhaz
 
 
 #: class weighting of a binary head's loss: "balanced" (each class carries half the total
@@ -325,12 +360,16 @@ class TrainConfig:
     #: minority class; training patients only, so no copy reaches a validation or test fold)
     class_weight: str = "balanced"
     oversample: bool = False
+    #: a Cox head (``model.head: cox``): ties of the partial likelihood ("efron" or "breslow")
+    cox_ties: str = "efron"
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise CtsurvError(f"selection must be 'val_ctd', 'val_loss' or 'last', got {self.selection!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise CtsurvError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
+        if self.cox_ties not in ("efron", "breslow"):
+            raise CtsurvError(f"cox_ties must be 'efron' or 'breslow', got {self.cox_ties!r}")
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -342,7 +381,7 @@ class TrainConfig:
         return cls(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                    alpha=t.alpha, beta=t.beta, sigma=t.sigma, augment=cfg.embed.augment,
                    views=views, selection=t.selection, seed=int(seed), grid=cfg.time_grid,
-                   class_weight=t.class_weight, oversample=t.oversample)
+                   class_weight=t.class_weight, oversample=t.oversample, cox_ties=t.cox_ties)
 
 
 SELECTIONS = ("val_ctd", "val_loss", "last")
@@ -441,8 +480,25 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
     model = attach_mask_stream(freeze_parameters(build_model(), cfg.freeze), MaskStream(seeds["dropout"]))
     train_time, train_event = np.asarray(train_time, float), np.asarray(train_event)
     val_time, val_event = np.asarray(val_time, float), np.asarray(val_event)
-    binary = _is_binary(model)
-    if binary:  # death by the horizon; every weight from this fold's training patients
+    binary, cox = _is_binary(model), _is_cox(model)
+    after_step = None
+    if cox:  # log-hazards with the whole fold's risk sets; baseline from its training patients
+        if not train_event.any():
+            raise CtsurvError(f"model.head cox: no deaths among the {len(train)} training patients of "
+                              "this fold: the partial likelihood has nothing to fit")
+        cens_t = torch.as_tensor(np.minimum(train_time, grid.horizon))
+        cens_e = torch.as_tensor(np.where(train_time > grid.horizon, 0, train_event), dtype=torch.float64)
+        memory = torch.as_tensor(log_hazards(model, train))
+        criterion = selection_criterion(cfg.selection, val_time, val_event, grid)
+        draw = None
+
+        def batch_loss(out, b):
+            return cox_cohort_loss(out["log_hazard"], torch.as_tensor(b), memory, cens_t, cens_e, cfg.cox_ties)
+
+        def remember(out, b):  # the batch's fresh log-hazards replace their memory entries
+            memory[torch.as_tensor(b)] = out["log_hazard"].detach().to(memory.dtype)
+        after_step = remember
+    elif binary:  # death by the horizon; every weight from this fold's training patients
         tgt = binary_targets(train_time, train_event, train_time, train_event, grid.horizon,
                              class_weight=cfg.class_weight)
         lab_t = torch.as_tensor(tgt.label, dtype=torch.float32)
@@ -474,6 +530,11 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
             if binary:
                 return binary_loss(out["binary_logit"], torch.as_tensor(vt.label, dtype=torch.float32),
                                    torch.as_tensor(vt.ipcw, dtype=torch.float32)).item()
+            if cox:  # the validation patients' own partial likelihood
+                t = np.minimum(time, grid.horizon)
+                e = np.where(time > grid.horizon, 0, event)
+                return cox_partial_likelihood(out["log_hazard"], torch.as_tensor(t), torch.as_tensor(e),
+                                              cfg.cox_ties).item()
             i, e = month_bins(time, event, horizon=grid.horizon, bin_width=grid.bin_width)
             return deephit_loss(out["logits"], torch.as_tensor(i),
                                 torch.as_tensor(e, dtype=torch.float32), **loss_kw).item()
@@ -504,7 +565,11 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if after_step is not None:
+                after_step(out, b)
             total += loss.item() * len(b)
+        if cox:  # this epoch's curves: the Breslow baseline of its training patients
+            set_cox_baseline(model, train, train_time, train_event, grid)
         if criterion == "val_ctd":
             surv, _ = predict(model, val)
             score = concordance_td(val_time, val_event, surv, grid.times, method="antolini")
