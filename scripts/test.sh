@@ -16,4 +16,7 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
       $SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }; } ||
     echo "ctsurv: could not install chromium; tests/test_browser.py will skip" >&2
 fi
-exec python -m pytest -q "$@"
+# Two workers (pytest-xdist), one file each at a time: the 240-patient pipeline module, the
+# critical path, starts first on one (tests/conftest.py) while the other takes the rest.
+# CTSURV_TEST_WORKERS=0 runs in one process; later arguments override these.
+exec python -m pytest -q -n "${CTSURV_TEST_WORKERS:-2}" --dist loadfile "$@"

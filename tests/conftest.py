@@ -52,6 +52,17 @@ def lung1_radiomics() -> Path:
     return _need(LUNG1_RADIOMICS)
 
 
+#: The longest modules first: with ``pytest -n 2 --dist loadfile`` (scripts/test.sh) each file
+#: runs on one worker in collection order, and test_pipeline's 240-patient fixture is the
+#: critical path, so it starts at once while the other worker takes everything else.
+FIRST = ("test_pipeline.py",)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(FIRST)))  # stable sort
+
+
 # ----------------------------------------------------------------------------- shared phantoms
 #: The small phantom cohort shared by the tests of model kinds, horizons and studies: 12
 #: patients (DICOM + RTSTRUCT + LUNG1-format table), written once per test session.
