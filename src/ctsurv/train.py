@@ -111,8 +111,7 @@ def set_cox_baseline(model: torch.nn.Module, patients: list[PatientFeatures], ti
                      grid: TimeGrid) -> np.ndarray:
     """Fit the Breslow baseline of a Cox head on ``patients`` (a fold's *training* patients,
     times censored at the grid's horizon) and store it on the grid in the head; returns it."""
-    t = np.minimum(np.asarray(time, float), grid.horizon)
-    e = np.where(np.asarray(time, float) > grid.horizon, 0, np.asarray(event))
+    t, e = grid.censor(time, event)
     cumhaz = breslow_baseline(t, e, log_hazards(model, patients)).cumulative_hazard(grid.times)
     with torch.no_grad():
         model.head.baseline_cumhaz.copy_(torch.as_tensor(cumhaz, dtype=model.head.baseline_cumhaz.dtype))
@@ -486,8 +485,7 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
         if not train_event.any():
             raise CtsurvError(f"model.head cox: no deaths among the {len(train)} training patients of "
                               "this fold: the partial likelihood has nothing to fit")
-        cens_t = torch.as_tensor(np.minimum(train_time, grid.horizon))
-        cens_e = torch.as_tensor(np.where(train_time > grid.horizon, 0, train_event), dtype=torch.float64)
+        cens_t, cens_e = (torch.as_tensor(a) for a in grid.censor(train_time, train_event))
         memory = torch.as_tensor(log_hazards(model, train))
         criterion = selection_criterion(cfg.selection, val_time, val_event, grid)
         draw = None
@@ -531,8 +529,7 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
                 return binary_loss(out["binary_logit"], torch.as_tensor(vt.label, dtype=torch.float32),
                                    torch.as_tensor(vt.ipcw, dtype=torch.float32)).item()
             if cox:  # the validation patients' own partial likelihood
-                t = np.minimum(time, grid.horizon)
-                e = np.where(time > grid.horizon, 0, event)
+                t, e = grid.censor(time, event)
                 return cox_partial_likelihood(out["log_hazard"], torch.as_tensor(t), torch.as_tensor(e),
                                               cfg.cox_ties).item()
             i, e = month_bins(time, event, horizon=grid.horizon, bin_width=grid.bin_width)

@@ -135,16 +135,20 @@ class TimeGrid:
                                 f"step {self.bin_width:g}")
         return int(round(j))
 
+    def censor(self, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Administrative censoring at the horizon: ``(min(t, H), event)`` with the event set to
+        0 beyond ``H`` (float arrays). Every label of a run goes through this rule."""
+        t = np.asarray(time, dtype=float)
+        e = np.where(t > self.horizon, 0.0, np.asarray(event, dtype=float))
+        return np.minimum(t, self.horizon), e
+
     def discretise(self, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bin indices (int64, ``0..n_bins``) and events (float, 0 beyond the horizon).
 
         ``time`` must be finite and >= 0 and ``event`` 0/1 (checked by the callers that take
         user input, e.g. :func:`ctsurv.models.month_bins`).
         """
-        t = np.asarray(time, dtype=float)
-        e = np.asarray(event, dtype=float)
-        e = np.where(t > self.horizon, 0.0, e)
-        t = np.minimum(t, self.horizon)
+        t, e = self.censor(time, event)
         idx = np.floor(t / self.bin_width)
         # exact bin membership despite rounding in t / w: bin j holds j w <= t < (j + 1) w
         idx = idx + ((idx + 1) * self.bin_width <= t) - (idx * self.bin_width > t)
