@@ -168,6 +168,9 @@ def test_breslow_baseline_by_hand_and_against_lifelines_and_sksurv(rossi):
     b = breslow_baseline([1, 2, 2, 3], [1, 1, 0, 1], [0.0, 0.0, 0.0, 0.0])
     np.testing.assert_allclose(b.cumhaz, [0.25, 0.25 + 1 / 3, 1.25 + 1 / 3], rtol=1e-12)
     np.testing.assert_allclose(b.cumulative_hazard([0.5, 1.0, 2.5, 9.0]), [0, 0.25, 0.25 + 1 / 3, 1.25 + 1 / 3])
+    # left limits: the deaths at exactly t are not yet counted
+    np.testing.assert_allclose(b.cumulative_hazard([1.0, 2.0, 3.0, 3.5], left=True),
+                               [0, 0.25, 0.25 + 1 / 3, 1.25 + 1 / 3])
     # rossi has many tied weeks; lifelines reports the baseline at the centred covariates
     cols = ["fin", "age", "prio"]
     fit = CoxPHFitter(baseline_estimation_method="breslow").fit(rossi[["week", "arrest", *cols]], "week",

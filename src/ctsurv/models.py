@@ -318,8 +318,9 @@ class CoxHead(nn.Module):
 
     ``n_times``: the head also holds the Breslow baseline cumulative hazard on the run's grid
     (buffer ``baseline_cumhaz``, ``(n_times,)``, saved with the weights), which the trainer sets
-    from the fold's *training* patients (:func:`ctsurv.stats.cox.breslow_baseline`); the
-    network's survival curves are then :func:`cox_survival`.
+    from the fold's *training* patients (:func:`ctsurv.stats.cox.breslow_baseline`, read in the
+    grid's column convention by :func:`ctsurv.train.grid_cumulative_hazard`); the network's
+    survival curves are then :func:`cox_survival`.
     """
 
     output_kind = "log_hazard"

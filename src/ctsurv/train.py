@@ -46,7 +46,7 @@ __all__ = ["TIME_GRID", "PatientFeatures", "TrainConfig", "TrainResult", "collat
            "learning_diagnostics", "NOT_FIT_TRAIN_CTD", "MIN_VAL_PAIRS", "freeze_parameters",
            "dropout_passes", "train_mode", "output_curves", "binary_targets", "BinaryTargets",
            "oversample_probabilities", "binary_training_auc", "binary_selection_criterion",
-           "log_hazards", "set_cox_baseline",
+           "log_hazards", "set_cox_baseline", "grid_cumulative_hazard",
            "CLASS_WEIGHTS"]
 
 #: The default (24-month) survival grid, S(t_j) for t_j = 0, 1, ..., 24; a run's own grid is
@@ -107,12 +107,27 @@ def log_hazards(model: torch.nn.Module, patients: list[PatientFeatures], *, batc
     return np.concatenate(out).astype(np.float64)
 
 
+def grid_cumulative_hazard(baseline, grid: TimeGrid) -> np.ndarray:
+    """A continuous-time cumulative hazard read in the columns' convention of the grid.
+
+    The DeepHit columns are ``S_j = P(T_d > j)``: survival through the end of bin ``j``
+    (:func:`ctsurv.models.month_bins`; README, "Calibration"), i.e. ``S(((j + 1) w)^-)`` for
+    ``j < n`` and ``S(H)`` for the last column. A Cox head's curves take the same meaning, so that
+    every metric reads every head alike: ``H_0`` is taken just before ``(j + 1) w`` (capped at the
+    horizon) and at ``H`` for the last column.
+    """
+    ends = np.minimum(grid.times[:-1] + grid.bin_width, grid.horizon)
+    return np.concatenate([baseline.cumulative_hazard(ends, left=True),
+                           baseline.cumulative_hazard([grid.horizon])])
+
+
 def set_cox_baseline(model: torch.nn.Module, patients: list[PatientFeatures], time, event,
                      grid: TimeGrid) -> np.ndarray:
     """Fit the Breslow baseline of a Cox head on ``patients`` (a fold's *training* patients,
-    times censored at the grid's horizon) and store it on the grid in the head; returns it."""
+    times censored at the grid's horizon) and store it in the head in the grid's column
+    convention (:func:`grid_cumulative_hazard`); returns it."""
     t, e = grid.censor(time, event)
-    cumhaz = breslow_baseline(t, e, log_hazards(model, patients)).cumulative_hazard(grid.times)
+    cumhaz = grid_cumulative_hazard(breslow_baseline(t, e, log_hazards(model, patients)), grid)
     with torch.no_grad():
         model.head.baseline_cumhaz.copy_(torch.as_tensor(cumhaz, dtype=model.head.baseline_cumhaz.dtype))
     return cumhaz

@@ -8,7 +8,8 @@ for a predictions frame (one row per patient, ``S_*`` columns on the run's grid,
 * calibration slope (Cox regression on the complementary log-log of the prediction);
 * the smoothed calibration curve with ICI, E50, E90 and Emax (Austin et al. 2020);
 * the grouped calibration table with the Greenwood-Nam-D'Agostino test;
-* D-calibration of the whole curves (Haider et al. 2020).
+* D-calibration of the whole curves (Haider et al. 2020);
+* the same measures at the median and the maximum follow-up (seed 002), with the grouped MAE.
 
 A measure that is undefined on some patients (e.g. no death by the horizon in a small fold) is
 reported as ``{"error": reason}`` in its place, never dropped.
@@ -22,9 +23,10 @@ import pandas as pd
 from ctsurv.exceptions import MetricError
 from ctsurv.stats.calibration import (calibration_at, calibration_in_the_large, calibration_slope,
                                       d_calibration, smoothed_calibration)
+from ctsurv.stats.km import kaplan_meier
 from ctsurv.types import TimeGrid
 
-__all__ = ["calibration_report", "calibration_horizons", "REPORT_HORIZONS"]
+__all__ = ["calibration_report", "calibration_horizons", "follow_up_calibration", "REPORT_HORIZONS"]
 
 #: reporting horizons (months) of seeds 002/003, used where they lie on the grid
 REPORT_HORIZONS = (12.0, 24.0, 36.0, 60.0)
@@ -65,6 +67,40 @@ def _dcal(time, event, surv, times) -> dict:
             "counts": np.asarray(d.counts).tolist(), "n": d.n}
 
 
+def follow_up_calibration(time, event, surv, grid: TimeGrid) -> dict:
+    """Calibration at the median and the maximum follow-up (seed 002), pooled.
+
+    The median follow-up is the reverse Kaplan-Meier median (Schemper and Smith 1996: the
+    Kaplan-Meier estimate with the event indicator reversed, so follow-up ends at censoring and
+    deaths are censored); the maximum is the longest observed time. Both are of the times as
+    given (a run's are censored at its horizon, so neither exceeds it) and are taken down to the
+    grid point at or below them, where the curves are defined. At each: the measures of the
+    reporting horizons, whose grouped ``mean_abs_difference`` (mean |predicted - Kaplan-Meier|
+    over five risk groups, weighted by group size) is seed 002's calibration MAE.
+    """
+    time, event = np.asarray(time, float), np.asarray(event, int)
+    out = {}
+    try:
+        median = float(kaplan_meier(time, 1 - event).median)
+    except MetricError as exc:
+        median = float("nan")
+        out["median_error"] = str(exc)
+    for name, months in (("median", median), ("maximum", float(time.max()))):
+        snapped = np.floor(months / grid.bin_width + 1e-9) * grid.bin_width if np.isfinite(months) else np.nan
+        snapped = float(min(snapped, grid.horizon)) if np.isfinite(snapped) else np.nan
+        row = {"months": months if np.isfinite(months) else None,
+               "grid_months": snapped if np.isfinite(snapped) else None}
+        if not (np.isfinite(snapped) and snapped > 0):
+            row["error"] = (f"the {name} follow-up ({months:.3g} months) has no grid point above 0"
+                            if np.isfinite(months) else out.get("median_error", "the reverse Kaplan-Meier "
+                                                                "curve never reaches 0.5: no median follow-up"))
+        else:
+            row.update(_at_horizon(time, event, surv[:, grid.index(snapped)], snapped, smooth=True,
+                                   grouped=True))
+        out[name] = row
+    return out
+
+
 def calibration_report(preds: pd.DataFrame, horizons=None) -> dict:
     """Calibration of the curves in ``preds``, pooled and (with a ``fold`` column) per fold.
 
@@ -79,7 +115,8 @@ def calibration_report(preds: pd.DataFrame, horizons=None) -> dict:
     -------
     dict
         ``horizons``; ``pooled``: per horizon ``citl``, ``slope``, ``smoothed`` (ICI, E50, E90,
-        Emax), ``grouped`` (GND test and table); ``d_calibration`` (pooled);
+        Emax), ``grouped`` (GND test and table); ``d_calibration`` (pooled); ``follow_up``:
+        the same at the median and maximum follow-up (:func:`follow_up_calibration`);
         ``per_fold``: per fold and horizon ``citl`` and ``smoothed`` where defined, and the
         fold's D-calibration. Small folds make the per-fold smoothed curve unstable: read it
         beside the pooled one.
@@ -100,6 +137,7 @@ def calibration_report(preds: pd.DataFrame, horizons=None) -> dict:
         out["pooled"][f"{h:g}"] = _at_horizon(time, event, surv[:, grid.index(h)], h,
                                              smooth=True, grouped=True)
     out["d_calibration"] = _dcal(time, event, surv, grid.times)
+    out["follow_up"] = follow_up_calibration(time, event, surv, grid)
     if "fold" in preds.columns:
         for k, df in preds.groupby("fold"):
             t, e, s = df["time"].to_numpy(float), df["event"].to_numpy(int), df[cols].to_numpy(float)

@@ -140,12 +140,14 @@ class BreslowBaseline:
     times: np.ndarray
     cumhaz: np.ndarray
 
-    def cumulative_hazard(self, times) -> np.ndarray:
-        """:math:`\\hat H_0(t)` at ``times`` (any order, finite, >= 0)."""
+    def cumulative_hazard(self, times, *, left: bool = False) -> np.ndarray:
+        """:math:`\\hat H_0(t)` at ``times`` (any order, finite, >= 0); ``left=True`` gives the
+        left limit :math:`\\hat H_0(t^-)` (event times strictly before ``t``)."""
         t = np.asarray(times, dtype=float).reshape(-1)
         if not np.all(np.isfinite(t)) or np.any(t < 0):
             raise MetricError("times must be finite and >= 0")
-        return np.concatenate([[0.0], self.cumhaz])[np.searchsorted(self.times, t, side="right")]
+        side = "left" if left else "right"
+        return np.concatenate([[0.0], self.cumhaz])[np.searchsorted(self.times, t, side=side)]
 
     def survival(self, eta, times) -> np.ndarray:
         """:math:`S(t \\mid \\eta) = \\exp(-\\hat H_0(t) e^{\\eta})`, shape ``(n, len(times))``."""
