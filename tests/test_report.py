@@ -234,6 +234,13 @@ def test_calibration_section_says_which_version_predictions_hold(run_dir, report
             assert row["km_observed"] == f"{citl['observed']:.3f}"
     dcal = {c[0]: c[3] for _, c in page.body_rows("d-calibration")}
     assert dcal["raw"] == f"{cal['raw']['d_calibration']['p_value']:.3g}"
+    # seed 002's calibration at the median and maximum follow-up, from metrics.json
+    head = page.header("calibration-follow-up")
+    rows = [dict(zip(head, c)) for _, c in page.body_rows("calibration-follow-up")]
+    assert {(r["version"], r["follow_up"]) for r in rows} == {(v, w) for v in ("raw", "recalibrated")
+                                                              for w in ("median", "maximum")}
+    mx = next(r for r in rows if r["version"] == "raw" and r["follow_up"] == "maximum")
+    assert float(mx["grid_months"]) == cal["raw"]["follow_up"]["maximum"]["grid_months"]
 
 
 def test_binary_section_follows_metrics_json(run_dir, report, tmp_path):

@@ -204,7 +204,7 @@ def _calibration(metrics: dict) -> dict:
     cal = metrics.get("calibration")
     if not isinstance(cal, dict):
         return {"missing": "metrics.json holds no calibration (a run written before calibration existed)"}
-    rows, errors, dcal = [], [], []
+    rows, errors, dcal, follow = [], [], [], []
     for version in ("raw", "recalibrated"):
         rep = cal.get(version)
         if not isinstance(rep, dict):
@@ -227,12 +227,22 @@ def _calibration(metrics: dict) -> dict:
         d = rep.get("d_calibration") or {}
         dcal.append({"version": version, "statistic": d.get("statistic"), "df": d.get("df"),
                      "p_value": d.get("p_value"), "error": d.get("error")})
+        for which, at in (rep.get("follow_up") or {}).items():
+            if isinstance(at, dict):  # seed 002: calibration at the median and maximum follow-up
+                follow.append({"version": version, "follow_up": which, "months": at.get("months"),
+                               "grid_months": at.get("grid_months"),
+                               "mean_predicted": _get(at, "citl", "mean_predicted"),
+                               "km_observed": _get(at, "citl", "observed"),
+                               "mae_grouped": _get(at, "grouped", "mean_abs_difference"),
+                               "ici": _get(at, "smoothed", "ici"), "error": at.get("error")})
     maps = [{k: m.get(k) for k in ("fold", "method", "a", "b", "fitted", "n", "n_events", "note")}
             for m in cal.get("maps") or []]
     return {"missing": None, "shown": cal.get("shown"), "note": cal.get("note"),
             "table": _frame(rows, ["version", "horizon", "n", "mean_predicted", "km_observed", "km_low",
                                    "km_high", "difference", "ici", "slope", "slope_low", "slope_high"]),
             "d_calibration": _frame(dcal, ["version", "statistic", "df", "p_value", "error"]),
+            "follow_up": _frame(follow, ["version", "follow_up", "months", "grid_months", "mean_predicted",
+                                         "km_observed", "mae_grouped", "ici", "error"]),
             "maps": _frame(maps, ["fold", "method", "a", "b", "fitted", "n", "n_events", "note"]),
             "errors": errors}
 
@@ -567,6 +577,12 @@ def _section_calibration(d: dict) -> str:
     parts.append(html_table(c["table"], id_="calibration-table"))
     parts.append("<h3>D-calibration</h3>")
     parts.append(html_table(c["d_calibration"], id_="d-calibration"))
+    if len(c.get("follow_up", [])):
+        parts.append("<h3>At the median and maximum follow-up</h3>")
+        parts.append("<p>Seed 002's calibration points: the reverse Kaplan-Meier median follow-up and "
+                     "the longest follow-up, each taken down to the grid; mae_grouped is the mean "
+                     "|predicted - Kaplan-Meier| over five risk groups, weighted by group size.</p>")
+        parts.append(html_table(c["follow_up"], id_="calibration-follow-up"))
     if c["errors"]:
         parts.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in c["errors"]) + "</ul>")
     if len(c["maps"]):
