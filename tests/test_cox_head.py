@@ -196,3 +196,21 @@ def test_a_cox_run_and_final_model_through_the_registry(tiny_cohort, tmp_path):
     state = load_file(str(model_dir / "model.safetensors"))
     base = [v for k, v in state.items() if k.endswith("baseline_cumhaz")]
     assert len(base) == 1 and base[0].shape == (13,) and float(base[0][-1]) > 0
+
+
+def test_no_comparable_validation_pair_keeps_the_last_epoch():
+    """The partial likelihood of validation patients without a comparable pair does not depend
+    on the scores: the last epoch is kept, and said so, instead of a silent epoch 0."""
+    from ctsurv.train import TrainConfig, train_model
+
+    feats, time, event = _planted(n=60, seed=4)
+    val_event = np.zeros(6, dtype=int)  # no deaths among the validation patients
+    res = train_model(_MeanCox, feats[:50], time[:50], event[:50], feats[50:56], time[50:56], val_event,
+                      TrainConfig(epochs=6, augment=False, lr=3e-3, seed=1))
+    assert res.selection == "last_epoch" and res.best_epoch == 5
+    from ctsurv.train import learning_diagnostics
+
+    diag = learning_diagnostics(res, time[50:56], val_event)
+    assert "kept_last_epoch" in diag["flags"] and diag["val_score_kept"] is None
+    # the logged training loss is the cohort's partial likelihood, not n / b times it
+    assert 0 < res.history[-1]["train_loss"] < 5

@@ -1,7 +1,9 @@
 """No PHI out (issue 20, item 6): a phantom cohort whose DICOM headers carry a patient name, a
 birth date, an address, accession numbers, an institution and physicians goes through prepare,
 run, fit, predict, evaluate and report; no output file holds any of those strings, only the
-cohort's own patient IDs."""
+cohort's own patient IDs. The scan reads every file's bytes and the decoded strings of numpy
+files (their members may be deflated, their strings UTF-32); text drawn inside images is not
+read."""
 
 from __future__ import annotations
 
@@ -49,8 +51,20 @@ def _leaks(root: Path) -> list[str]:
                     for part in PHI[k].split("^")})
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
+        if path.suffix in (".npz", ".npy"):  # deflated members and UTF-32 strings: decode them
+            data += _array_text(path)
         found += [f"{path.relative_to(root)}: {k}" for k, v in needles.items() if v in data]
     return found
+
+
+def _array_text(path: Path) -> bytes:
+    """The string and byte contents of a numpy file's arrays, as UTF-8."""
+    import numpy as np
+
+    loaded = np.load(path, allow_pickle=False)
+    arrays = [loaded[k] for k in loaded.files] if hasattr(loaded, "files") else [loaded]
+    text = [str(x) for a in arrays if a.dtype.kind in "US" for x in np.ravel(a)]
+    return "\n".join(text).encode()
 
 
 def test_no_header_phi_reaches_any_output(tiny_cohort, tmp_path):
@@ -80,7 +94,17 @@ def test_no_header_phi_reaches_any_output(tiny_cohort, tmp_path):
 
 
 @pytest.mark.parametrize("keyword", ["PatientName", "AccessionNumber"])
-def test_the_scan_finds_a_leak(tmp_path, keyword):
-    """The scanner itself: a file holding a planted value is reported."""
-    (tmp_path / "a.csv").write_text(f"patient_id,x\nP1,{PHI[keyword]}\n")
+@pytest.mark.parametrize("form", ["csv", "npz"])
+def test_the_scan_finds_a_leak(tmp_path, keyword, form):
+    """The scanner itself: a file holding a planted value is reported, also inside a compressed
+    numpy archive's JSON string (as prepared artifacts keep their metadata)."""
+    import json
+
+    import numpy as np
+
+    if form == "csv":
+        (tmp_path / "a.csv").write_text(f"patient_id,x\nP1,{PHI[keyword]}\n")
+    else:
+        np.savez_compressed(tmp_path / "a.npz", meta=np.array(json.dumps({"name": PHI[keyword]})),
+                            slices=np.zeros((2, 4, 4), np.float32))
     assert _leaks(tmp_path) and all(keyword in leak for leak in _leaks(tmp_path))

@@ -52,6 +52,9 @@ def test_source_never_unpickles():
             else:
                 continue
             problems += [f"{where}:{node.lineno} imports {n}" for n in names if n in UNSAFE_MODULES]
+            if isinstance(node, ast.ImportFrom) and (node.module or "") in ("numpy", "torch"):
+                problems += [f"{where}:{node.lineno} imports {node.module}.load by name (unchecked)"
+                             for a in node.names if a.name == "load"]
         for base, attr, node in _calls(tree):
             kw = {k.arg: k.value for k in node.keywords}
             if base in ("np", "numpy") and attr == "load":

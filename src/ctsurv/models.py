@@ -695,12 +695,13 @@ def cox_cohort_loss(log_hz: Tensor, index: Tensor, memory: Tensor, time: Tensor,
     .. math:: L_B = \\frac{n}{b}\\, \\mathrm{NLL}\\big(\\tilde\\eta;\\ T, \\delta\\big), \\quad
               \\tilde\\eta_j = \\eta_j\\ (j \\in B), \\quad \\tilde\\eta_j = m_j\\ (j \\notin B)
 
-    The gradient reaches only the batch, and for each batch member it is exactly that
+    The gradient reaches only the batch, and for each batch member it is ``n / b`` times that
     patient's gradient of the cohort loss (every event whose risk set holds it counts) when
-    the memory is current; over uniformly drawn batches its expectation is the full-cohort
+    the memory is current: over an epoch's batches, weighted by ``b / n``, the gradients sum to
+    the cohort gradient, and over uniformly drawn batches their expectation is the cohort
     gradient, so the optimum is the cohort's Cox fit (``tests/test_cox_head.py`` recovers
     lifelines' coefficients at batch 4 and 16). Stale memory entries (patients not seen since
-    an earlier step of the epoch) are the approximation, as in memory-bank contrastive
+    an earlier step of the epoch, while the parameters moved) are the approximation, as in memory-bank contrastive
     training and torchsurv's ``Momentum``.
 
     Parameters

@@ -616,7 +616,9 @@ def learning_summary(records: list[dict], metrics: dict) -> dict:
                          f"{NOT_FIT_TRAIN_CTD} (the head did not fit)"),
                         ("few_validation_pairs", f"fewer than {MIN_VAL_PAIRS} comparable validation pairs "
                          "chose the epoch (selection is noisy)"),
-                        ("kept_first_epoch", "the kept epoch is epoch 0 (validation never improved)")):
+                        ("kept_first_epoch", "the kept epoch is epoch 0 (validation never improved)"),
+                        ("kept_last_epoch", "no comparable validation pair could rank the Cox head's "
+                         "epochs: the last epoch was kept")):
         folds = [r["fold"] for r in rows if flag in r.get("flags", [])]
         if folds:
             warnings.append(f"folds {folds}: {words}")

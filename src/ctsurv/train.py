@@ -286,7 +286,9 @@ def learning_diagnostics(result: TrainResult, val_time, val_event) -> dict:
     stayed near chance on its own training data), ``"few_validation_pairs"`` (fewer than
     :data:`MIN_VAL_PAIRS` comparable validation pairs: epoch selection is unreliable),
     ``"selected_by_loss"`` (no comparable validation pair: the loss chose), ``"kept_first_epoch"``
-    (selection kept epoch 0: the validation score never improved).
+    (selection kept epoch 0: the validation score never improved), ``"kept_last_epoch"`` (a Cox
+    head whose validation patients have no comparable pair: nothing could choose, the last
+    epoch was kept).
     """
     kept = result.history[result.best_epoch] if result.history else {}
     val_time, val_event = np.asarray(val_time, float), np.asarray(val_event)
@@ -299,11 +301,14 @@ def learning_diagnostics(result: TrainResult, val_time, val_event) -> dict:
         flags.append("few_validation_pairs")
     if result.selection == "val_loss" and pairs == 0:
         flags.append("selected_by_loss")
+    if result.selection == "last_epoch":  # a Cox head without a comparable validation pair
+        flags.append("kept_last_epoch")
     if result.best_epoch == 0 and len(result.history) > 1:
         flags.append("kept_first_epoch")
     return {"kept_epoch": int(result.best_epoch), "train_ctd_kept": train_ctd,
             **({"train_auc_kept": kept["train_auc"]} if "train_auc" in kept else {}),
-            "val_score_kept": kept.get(result.selection), "selection": result.selection,
+            "val_score_kept": None if result.selection == "last_epoch" else kept.get(result.selection),
+            "selection": result.selection,
             "val_patients": int(len(val_time)), "val_events": int(val_event.sum()),
             "val_pairs": int(pairs), "flags": flags}
 
@@ -497,12 +502,17 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
     binary, cox = _is_binary(model), _is_cox(model)
     after_step = None
     if cox:  # log-hazards with the whole fold's risk sets; baseline from its training patients
-        if not train_event.any():
-            raise CtsurvError(f"model.head cox: no deaths among the {len(train)} training patients of "
-                              "this fold: the partial likelihood has nothing to fit")
         cens_t, cens_e = (torch.as_tensor(a) for a in grid.censor(train_time, train_event))
+        if not bool(cens_e.any()):
+            raise CtsurvError(f"model.head cox: no deaths by {grid.horizon:g} months among the {len(train)} "
+                              "training patients of this fold: the partial likelihood has nothing to fit")
         memory = torch.as_tensor(log_hazards(model, train))
         criterion = selection_criterion(cfg.selection, val_time, val_event, grid)
+        if criterion == "val_loss" and cfg.selection != "last" and (
+                len(val_time) < 2 or comparable_pairs(*grid.censor(val_time, val_event)) == 0):
+            # without a comparable validation pair the partial likelihood does not depend on
+            # the risk scores: every epoch would score alike and epoch 0 would be kept
+            criterion = "last_epoch"
         draw = None
 
         def batch_loss(out, b):
@@ -579,12 +589,15 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
             opt.step()
             if after_step is not None:
                 after_step(out, b)
-            total += loss.item() * len(b)
+            # a Cox head's loss is the cohort's times n / b: log the cohort NLL itself
+            total += loss.item() * len(b) * (len(b) / len(train) if cox else 1.0)
         if cox:  # this epoch's curves: the Breslow baseline of its training patients
             set_cox_baseline(model, train, train_time, train_event, grid)
         if criterion == "val_ctd":
             surv, _ = predict(model, val)
             score = concordance_td(val_time, val_event, surv, grid.times, method="antolini")
+        elif criterion == "last_epoch":  # nothing on the validation patients can choose
+            score = float(epoch)
         elif criterion == "val_auc":
             surv, _ = predict(model, val)
             score = binary_auc(vt.label, 1.0 - surv[:, 0], sample_weight=vt.ipcw)

@@ -217,7 +217,8 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
         ct = None
         for region, kind in [(r, "radiomics") for r in regions] + [(r, "calcium") for r in calcium_regions]:
             key = _cache_key(entry, region, settings, classes if kind == "radiomics" else ["calcium"])
-            path = cache / pid / (hashlib.sha1(f"{kind}:{region}".encode()).hexdigest()[:12] + ".json")
+            name = region if kind == "radiomics" else f"{kind}:{region}"  # radiomics keep their names
+            path = cache / pid / (hashlib.sha1(name.encode()).hexdigest()[:12] + ".json")
             if path.exists():
                 rec = json.loads(path.read_text())
                 if rec.get("key") == key:
