@@ -175,3 +175,10 @@ def test_command_on_the_lung1_clinical_table(lung1_clinical, tmp_path, capsys):
     assert float(head.loc["deadstatus.event", "p_value"]) == pytest.approx(
         stats.chi2_contingency(ev, correction=False).pvalue, rel=1e-9)
     assert "Table 1 by gender" in md and "Mann-Whitney U" in md
+
+
+def test_numeric_groups_and_levels_sort_as_numbers():
+    df = pd.DataFrame({"site": [10, 2, 2, 10, 1, 1] * 3, "grade": [10, 9, 2, 1, 9, 10] * 3})
+    t = table1(df, "site", categorical=["grade"], rng=_rng())
+    assert list(t.columns[4:7]) == ["site=1", "site=2", "site=10"]
+    assert list(t.loc[t.level != "", "level"]) == ["1", "2", "9", "10"]

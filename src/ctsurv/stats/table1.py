@@ -124,6 +124,14 @@ def _looks_categorical(s: pd.Series, max_levels: int) -> bool:
     return bool(np.all(x == np.round(x))) and len(np.unique(x)) <= max_levels
 
 
+def _sorted_levels(values) -> list:
+    """Numbers in numeric order (2 before 10), anything else by its text."""
+    values = list(values)
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
+        return sorted(values, key=float)
+    return sorted(values, key=str)
+
+
 def _fmt_level(value) -> str:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))  # T stage 2.0 (a float column with missing values) is "2"
@@ -186,7 +194,7 @@ def table1(data: pd.DataFrame, groups: str, *, variables: Sequence[str] | None =
     df = data[data[groups].notna()].reset_index(drop=True)
     if df.empty:
         raise MetricError(f"table1: every value of {groups!r} is missing")
-    levels = sorted(pd.unique(df[groups]), key=str)
+    levels = _sorted_levels(pd.unique(df[groups]))
     g = df[groups].to_numpy()
     labels = [f"{groups}={lv}" for lv in levels]
     rows = [{"variable": "n", "level": "", "type": "", "overall": str(len(df)),
@@ -200,7 +208,7 @@ def table1(data: pd.DataFrame, groups: str, *, variables: Sequence[str] | None =
             test, p = compare_categorical(col, g, n_resamples=n_resamples, rng=rng)
             rows.append({"variable": name, "level": "", "type": "categorical", "overall": "",
                          **{lab: "" for lab in labels}, "p_value": p, "test": test, "missing": missing})
-            values = sorted(pd.unique(col.dropna()), key=lambda x: (str(type(x)), x))
+            values = _sorted_levels(pd.unique(col.dropna()))
             for value in values:
                 def cell(mask):
                     denom = int(col[mask].notna().sum())
