@@ -421,9 +421,8 @@ class LinearProbe:
     def _fit_once(X, t, e, n_components, alpha):
         mean, scale, support, comps = _fit_transform(X, n_components)
         Z = _scores(X, mean, scale, comps)
-        rs = _Breslow(t, e)
-        beta = _ridge_fit(rs, Z, alpha)
-        return (mean, scale, support, comps), beta, rs, Z
+        beta = _ridge_fit(_Breslow(t, e), Z, alpha)
+        return (mean, scale, support, comps), beta, Z
 
     def fit(self, X, time, event) -> LinearProbe:
         """Fit on the training patients ``X`` (n, F) with survival ``(time, event)``; see the
@@ -479,7 +478,7 @@ class LinearProbe:
             alpha = max(a for a, s in defined.items() if s >= best - _SCORE_TIE)
         else:
             alpha = alphas[0]
-        (mean, scale, support, comps), beta, rs, Z = self._fit_once(X, t, e, n_components, alpha)
+        (mean, scale, support, comps), beta, Z = self._fit_once(X, t, e, n_components, alpha)
         self.n_features_in_ = X.shape[1]
         self.mean_, self.scale_, self.support_, self.components_ = mean, scale, support, comps
         self.n_components_ = comps.shape[0]

@@ -125,12 +125,16 @@ def set_cox_baseline(model: torch.nn.Module, patients: list[PatientFeatures], ti
                      grid: TimeGrid) -> np.ndarray:
     """Fit the Breslow baseline of a Cox head on ``patients`` (a fold's *training* patients,
     times censored at the grid's horizon) and store it in the head in the grid's column
-    convention (:func:`grid_cumulative_hazard`); returns it."""
+    convention (:func:`grid_cumulative_hazard`); returns the patients' survival curves
+    ``(n, n_times)`` under it, exactly as :func:`predict` would give them."""
+    eta = log_hazards(model, patients)
     t, e = grid.censor(time, event)
-    cumhaz = grid_cumulative_hazard(breslow_baseline(t, e, log_hazards(model, patients)), grid)
+    cumhaz = grid_cumulative_hazard(breslow_baseline(t, e, eta), grid)
+    buf = model.head.baseline_cumhaz
     with torch.no_grad():
-        model.head.baseline_cumhaz.copy_(torch.as_tensor(cumhaz, dtype=model.head.baseline_cumhaz.dtype))
-    return cumhaz
+        buf.copy_(torch.as_tensor(cumhaz, dtype=buf.dtype))
+        # eta was computed in the buffer's precision: casting back is exact
+        return cox_survival(torch.as_tensor(eta, dtype=buf.dtype), buf).numpy().astype(np.float64)
 
 
 #: class weighting of a binary head's loss: "balanced" (each class carries half the total
@@ -591,8 +595,9 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
                 after_step(out, b)
             # a Cox head's loss is the cohort's times n / b: log the cohort NLL itself
             total += loss.item() * len(b) * (len(b) / len(train) if cox else 1.0)
-        if cox:  # this epoch's curves: the Breslow baseline of its training patients
-            set_cox_baseline(model, train, train_time, train_event, grid)
+        # a Cox head's curves come from this epoch's Breslow baseline of its training patients,
+        # whose own curves come with it
+        train_surv = set_cox_baseline(model, train, train_time, train_event, grid) if cox else None
         if criterion == "val_ctd":
             surv, _ = predict(model, val)
             score = concordance_td(val_time, val_event, surv, grid.times, method="antolini")
@@ -603,7 +608,8 @@ def _train_one(build_model, train, train_time, train_event, val, val_time, val_e
             score = binary_auc(vt.label, 1.0 - surv[:, 0], sample_weight=vt.ipcw)
         else:
             score = -loss_on(val, val_time, val_event)
-        train_surv, _ = predict(model, train)
+        if train_surv is None:
+            train_surv, _ = predict(model, train)
         history.append({"epoch": epoch, "train_loss": total / len(train), criterion: score,
                         **dict([fit_score(train_surv)])})
         if cfg.selection != "last" and score > best[0]:

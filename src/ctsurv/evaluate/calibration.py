@@ -86,17 +86,16 @@ def follow_up_calibration(time, event, surv, grid: TimeGrid) -> dict:
         median = float("nan")
         out["median_error"] = str(exc)
     for name, months in (("median", median), ("maximum", float(time.max()))):
-        snapped = np.floor(months / grid.bin_width + 1e-9) * grid.bin_width if np.isfinite(months) else np.nan
-        snapped = float(min(snapped, grid.horizon)) if np.isfinite(snapped) else np.nan
-        row = {"months": months if np.isfinite(months) else None,
-               "grid_months": snapped if np.isfinite(snapped) else None}
-        if not (np.isfinite(snapped) and snapped > 0):
-            row["error"] = (f"the {name} follow-up ({months:.3g} months) has no grid point above 0"
-                            if np.isfinite(months) else out.get("median_error", "the reverse Kaplan-Meier "
-                                                                "curve never reaches 0.5: no median follow-up"))
+        if not np.isfinite(months):
+            out[name] = {"months": None, "grid_months": None, "error": out.get(
+                "median_error", "the reverse Kaplan-Meier curve never reaches 0.5: no median follow-up")}
+            continue
+        j = int(grid.discretise([months], [0])[0][0])  # the grid point at or below (capped at H)
+        row = {"months": months, "grid_months": float(grid.times[j])}
+        if j == 0:
+            row["error"] = f"the {name} follow-up ({months:.3g} months) has no grid point above 0"
         else:
-            row.update(_at_horizon(time, event, surv[:, grid.index(snapped)], snapped, smooth=True,
-                                   grouped=True))
+            row.update(_at_horizon(time, event, surv[:, j], float(grid.times[j]), smooth=True, grouped=True))
         out[name] = row
     return out
 

@@ -182,8 +182,14 @@ class CoxNet:
 
     def _fit_baseline(self, X, time, event):
         self.baseline_ = breslow_baseline(time, event, X @ self.coef_)
-        self.baseline_times_ = self.baseline_.times
-        self.baseline_cumhaz_ = self.baseline_.cumhaz
+
+    @property
+    def baseline_times_(self) -> np.ndarray:
+        return self.baseline_.times
+
+    @property
+    def baseline_cumhaz_(self) -> np.ndarray:
+        return self.baseline_.cumhaz
 
     def _check_fitted(self, X):
         if not hasattr(self, "coef_"):
