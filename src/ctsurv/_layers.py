@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.synthetic": 1,
     "ctsurv.dropout": 1,  # dropout masks from a seeded stream (torch only)
     "ctsurv.figstyle": 1,  # the one figure style: palette, rcParams, labels, formats
+    "ctsurv.radiomics.voxel": 1,  # vectorised voxel-level radiomics maps (numpy only)
     # L2: embeddings, networks, training, plots, preparation, evaluation, radiomics parts.
     "ctsurv.embed": 2,
     "ctsurv.models": 2,

@@ -23,9 +23,13 @@ def _cmd_synth(a) -> None:
 def _cmd_prepare(a) -> None:
     from ctsurv.prepare import prepare_cohort, summarize_manifest
 
+    voxel = None
+    if a.voxel_maps:
+        feats = None if a.voxel_maps.strip() == "all" else [f.strip() for f in a.voxel_maps.split(",") if f.strip()]
+        voxel = {"features": feats, "kernel_radius": a.voxel_kernel_radius, "bin_width": a.voxel_bin_width}
     manifest = prepare_cohort(a.images, a.clinical, a.out, workers=a.workers,
                               progress=not a.no_progress, horizon_months=a.horizon,
-                              tumour_roi=a.tumour_roi)
+                              tumour_roi=a.tumour_roi, voxel_maps=voxel)
     print(f"[ctsurv] {summarize_manifest(manifest)}; manifest: {Path(a.out) / 'manifest.csv'}")
 
 
@@ -319,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--horizon", type=float, default=24.0, help="administrative censoring, months")
     s.add_argument("--tumour-roi", help="also carry this region (RTSTRUCT/SEG, e.g. GTV-1) onto the "
                    "prepared grid, for tumour-focused 3D crops (model.volume_region: tumour)")
+    s.add_argument("--voxel-maps", metavar="FEATURES", help="also compute voxel-level radiomics maps in "
+                   "the tumour region: 'all', or comma-separated classes / class_Feature names (seed 002)")
+    s.add_argument("--voxel-kernel-radius", type=int, default=1, help="kernel radius of the voxel maps")
+    s.add_argument("--voxel-bin-width", type=float, default=25.0, help="HU bin width of the voxel maps")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_prepare)
 

@@ -514,3 +514,59 @@ def validate_cohort(
     clean["event_raw"] = clean["event_raw"].astype(np.int64)
     clean.attrs["horizon_months"] = full.horizon_months
     return clean, issues
+
+
+def study_preferences(clinical, column: str):
+    """Patient ID -> the pretreatment study named in the table's ``column``, and the table.
+
+    A DataFrame comes back without the column (it is not a covariate); a CSV path is read a
+    second time, as text, for the column alone. Missing tokens (``""``, ``NA`` ...) are no
+    preference. No column: ``{}``.
+    """
+    if clinical is None or not column:
+        return {}, clinical
+    if isinstance(clinical, pd.DataFrame):
+        raw = clinical
+    else:
+        try:
+            raw = pd.read_csv(clinical, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except Exception:  # noqa: BLE001 - load_survival_table reports an unreadable table
+            return {}, clinical
+    lower = {str(c).strip().lower(): c for c in raw.columns}
+    col = lower.get(column.strip().lower())
+    id_col = next((lower[k] for k in ("patient_id", LUNG1_MAPPING["patient_id"].lower())
+                   if k in lower), None)
+    if col is None or id_col is None:
+        return {}, clinical
+    prefs: dict[str, str] = {}
+    for pid, value in zip(raw[id_col], raw[col]):
+        text = "" if pd.isna(value) else str(value).strip()
+        if text.lower() in MISSING_TOKENS or pd.isna(pid):
+            continue
+        prefs.setdefault(str(pid).strip(), text)
+    if isinstance(clinical, pd.DataFrame):
+        clinical = clinical.drop(columns=[col])
+    return prefs, clinical
+
+
+def load_survival_table(clinical, horizon_months):
+    """Standardised survival table and its issues (``patient_id``, ``reason``; one row per patient).
+
+    ``clinical``: a LUNG1-format CSV path (read with :func:`read_lung1_clinical`), an already
+    standardised DataFrame, or None (``(None, empty issues)``).
+    """
+    empty = pd.DataFrame(columns=["patient_id", "reason"])
+    if clinical is None:
+        return None, empty
+    if isinstance(clinical, pd.DataFrame):
+        table = clinical.copy()
+    else:
+        table = read_lung1_clinical(clinical, horizon_months=horizon_months)
+    clean, issues = validate_cohort(table, image_ids=None)
+    if len(issues):
+        issues = issues.rename(columns={"problem": "reason"})
+        issues = issues.groupby("patient_id", as_index=False)["reason"].agg("; ".join)
+    else:
+        issues = empty
+    clean = clean[~clean["patient_id"].isin(issues["patient_id"])]
+    return clean.reset_index(drop=True), issues

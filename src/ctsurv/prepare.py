@@ -474,8 +474,14 @@ def _entry_label(images_dir: Path, f: Path) -> str:
     return parts[0] if len(parts) > 1 else TOP_LEVEL_FILES
 
 
+def voxel_maps_path(out_dir: str | Path, pid: str) -> Path:
+    """The patient's voxel-map artifact (:mod:`ctsurv.radiomics.voxel.cache`)."""
+    return Path(out_dir) / "patients" / f"{pid}.voxelmaps.npz"
+
+
 def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out_dir: str,
-                 config_dict: dict, key: str, study: str | None, tumour_roi: str | None = None) -> dict:
+                 config_dict: dict, key: str, study: str | None, tumour_roi: str | None = None,
+                 voxel_maps: dict | None = None) -> dict:
     """Worker: read, preprocess and save one patient. Returns a manifest row."""
     from ctsurv.io import read_ct, read_dicom_ct, read_roi_mask  # only the workers read images
 
@@ -500,6 +506,11 @@ def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out
                                   "with an RTSTRUCT or SEG; this patient is a volume file")
             first = Path(entries[0])
             extra = {"tumour": read_roi_mask(first if first.is_dir() else first.parent, ct, tumour_roi)}
+            if voxel_maps:  # seed 002's maps on the native CT and region (reused by fingerprint)
+                from ctsurv.radiomics.voxel.cache import cached_voxel_maps
+
+                cached_voxel_maps(ct, extra["tumour"], voxel_maps_path(out_dir, pid), patient_id=pid,
+                                  **voxel_maps)
         pre = preprocess_ct(ct, PreprocessConfig(**config_dict), extra_masks=extra)
         path = artifact_path(out_dir, pid)
         pre.save(path)
@@ -517,9 +528,11 @@ def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out
     return row
 
 
-def _reusable(out_dir: Path, pid: str, key: str) -> dict | None:
+def _reusable(out_dir: Path, pid: str, key: str, voxel_maps: dict | None = None) -> dict | None:
     meta_path = _artifact_meta_path(out_dir, pid)
     if not (meta_path.exists() and artifact_path(out_dir, pid).exists()):
+        return None
+    if voxel_maps and not voxel_maps_path(out_dir, pid).exists():
         return None
     try:
         meta = json.loads(meta_path.read_text())
@@ -548,6 +561,7 @@ def prepare_cohort(
     horizon_months: float | None = 24.0,
     study_column: str = STUDY_COLUMN,
     tumour_roi: str | None = None,
+    voxel_maps: dict | None = None,
 ) -> pd.DataFrame:
     """Ingest and preprocess a cohort; write ``manifest.csv``, ``cohort.csv`` and artifacts.
 
@@ -586,6 +600,11 @@ def prepare_cohort(
         Also carry this region (RTSTRUCT or SEG, :func:`ctsurv.io.read_roi_mask`) onto the
         prepared grid as the artifact's ``"tumour"`` mask; a patient without it is excluded
         with the reason (``data.tumour_roi``).
+    voxel_maps : dict, optional
+        Also compute voxel-level radiomics maps of that region on the native CT, keywords of
+        :func:`ctsurv.radiomics.voxel.voxel_maps` (``features``, ``kernel_radius``,
+        ``bin_width`` ...), into ``patients/<ID>.voxelmaps.npz`` (:func:`voxel_maps_path`);
+        needs ``tumour_roi``. A rerun reuses them while image, region and settings are unchanged.
 
     Returns
     -------
@@ -595,11 +614,13 @@ def prepare_cohort(
         not a patient's (:func:`scan_images`).
     """
     config = config or PreprocessConfig()
+    if voxel_maps and not tumour_roi:
+        raise CtsurvError("voxel maps are computed inside the tumour region: give tumour_roi (data.tumour_roi)")
     out_dir = Path(out_dir)
     (out_dir / "patients").mkdir(parents=True, exist_ok=True)
 
-    studies, clinical = _study_preferences(clinical, study_column)
-    table, table_issues = _load_table(clinical, horizon_months)
+    studies, clinical = cohort_mod.study_preferences(clinical, study_column)
+    table, table_issues = cohort_mod.load_survival_table(clinical, horizon_months)
     listed = None if table is None else (
         set(table["patient_id"].astype(str)) | set(table_issues["patient_id"].astype(str)))
     sources, ignored = scan_images(images_dir, listed)
@@ -640,13 +661,15 @@ def prepare_cohort(
         settings = {**config_dict, "pretreatment_study": study} if study else config_dict
         if tumour_roi:
             settings = {**settings, "tumour_roi": tumour_roi}
+        if voxel_maps:
+            settings = {**settings, "voxel_maps": voxel_maps}
         key = source_key(src.entries, settings)
-        reused = _reusable(out_dir, pid, key)
+        reused = _reusable(out_dir, pid, key, voxel_maps)
         if reused is not None:
             rows[pid] = reused
         else:
             todo.append((pid, [str(e) for e in src.entries], src.is_dicom, str(images_dir),
-                         str(out_dir), config_dict, key, study, tumour_roi))
+                         str(out_dir), config_dict, key, study, tumour_roi, voxel_maps))
 
     if todo:
         bar = _progress(len(todo), progress, desc="prepare")
@@ -711,58 +734,6 @@ def _config_dict(config) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def _study_preferences(clinical, column: str):
-    """Patient ID -> the pretreatment study named in the table's ``column``, and the table.
-
-    A DataFrame comes back without the column (it is not a covariate); a CSV path is read a
-    second time, as text, for the column alone. Missing tokens (``""``, ``NA`` ...) are no
-    preference. No column: ``{}``.
-    """
-    if clinical is None or not column:
-        return {}, clinical
-    if isinstance(clinical, pd.DataFrame):
-        raw = clinical
-    else:
-        try:
-            raw = pd.read_csv(clinical, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except Exception:  # noqa: BLE001 - _load_table reports an unreadable table
-            return {}, clinical
-    lower = {str(c).strip().lower(): c for c in raw.columns}
-    col = lower.get(column.strip().lower())
-    id_col = next((lower[k] for k in ("patient_id", cohort_mod.LUNG1_MAPPING["patient_id"].lower())
-                   if k in lower), None)
-    if col is None or id_col is None:
-        return {}, clinical
-    prefs: dict[str, str] = {}
-    for pid, value in zip(raw[id_col], raw[col]):
-        text = "" if pd.isna(value) else str(value).strip()
-        if text.lower() in cohort_mod.MISSING_TOKENS or pd.isna(pid):
-            continue
-        prefs.setdefault(str(pid).strip(), text)
-    if isinstance(clinical, pd.DataFrame):
-        clinical = clinical.drop(columns=[col])
-    return prefs, clinical
-
-
-def _load_table(clinical, horizon_months):
-    """Standardised survival table and its issues (patient_id, reason)."""
-    empty = pd.DataFrame(columns=["patient_id", "reason"])
-    if clinical is None:
-        return None, empty
-    if isinstance(clinical, pd.DataFrame):
-        table = clinical.copy()
-    else:
-        table = cohort_mod.read_lung1_clinical(clinical, horizon_months=horizon_months)
-    clean, issues = cohort_mod.validate_cohort(table, image_ids=None)
-    if len(issues):
-        issues = issues.rename(columns={"problem": "reason"})
-        issues = issues.groupby("patient_id", as_index=False)["reason"].agg("; ".join)
-    else:
-        issues = empty
-    clean = clean[~clean["patient_id"].isin(issues["patient_id"])]
-    return clean.reset_index(drop=True), issues
-
-
 def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, unit="patient")
 
@@ -794,4 +765,4 @@ def summarize_manifest(manifest: pd.DataFrame) -> str:
 
 
 __all__ = ["prepare_cohort", "list_image_entries", "scan_image_entries", "scan_images", "ImageSource",
-           "load_prepared", "artifact_path", "source_key", "summarize_manifest"]
+           "load_prepared", "artifact_path", "voxel_maps_path", "source_key", "summarize_manifest"]

@@ -2,14 +2,15 @@
 
 Each use draws from its own stream, ``SeedSequence([seed, TAG, stream id, *index])``:
 
-============  =========================================================================
-``folds``     outer fold assignment and inner validation split of repeat ``r``
-``labels``    the label permutation of ``permute_labels`` (the honesty control)
-``null``      the label permutation of null replica ``j`` (``cv.null_replicas``)
-``models``    the seed of the model of (repeat ``r``, fold ``k``[, null replica ``j``])
-``holdout``   the validation hold-out of a final model (``ctsurv fit``, the estimators)
-``table1``    the Monte Carlo Fisher-Freeman-Halton tests of ``ctsurv table1``
-============  =========================================================================
+================  =========================================================================
+``folds``         outer fold assignment and inner validation split of repeat ``r``
+``labels``        the label permutation of ``permute_labels`` (the honesty control)
+``null``          the label permutation of null replica ``j`` (``cv.null_replicas``)
+``models``        the seed of the model of (repeat ``r``, fold ``k``[, null replica ``j``])
+``holdout``       the validation hold-out of a final model (``ctsurv fit``, the estimators)
+``table1``        the Monte Carlo Fisher-Freeman-Halton tests of ``ctsurv table1``
+``voxel_screen``  the inner 5-fold split of the voxel-map screen of outer fold ``k``
+================  =========================================================================
 
 A model's seed is split again by :func:`model_streams` into its initialisation (torch), batch
 order and augmentation draws (numpy) and dropout masks (:class:`ctsurv.dropout.MaskStream`), so
@@ -27,7 +28,8 @@ __all__ = ["STREAMS", "stream", "rng", "int_seed", "model_streams"]
 
 #: tag mixed into every stream's entropy ("ctsv")
 TAG = 0x63747376
-STREAMS = {"folds": 1, "labels": 2, "null": 3, "models": 4, "holdout": 5, "table1": 6}
+STREAMS = {"folds": 1, "labels": 2, "null": 3, "models": 4, "holdout": 5, "table1": 6,
+           "voxel_screen": 7}
 _MODEL_PARTS = {"init": 0, "batches": 1, "dropout": 2}
 
 
