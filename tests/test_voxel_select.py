@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctsurv.exceptions import RadiomicsError
+from ctsurv.exceptions import CtsurvError, RadiomicsError
 from ctsurv.radiomics.voxel import voxel_maps
 from ctsurv.radiomics.voxel.cache import VoxelMaps, cached_voxel_maps, load_maps
 from ctsurv.radiomics.voxel.select import (MapNormalizer, MapScreen, horizon_labels, map_summaries,
@@ -135,3 +135,22 @@ def test_normalizer_uses_training_voxels_only():
     summary, names = map_summaries(train)
     assert names == ("a", "b") and summary.shape == (3, 2, 2)
     np.testing.assert_allclose(summary[0, :, 0], train[0].maps[:, mask].mean(1), rtol=1e-6)
+
+
+def test_montage_shows_the_maps_inside_the_tumour_only(tmp_path):
+    from ctsurv.plots import plot_voxel_map_montage, save_figure
+
+    hu, mask = _patch(2)
+    vm, _ = cached_voxel_maps(hu, mask, tmp_path / "m.npz", features=["firstorder_Mean", "firstorder_Range"])
+    fig = plot_voxel_map_montage(hu, vm, ["firstorder_Range"], margin=2)
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in image_axes][1:] == ["firstorder_Range"]
+    z = int(np.argmax(mask.sum((1, 2))))
+    assert image_axes[0].get_title().startswith(f"CT (slice {z},")
+    shown = np.ma.masked_invalid(image_axes[1].images[1].get_array())
+    ys, xs = slice(1, 13), slice(2, 14)  # the mask box (3:11, 4:12) with a 2-voxel margin
+    np.testing.assert_array_equal(~np.ma.getmaskarray(shown), mask[z, ys, xs])
+    np.testing.assert_allclose(shown.compressed(), vm.full()[1, z, ys, xs][mask[z, ys, xs]], rtol=1e-6)
+    assert save_figure(fig, tmp_path / "montage.png").stat().st_size > 1000
+    with pytest.raises(CtsurvError, match="not in this file: glcm_Contrast"):
+        plot_voxel_map_montage(hu, vm, ["glcm_Contrast"])

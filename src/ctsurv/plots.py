@@ -1,5 +1,5 @@
 """Figures for papers and reports: KM by group, calibration, DCA, t-AUC, per-fold metrics,
-attention by slice position, survival curves, complexity bubble chart.
+attention by slice position, survival curves, complexity bubble chart, voxel-map montage.
 
 Every plotting function takes ``ax=None`` (a new figure is created when omitted), draws on
 it and returns the :class:`matplotlib.axes.Axes`. Nothing calls ``show()``. New figures are
@@ -35,7 +35,7 @@ __all__ = [
     "plot_km_groups", "plot_calibration", "plot_calibration_before_after", "calibration_panels",
     "plot_decision_curve", "plot_time_auc", "plot_binary_panels",
     "plot_metric_per_fold", "plot_attention_by_position", "plot_survival_curves",
-    "bubble_chart", "save_figure",
+    "bubble_chart", "plot_voxel_map_montage", "save_figure",
 ]
 
 
@@ -465,6 +465,52 @@ def bubble_chart(df: pd.DataFrame, ax=None, x: str = "gflops", y: str = "ctd"):
     ax.set_ylabel(y)
     ax.set_title(f"{n_label(len(df), noun='model')}; bubble area ~ parameters")
     return ax
+
+
+@_styled
+def plot_voxel_map_montage(hu: np.ndarray, vm, names=None, *, z: int | None = None, margin: int = 8,
+                           window: tuple[float, float] = (-160.0, 240.0), ncols: int = 4):
+    """Voxel maps over the tumour slice with the CT beneath (seed 002, Supplementary Figure 2).
+
+    ``hu``: the full CT (z, y, x) the maps were computed on; ``vm``: its
+    :class:`ctsurv.radiomics.voxel.cache.VoxelMaps`; ``names``: the maps to show (default: all,
+    e.g. a fold's selected maps); ``z``: the slice (default: the largest tumour cross-section).
+    The first panel is the CT alone in ``window`` (HU) with the tumour outlined, then one panel per
+    map, coloured inside the tumour only, each with its colour bar. Returns the Figure.
+    """
+    names = list(vm.names if names is None else names)
+    missing = [n for n in names if n not in vm.names]
+    if missing:
+        raise CtsurvError(f"voxel maps not in this file: {', '.join(missing)}")
+    z0, y0, x0 = vm.box
+    dz, dy, dx = vm.mask.shape
+    zl = int(np.argmax(vm.mask.sum((1, 2)))) if z is None else int(z) - z0
+    if not 0 <= zl < dz:
+        raise CtsurvError(f"slice {z} is outside the maps' box (z {z0}..{z0 + dz - 1})")
+    ys = slice(max(y0 - margin, 0), min(y0 + dy + margin, hu.shape[1]))
+    xs = slice(max(x0 - margin, 0), min(x0 + dx + margin, hu.shape[2]))
+    ct = hu[z0 + zl, ys, xs]
+    inside = np.zeros(hu.shape[1:], bool)
+    inside[y0:y0 + dy, x0:x0 + dx] = vm.mask[zl]
+    inside = inside[ys, xs]
+    n = len(names) + 1
+    rows = -(-n // ncols)
+    fig = matplotlib.figure.Figure(figsize=(3.0 * min(n, ncols), 3.0 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, min(n, ncols), squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    axes[0].imshow(ct, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+    axes[0].contour(inside, levels=[0.5], colors=[color(0)], linewidths=1.0)
+    axes[0].set_title(f"CT (slice {z0 + zl}, {window[0]:g} to {window[1]:g} HU)", fontsize=8)
+    for ax, name in zip(axes[1:], names):
+        full = np.full(hu.shape[1:], np.nan)
+        full[y0:y0 + dy, x0:x0 + dx] = np.where(vm.mask[zl], vm.maps[vm.names.index(name), zl], np.nan)
+        ax.imshow(ct, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+        im = ax.imshow(full[ys, xs], cmap="viridis", interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+        ax.set_title(name, fontsize=8)
+    return fig
 
 
 def save_figure(fig, path, *, vector: bool | None = None) -> Path:
