@@ -25,6 +25,15 @@ ORACLE_FAILS: dict[str, str] = {
                 "whole batch's map stays at initValue; tests/test_voxel_glcm.py checks MCC against "
                 "PyRadiomics one voxel per batch",
 }
+#: PyRadiomics' deprecated features that raise DeprecationWarning instead of computing a value:
+#: no oracle; ctsurv computes their documented definition, tested by the equality each is
+#: deprecated for (test_deprecated_features_equal_what_they_duplicate)
+for _name, _reason in {"glcm_Dissimilarity": "= glcm_DifferenceAverage", "glcm_Homogeneity1": "= glcm_Id",
+                       "glcm_Homogeneity2": "= glcm_Idm", "glcm_SumVariance": "= glcm_ClusterTendency",
+                       "gldm_DependencePercentage": "= 1", "gldm_GrayLevelNonUniformityNormalized":
+                       "= firstorder_Uniformity"}.items():
+    ORACLE_FAILS[_name] = f"deprecated in PyRadiomics (raises DeprecationWarning): {_reason}"
+
 
 
 def _check(roi_name: str, cls: str, setting: str) -> None:
@@ -97,3 +106,20 @@ def test_bad_input_names_the_patient():
     hu[0, 0, 0] = np.nan  # outside the mask: never read with a masked kernel
     maps, names = voxel_maps(hu, m, features=["firstorder_Mean"], init_value=-1.0)
     assert maps[0, 1, 2, 2] == 0.0 and maps[0, 0, 0, 0] == -1.0
+
+
+def test_deprecated_features_equal_what_they_duplicate():
+    """PyRadiomics deprecates these because each equals another feature; it computes none of
+    them, so the equality is the test."""
+    roi = ROIS["ties"]()
+    pairs = {"gldm_GrayLevelNonUniformityNormalized": "firstorder_Uniformity", "glcm_Dissimilarity":
+             "glcm_DifferenceAverage", "glcm_Homogeneity1": "glcm_Id", "glcm_Homogeneity2": "glcm_Idm",
+             "glcm_SumVariance": "glcm_ClusterTendency", "firstorder_StandardDeviation": "firstorder_Variance"}
+    names = list(pairs) + list(pairs.values()) + ["gldm_DependencePercentage"]
+    maps, got = voxel_maps(roi.hu, roi.mask, features=names, spacing=roi.spacing)
+    m = dict(zip(got, maps.astype(np.float64)))
+    inside = roi.mask
+    for dep, same in pairs.items():
+        want = np.sqrt(m[same]) if dep == "firstorder_StandardDeviation" else m[same]
+        np.testing.assert_allclose(m[dep][inside], want[inside], rtol=1e-6, err_msg=dep)
+    np.testing.assert_array_equal(m["gldm_DependencePercentage"][inside], 1.0)

@@ -27,52 +27,78 @@ class Roi:
 
 
 def pyradiomics_maps(roi: Roi, classes=CLASSES, *, kernel_radius=1, bin_width=25.0, bin_count=None,
-                     force2D=False, voxel_array_shift=0.0) -> dict[str, np.ndarray]:
-    """Every feature (deprecated ones included) of ``classes`` as full-size maps, by PyRadiomics."""
-    return dict(_cached(roi.name, tuple(classes), kernel_radius, bin_width, bin_count, force2D, voxel_array_shift))
+                     force2D=False, voxel_array_shift=0.0, voxel_batch=-1,
+                     features: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Every feature (deprecated ones included) of ``classes`` as full-size maps, by PyRadiomics;
+    ``features`` (``class_Feature`` names) restricts the extraction to those."""
+    return dict(_cached(roi.name, tuple(classes), kernel_radius, bin_width, bin_count, force2D, voxel_array_shift,
+                        voxel_batch, None if features is None else tuple(features)))
 
 
 @functools.lru_cache(maxsize=64)
-def _cached(name, classes, kernel_radius, bin_width, bin_count, force2D, voxel_array_shift):
+def _cached(name, classes, kernel_radius, bin_width, bin_count, force2D, voxel_array_shift, voxel_batch, features):
+    from radiomics import getFeatureClasses
+
+    roi = ROIS[name]()
+    settings = {"kernelRadius": kernel_radius, "voxelBatch": voxel_batch, "force2D": force2D,
+                "voxelArrayShift": voxel_array_shift}
+    if bin_count is not None:
+        settings["binCount"] = bin_count
+    else:
+        settings["binWidth"] = bin_width
+    if features is None:
+        fc = getFeatureClasses()
+        features = [f"{c}_{n}" for c in classes for n in fc[c].getFeatureNames()]
+    return tuple(extract(roi.hu, roi.mask, roi.spacing, features, **settings).items())
+
+
+def extract(hu: np.ndarray, mask: np.ndarray, spacing=(1.0, 1.0, 1.0), features=CLASSES,
+            **settings) -> dict[str, np.ndarray]:
+    """PyRadiomics' voxel-based maps (masked kernel, ``INIT`` outside, full size) of any array.
+
+    ``features`` are class names or ``class_Feature`` names; ``settings`` are PyRadiomics
+    extractor settings (``kernelRadius``, ``binWidth``, ``force2D``, ``gldm_a``, ...) over these
+    defaults: ``maskedKernel``, ``initValue=INIT``, ``voxelBatch=-1``, ``binWidth=25``, in-plane
+    ``force2Ddimension=0``, ``label=1``, ``minimumROIDimensions=1``.
+    """
     import logging
+    import warnings
 
     import SimpleITK as sitk
     from radiomics import featureextractor, getFeatureClasses
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
-    roi = ROIS[name]()
-    settings = {"kernelRadius": kernel_radius, "maskedKernel": True, "initValue": INIT, "voxelBatch": -1,
-                "force2D": force2D, "force2Ddimension": 0, "label": 1, "minimumROIDimensions": 1,
-                "voxelArrayShift": voxel_array_shift, "additionalInfo": False}
-    if bin_count is not None:
-        settings["binCount"] = bin_count
-    else:
-        settings["binWidth"] = bin_width
-    ex = featureextractor.RadiomicsFeatureExtractor(**settings)
+    base = {"maskedKernel": True, "initValue": INIT, "voxelBatch": -1, "force2Ddimension": 0, "label": 1,
+            "minimumROIDimensions": 1, "additionalInfo": False}
+    if "binCount" not in settings:
+        base["binWidth"] = 25.0
+    ex = featureextractor.RadiomicsFeatureExtractor(**{**base, **settings})
     ex.disableAllFeatures()
     ex.disableAllImageTypes()
     ex.enableImageTypeByName("Original")
     fc = getFeatureClasses()
-    ex.enableFeaturesByName(**{c: list(fc[c].getFeatureNames()) for c in classes})
-    img = sitk.GetImageFromArray(np.ascontiguousarray(roi.hu, np.float64))
-    img.SetSpacing(roi.spacing[::-1])
-    msk = sitk.GetImageFromArray(np.ascontiguousarray(roi.mask, np.uint8))
+    by_class: dict[str, list[str]] = {}
+    for f in features:
+        c, _, n = f.partition("_")
+        by_class.setdefault(c, []).extend([n] if n else list(fc[c].getFeatureNames()))
+    ex.enableFeaturesByName(**by_class)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(hu, np.float64))
+    img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    msk = sitk.GetImageFromArray(np.ascontiguousarray(mask, np.uint8))
     msk.CopyInformation(img)
-    import warnings
-
     with warnings.catch_warnings():  # PyRadiomics' "Mean of empty slice" on kernels without pairs
         warnings.simplefilter("ignore", RuntimeWarning)
         res = ex.execute(img, msk, voxelBased=True)
-    out = []
+    out = {}
     for key, m in res.items():
         if not key.startswith("original_"):
             continue
         arr = sitk.GetArrayFromImage(m).astype(np.float64)
         x0, y0, z0 = img.TransformPhysicalPointToIndex(m.GetOrigin())
-        full = np.full(roi.mask.shape, INIT)
+        full = np.full(mask.shape, INIT)
         full[z0:z0 + arr.shape[0], y0:y0 + arr.shape[1], x0:x0 + arr.shape[2]] = arr
-        out.append((key[len("original_"):], full))
-    return tuple(out)
+        out[key[len("original_"):]] = full
+    return out
 
 
 # ----------------------------------------------------------------------------- regions

@@ -23,7 +23,8 @@ import numpy as np
 
 from ctsurv.exceptions import RadiomicsError
 from ctsurv.radiomics.voxel import firstorder, glcm, gldm, glrlm, glszm, ngtdm
-from ctsurv.radiomics.voxel._kernel import Kernels, discretise, gather_kernels, kernel_offsets, local_ranks
+from ctsurv.radiomics.voxel._kernel import (Kernels, discretise, gather_kernels, kernel_offsets, local_ranks,
+                                            unidirectional_angles)
 
 __all__ = ["voxel_maps", "feature_names", "CLASSES", "DEPRECATED", "Kernels"]
 
@@ -80,8 +81,8 @@ def _inputs(ct, mask, spacing, patient_id):
 
 def voxel_maps(ct, mask, *, features=None, kernel_radius: int = 1, bin_width: float | None = 25.0,
                bin_count: int | None = None, force2D: bool = False, init_value: float = 0.0,
-               voxel_array_shift: float = 0.0, spacing=None, patient_id: str | None = None,
-               voxel_batch: int = 4096) -> tuple[np.ndarray, list[str]]:
+               voxel_array_shift: float = 0.0, gldm_a: int = 0, spacing=None, patient_id: str | None = None,
+               voxel_batch: int = 4096, max_output_bytes: int = 2 ** 32) -> tuple[np.ndarray, list[str]]:
     """Voxel-level radiomics feature maps of a region.
 
     Parameters
@@ -98,7 +99,12 @@ def voxel_maps(ct, mask, *, features=None, kernel_radius: int = 1, bin_width: fl
     force2D : in-plane kernels and angles (PyRadiomics' ``force2D`` with ``force2Ddimension=0``).
     init_value : value of every map outside the mask (PyRadiomics' ``initValue``).
     voxel_array_shift : PyRadiomics' ``voxelArrayShift`` (first-order Energy, TotalEnergy, RMS).
+    gldm_a : PyRadiomics' ``gldm_a``: the largest gray-level difference of a dependent neighbour.
     voxel_batch : ROI voxels per array batch (memory grows linearly with it).
+    max_output_bytes : refuse (with the reason) maps larger than this. The maps cover the whole
+        array given: crop the CT to the region's bounding box first (maps of a voxel read only
+        ROI voxels, so cropping changes no value; :func:`ctsurv.radiomics.voxel.cache.cached_voxel_maps`
+        does it). All 93 maps of a whole 512 x 512 x 134 CT would take 13 GB.
 
     Returns
     -------
@@ -114,6 +120,11 @@ def voxel_maps(ct, mask, *, features=None, kernel_radius: int = 1, bin_width: fl
     for name in names:
         cls, _, f = name.partition("_")
         by_class.setdefault(cls, []).append(f)
+    size = len(names) * mask.size * 4
+    if size > max_output_bytes:
+        raise RadiomicsError(f"{who}: {len(names)} maps of {'x'.join(map(str, mask.shape))} voxels take "
+                             f"{size / 2 ** 30:.1f} GiB (max_output_bytes {max_output_bytes / 2 ** 30:.1f} GiB): "
+                             "crop the image and mask to the region's bounding box first")
     levels, _ = discretise(hu, mask, bin_width=bin_width, bin_count=bin_count)
     gray_levels = np.unique(levels[mask])
     # crop to the ROI box, pad by the kernel radius (outside: level 0, value NaN)
@@ -132,7 +143,12 @@ def voxel_maps(ct, mask, *, features=None, kernel_radius: int = 1, bin_width: fl
     k_levels, _ = gather_kernels(vals, lv, local, offsets)
     ranks, _ = local_ranks(k_levels)
     order = np.argsort(ranks.max(axis=1), kind="stable")
-    settings = {"voxel_array_shift": float(voxel_array_shift)}
+    # the angles along which the ROI has a pair anywhere (PyRadiomics drops the others; GLCM)
+    inside = lv > 0
+    core = tuple(slice(p[0], inside.shape[d] - p[1]) for d, p in enumerate(pad))
+    roi_angles = np.array([np.any(inside[core] & np.roll(inside, tuple(-int(x) for x in a), (0, 1, 2))[core])
+                           for a in unidirectional_angles(force2D)])
+    settings = {"voxel_array_shift": float(voxel_array_shift), "roi_angles": roi_angles, "gldm_a": int(gldm_a)}
     for start in range(0, len(order), int(voxel_batch)):
         sel = order[start:start + int(voxel_batch)]
         kl, kv = gather_kernels(vals, lv, local[sel], offsets)

@@ -48,7 +48,7 @@ def bin_edges(values: np.ndarray, *, bin_width: float | None = 25.0, bin_count: 
 def discretise(hu: np.ndarray, mask: np.ndarray, *, bin_width: float | None = 25.0,
                bin_count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Gray levels (int32, 1..Ng inside ``mask``, 0 outside) and the bin edges used."""
-    values = np.asarray(hu, float)[mask]
+    values = np.asarray(hu)[mask].astype(np.float64)
     edges = bin_edges(values, bin_width=bin_width, bin_count=bin_count)
     levels = np.zeros(mask.shape, np.int32)
     levels[mask] = np.digitize(values, edges)
