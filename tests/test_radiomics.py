@@ -243,8 +243,7 @@ def test_fit_cv_planted_signal_and_permutation(tmp_path):
 @pytest.mark.realdata
 def test_extract_features_on_lung1_gtv(lung1_dir, tmp_path):
     from ctsurv.io import read_ct, read_rtstruct_mask
-    from ctsurv.radiomics.features import (IBSI_SETTINGS, RadiomicsError, extract_features, extract_region,
-                                           voxel_feature_maps)
+    from ctsurv.radiomics.features import IBSI_SETTINGS, RadiomicsError, extract_features, extract_region
 
     pytest.importorskip("radiomics")
     df = extract_features(lung1_dir, tmp_path / "f.csv", regions=("GTV-1", "NoSuchROI"), patients=["LUNG1-001"])
@@ -265,18 +264,6 @@ def test_extract_features_on_lung1_gtv(lung1_dir, tmp_path):
                             classes=("shape", "firstorder"))
     assert native["shape_VoxelVolume"] == pytest.approx(vol, rel=1e-9)
     assert native["firstorder_Mean"] == pytest.approx(float(ct.hu[m].astype(float).mean()), rel=1e-6)
-    # voxel maps on a small patch of the GTV: a 3x3x3 masked-kernel mean
-    sub = np.zeros_like(m)
-    z = int(np.nonzero(m)[0].mean())
-    ys, xs = np.nonzero(m[z])
-    yc, xc = int(ys.mean()), int(xs.mean())
-    sub[z - 1:z + 2, yc - 4:yc + 4, xc - 4:xc + 4] = m[z - 1:z + 2, yc - 4:yc + 4, xc - 4:xc + 4]
-    maps = voxel_feature_maps(ct, sub, ("firstorder_Mean", "glcm_Contrast"))
-    assert maps.shape == (2, *ct.hu.shape) and not maps[:, ~sub].any()
-    zz, yy, xx = np.nonzero(sub[z:z + 1])
-    y0, x0 = yy[len(yy) // 2], xx[len(xx) // 2]
-    nb = ct.hu[z - 1:z + 2, y0 - 1:y0 + 2, x0 - 1:x0 + 2][sub[z - 1:z + 2, y0 - 1:y0 + 2, x0 - 1:x0 + 2]]
-    assert maps[0, z, y0, x0] == pytest.approx(float(nb.astype(float).mean()), rel=1e-5)
     with pytest.raises(RadiomicsError, match="region GTV-1: the region mask is empty"):
         extract_region(ct, np.zeros_like(m), region="GTV-1")
 

@@ -22,9 +22,9 @@ def extract_features(*args, **kwargs):
     return _extract(*args, **kwargs)
 
 
-def voxel_feature_maps(*args, **kwargs):
-    """See :func:`ctsurv.radiomics.features.voxel_feature_maps`."""
-    from ctsurv.radiomics.features import voxel_feature_maps as _maps
+def voxel_maps(*args, **kwargs):
+    """See :func:`ctsurv.radiomics.voxel.voxel_maps` (seed 002's voxel-level feature maps)."""
+    from ctsurv.radiomics.voxel import voxel_maps as _maps
 
     return _maps(*args, **kwargs)
 
@@ -33,4 +33,4 @@ __all__ = ["CAC_CATEGORIES", "CalciumScore", "agatston_score", "cac_category", "
            "ComBat", "rkn_bands", "rkn_normalize", "rkn_reference", "ClinicalEncoder", "CoxNet", "linear_shap",
            "rank_normalize", "shap_summary_plot", "PCA", "CorrelationFilter", "NearZeroVariance",
            "StabilitySelector", "Standardizer", "FoldPipeline", "TrackConfig", "consensus_classification",
-           "ensemble_runs", "fit_cv", "load_clinical", "load_features", "extract_features", "voxel_feature_maps"]
+           "ensemble_runs", "fit_cv", "load_clinical", "load_features", "extract_features", "voxel_maps"]

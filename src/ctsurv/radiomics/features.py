@@ -1,4 +1,4 @@
-"""Handcrafted radiomics with PyRadiomics (seed 003) and voxel-level feature maps (seed 002).
+"""Handcrafted radiomics with PyRadiomics (seed 003); voxel-level maps are :mod:`ctsurv.radiomics.voxel`.
 
 The IBSI-style extraction settings live in ONE place, :data:`IBSI_SETTINGS`:
 
@@ -43,8 +43,8 @@ from ctsurv.radiomics.calcium import CAC_CATEGORIES, agatston_score, calcium_cov
 from ctsurv.segment import lung_mask
 from ctsurv.types import CTVolume
 
-__all__ = ["IBSI_SETTINGS", "FEATURE_CLASSES", "VOXEL_SETTINGS", "DEFAULT_VOXEL_FEATURES", "to_sitk",
-           "region_mask", "extract_region", "calcium_features", "extract_features", "voxel_feature_maps"]
+__all__ = ["IBSI_SETTINGS", "FEATURE_CLASSES", "to_sitk",
+           "region_mask", "extract_region", "calcium_features", "extract_features"]
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,6 @@ IBSI_SETTINGS: dict = {
 }
 #: feature classes enabled (all features of each class)
 FEATURE_CLASSES = ("shape", "firstorder", "glcm", "glrlm", "glszm", "ngtdm", "gldm")
-
-#: voxel-based extraction (seed 002 feature maps): native grid (maps must align with the CT),
-#: kernel radius 1 (3x3x3 neighbourhood), same bin width.
-VOXEL_SETTINGS: dict = {
-    "binWidth": 25, "normalize": False, "force2D": False, "distances": [1], "kernelRadius": 1,
-    "maskedKernel": True, "initValue": 0.0, "voxelBatch": 10000, "label": 1, "correctMask": True,
-    "geometryTolerance": 1e-4, "additionalInfo": False, "padDistance": 1,
-}
-DEFAULT_VOXEL_FEATURES = ("firstorder_Mean", "firstorder_Entropy", "glcm_Contrast", "glrlm_RunEntropy")
 
 CODE_VERSION = "radiomics-features-1"
 
@@ -245,68 +236,3 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
     atomic_to_csv(out_csv.with_name(out_csv.stem + ".manifest.csv"),
                   pd.DataFrame(status, columns=["patient_id", "region", "status", "reason"]))
     return df
-
-
-def voxel_feature_maps(ct: CTVolume, mask: np.ndarray, features=DEFAULT_VOXEL_FEATURES, *,
-                       settings: dict | None = None) -> np.ndarray:
-    """Voxel-level radiomics feature maps inside a region, as extra image channels (seed 002).
-
-    Each feature is computed by PyRadiomics' voxel-based extraction in a small kernel
-    (:data:`VOXEL_SETTINGS`: radius 1 = 3x3x3, masked) around every voxel of ``mask`` on the
-    native CT grid, and pasted back into a full-size volume (0 outside the mask).
-
-    Parameters
-    ----------
-    features : sequence of str
-        ``"<class>_<Feature>"`` names, e.g. ``"firstorder_Mean"``, ``"glcm_Contrast"``.
-
-    Returns
-    -------
-    ndarray float32, shape ``(C, z, y, x)`` with ``C = len(features)``
-    """
-    who = f"patient {ct.patient_id or '?'}"
-    mask = np.asarray(mask, bool)
-    if mask.shape != ct.hu.shape or not mask.any():
-        raise RadiomicsError(f"{who}: voxel maps need a non-empty mask of shape {ct.hu.shape}")
-    by_class: dict[str, list[str]] = {}
-    for f in features:
-        if "_" not in f:
-            raise RadiomicsError(f"feature name {f!r} must be '<class>_<Feature>'")
-        c, n = f.split("_", 1)
-        by_class.setdefault(c, []).append(n)
-    _, fe = _radiomics()
-    ex = fe.RadiomicsFeatureExtractor(**dict(VOXEL_SETTINGS if settings is None else settings))
-    ex.disableAllFeatures()
-    ex.disableAllImageTypes()
-    ex.enableImageTypeByName("Original")
-    ex.enableFeaturesByName(**by_class)
-    # crop to the mask box (+ kernel margin) so the extraction stays small
-    margin = int((settings or VOXEL_SETTINGS).get("kernelRadius", 1)) + 2
-    zz, yy, xx = np.nonzero(mask)
-    lo = np.maximum(np.array([zz.min(), yy.min(), xx.min()]) - margin, 0)
-    hi = np.minimum(np.array([zz.max(), yy.max(), xx.max()]) + 1 + margin, mask.shape)
-    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    full = to_sitk(np.zeros((1, 1, 1), np.float32), ct)  # geometry only
-    img = to_sitk(np.ascontiguousarray(ct.hu[sl], dtype=np.float32), ct)
-    msk = to_sitk(np.ascontiguousarray(mask[sl], dtype=np.uint8), ct)
-    origin = full.TransformContinuousIndexToPhysicalPoint([float(lo[2]), float(lo[1]), float(lo[0])])
-    img.SetOrigin(origin)
-    msk.SetOrigin(origin)
-    try:
-        res = ex.execute(img, msk, voxelBased=True)
-    except (ValueError, RuntimeError) as exc:
-        raise RadiomicsError(f"{who}: voxel-based PyRadiomics failed: {exc}") from exc
-    out = np.zeros((len(features),) + mask.shape, np.float32)
-    for i, f in enumerate(features):
-        key = "original_" + f
-        if key not in res:
-            raise RadiomicsError(f"{who}: PyRadiomics returned no map for {f!r}")
-        m = res[key]
-        arr = sitk.GetArrayFromImage(m).astype(np.float32)
-        # the map covers a sub-box of the CT: locate it by its origin
-        idx = full.TransformPhysicalPointToIndex(m.GetOrigin())  # (x, y, z) in the full CT
-        z0, y0, x0 = idx[2], idx[1], idx[0]
-        dz, dy, dx = arr.shape
-        out[i, z0:z0 + dz, y0:y0 + dy, x0:x0 + dx] = arr
-        out[i][~mask] = 0.0
-    return out
