@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.dropout": 1,  # dropout masks from a seeded stream (torch only)
     "ctsurv.figstyle": 1,  # the one figure style: palette, rcParams, labels, formats
     "ctsurv.radiomics.voxel": 1,  # vectorised voxel-level radiomics maps (numpy only)
+    "ctsurv.tumour_input": 1,  # seed 002's tumour-centred slices with map channels
     # L2: embeddings, networks, training, plots, preparation, evaluation, radiomics parts.
     "ctsurv.embed": 2,
     "ctsurv.models": 2,

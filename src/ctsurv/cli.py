@@ -29,7 +29,8 @@ def _cmd_prepare(a) -> None:
         voxel = {"features": feats, "kernel_radius": a.voxel_kernel_radius, "bin_width": a.voxel_bin_width}
     manifest = prepare_cohort(a.images, a.clinical, a.out, workers=a.workers,
                               progress=not a.no_progress, horizon_months=a.horizon,
-                              tumour_roi=a.tumour_roi, voxel_maps=voxel)
+                              tumour_roi=a.tumour_roi, voxel_maps=voxel,
+                              tumour_input=True if a.tumour_slices else None)
     print(f"[ctsurv] {summarize_manifest(manifest)}; manifest: {Path(a.out) / 'manifest.csv'}")
 
 
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the tumour region: 'all', or comma-separated classes / class_Feature names (seed 002)")
     s.add_argument("--voxel-kernel-radius", type=int, default=1, help="kernel radius of the voxel maps")
     s.add_argument("--voxel-bin-width", type=float, default=25.0, help="HU bin width of the voxel maps")
+    s.add_argument("--tumour-slices", action="store_true", help="also write seed 002's tumour-centred "
+                   "slices (5 x 1 x 1 mm, 64 x 64 mm box, window 30/250 HU, z-scored) of the tumour region")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_prepare)
 

@@ -91,6 +91,7 @@ from ctsurv._util import atomic_to_csv, atomic_write_json, atomic_write_text
 from ctsurv.duplicates import duplicate_of, find_duplicates, write_signature
 from ctsurv.exceptions import CohortError, CtsurvError
 from ctsurv.preprocess import PreprocessConfig, PreprocessedCT, preprocess_ct
+from ctsurv.tumour_input import TumourInputConfig, save_tumour_slices, tumour_input_settings, tumour_slices
 
 #: Bump when the preparation code changes its output for the same input.
 #: 2: pretreatment-study rule, patients pooled from several entries, compressed pixel data.
@@ -479,9 +480,14 @@ def voxel_maps_path(out_dir: str | Path, pid: str) -> Path:
     return Path(out_dir) / "patients" / f"{pid}.voxelmaps.npz"
 
 
+def tumour_slices_path(out_dir: str | Path, pid: str) -> Path:
+    """The patient's tumour-centred slices (:func:`ctsurv.tumour_input.tumour_slices`)."""
+    return Path(out_dir) / "patients" / f"{pid}.tumour.npz"
+
+
 def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out_dir: str,
                  config_dict: dict, key: str, study: str | None, tumour_roi: str | None = None,
-                 voxel_maps: dict | None = None) -> dict:
+                 voxel_maps: dict | None = None, tumour_input: dict | None = None) -> dict:
     """Worker: read, preprocess and save one patient. Returns a manifest row."""
     from ctsurv.io import read_ct, read_dicom_ct, read_roi_mask  # only the workers read images
 
@@ -511,6 +517,10 @@ def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out
 
                 cached_voxel_maps(ct, extra["tumour"], voxel_maps_path(out_dir, pid), patient_id=pid,
                                   **voxel_maps)
+            if tumour_input is not None:  # seed 002's tumour-centred slices (CT channel)
+                t = tumour_slices(ct.hu, extra["tumour"], ct.spacing, patient_id=pid,
+                                  config=TumourInputConfig(**tumour_input))
+                save_tumour_slices(tumour_slices_path(out_dir, pid), t, tumour_input)
         pre = preprocess_ct(ct, PreprocessConfig(**config_dict), extra_masks=extra)
         path = artifact_path(out_dir, pid)
         pre.save(path)
@@ -528,11 +538,14 @@ def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out
     return row
 
 
-def _reusable(out_dir: Path, pid: str, key: str, voxel_maps: dict | None = None) -> dict | None:
+def _reusable(out_dir: Path, pid: str, key: str, voxel_maps: dict | None = None,
+              tumour_input: dict | None = None) -> dict | None:
     meta_path = _artifact_meta_path(out_dir, pid)
     if not (meta_path.exists() and artifact_path(out_dir, pid).exists()):
         return None
     if voxel_maps and not voxel_maps_path(out_dir, pid).exists():
+        return None
+    if tumour_input is not None and not tumour_slices_path(out_dir, pid).exists():
         return None
     try:
         meta = json.loads(meta_path.read_text())
@@ -562,6 +575,7 @@ def prepare_cohort(
     study_column: str = STUDY_COLUMN,
     tumour_roi: str | None = None,
     voxel_maps: dict | None = None,
+    tumour_input: dict | bool | None = None,
 ) -> pd.DataFrame:
     """Ingest and preprocess a cohort; write ``manifest.csv``, ``cohort.csv`` and artifacts.
 
@@ -605,6 +619,13 @@ def prepare_cohort(
         :func:`ctsurv.radiomics.voxel.voxel_maps` (``features``, ``kernel_radius``,
         ``bin_width`` ...), into ``patients/<ID>.voxelmaps.npz`` (:func:`voxel_maps_path`);
         needs ``tumour_roi``. A rerun reuses them while image, region and settings are unchanged.
+    tumour_input : dict or True, optional
+        Also write seed 002's tumour-centred slices of that region
+        (:func:`ctsurv.tumour_input.tumour_slices`; a dict holds keywords of
+        :class:`ctsurv.tumour_input.TumourInputConfig`, ``True`` its defaults: 5 x 1 x 1 mm, a
+        64 x 64 mm box, window 30 / 250 HU, z-score) into ``patients/<ID>.tumour.npz``
+        (:func:`tumour_slices_path`), with the sampling grid that stacks the voxel maps later
+        (:func:`ctsurv.tumour_input.sample_maps`); needs ``tumour_roi``.
 
     Returns
     -------
@@ -616,6 +637,13 @@ def prepare_cohort(
     config = config or PreprocessConfig()
     if voxel_maps and not tumour_roi:
         raise CtsurvError("voxel maps are computed inside the tumour region: give tumour_roi (data.tumour_roi)")
+    if voxel_maps:  # every default filled in: equal specifications share the artifact key
+        from ctsurv.radiomics.voxel.cache import voxel_map_settings
+
+        voxel_maps = voxel_map_settings(voxel_maps)
+    tumour_input = tumour_input_settings(tumour_input)
+    if tumour_input is not None and not tumour_roi:
+        raise CtsurvError("tumour-centred slices need the tumour region: give tumour_roi (data.tumour_roi)")
     out_dir = Path(out_dir)
     (out_dir / "patients").mkdir(parents=True, exist_ok=True)
 
@@ -663,13 +691,15 @@ def prepare_cohort(
             settings = {**settings, "tumour_roi": tumour_roi}
         if voxel_maps:
             settings = {**settings, "voxel_maps": voxel_maps}
+        if tumour_input is not None:
+            settings = {**settings, "tumour_input": tumour_input}
         key = source_key(src.entries, settings)
-        reused = _reusable(out_dir, pid, key, voxel_maps)
+        reused = _reusable(out_dir, pid, key, voxel_maps, tumour_input)
         if reused is not None:
             rows[pid] = reused
         else:
             todo.append((pid, [str(e) for e in src.entries], src.is_dicom, str(images_dir),
-                         str(out_dir), config_dict, key, study, tumour_roi, voxel_maps))
+                         str(out_dir), config_dict, key, study, tumour_roi, voxel_maps, tumour_input))
 
     if todo:
         bar = _progress(len(todo), progress, desc="prepare")
@@ -765,4 +795,4 @@ def summarize_manifest(manifest: pd.DataFrame) -> str:
 
 
 __all__ = ["prepare_cohort", "list_image_entries", "scan_image_entries", "scan_images", "ImageSource",
-           "load_prepared", "artifact_path", "voxel_maps_path", "source_key", "summarize_manifest"]
+           "load_prepared", "artifact_path", "voxel_maps_path", "tumour_slices_path", "source_key", "summarize_manifest"]

@@ -22,7 +22,7 @@ from ctsurv._util import atomic_savez
 from ctsurv.exceptions import RadiomicsError
 from ctsurv.radiomics.voxel import feature_names, voxel_maps
 
-__all__ = ["VOXEL_MAPS_VERSION", "VoxelMaps", "map_fingerprint", "save_maps", "load_maps", "cached_voxel_maps"]
+__all__ = ["VOXEL_MAPS_VERSION", "VoxelMaps", "voxel_map_settings", "map_fingerprint", "save_maps", "load_maps", "cached_voxel_maps"]
 
 #: bumped whenever a change to ctsurv.radiomics.voxel changes any map value
 VOXEL_MAPS_VERSION = "voxel-maps-1"
@@ -53,7 +53,9 @@ class VoxelMaps:
         return out
 
 
-def _settings(settings: dict) -> dict:
+def voxel_map_settings(settings: dict) -> dict:
+    """The value-changing settings of the maps with every default filled in and ``features``
+    expanded to names (so equal specifications share one fingerprint); unknown keys raise."""
     unknown = set(settings) - set(VALUE_SETTINGS)
     if unknown:
         raise RadiomicsError(f"unknown voxel-map settings {sorted(unknown)}; known: {', '.join(VALUE_SETTINGS)}")
@@ -80,7 +82,7 @@ def map_fingerprint(hu: np.ndarray, mask: np.ndarray, spacing, settings: dict) -
     h.update(np.ascontiguousarray(np.asarray(hu)[box], np.float32).tobytes())
     h.update(np.packbits(np.ascontiguousarray(mask[box])).tobytes())
     meta = {"box": [(s.start, s.stop) for s in box], "shape": list(mask.shape),
-            "spacing": [round(float(s), 6) for s in spacing], "settings": _settings(settings)}
+            "spacing": [round(float(s), 6) for s in spacing], "settings": voxel_map_settings(settings)}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -113,7 +115,7 @@ def cached_voxel_maps(ct, mask, path: str | Path, *, spacing=None, patient_id: s
     hu = np.asarray(getattr(ct, "hu", ct))
     spacing = tuple(spacing if spacing is not None else getattr(ct, "spacing", (1.0, 1.0, 1.0)))
     mask = np.asarray(mask).astype(bool)
-    s = _settings(settings)
+    s = voxel_map_settings(settings)
     fp = map_fingerprint(hu, mask, spacing, s)
     path = Path(path)
     if path.exists():
