@@ -41,6 +41,8 @@ LAYERS: dict[str, int] = {
     "ctsurv.embed": 2,
     "ctsurv.models": 2,
     "ctsurv.models3d": 2,
+    "ctsurv.ssm": 2,  # state-space (Mamba / Vision Mamba) encoder, plain PyTorch
+    "ctsurv.tumour_net": 2,  # seed 002's slice network: standardise, augment, Vision-Mamba
     "ctsurv.train": 2,
     "ctsurv.train_batched": 2,  # every fold at once (imports train)
     "ctsurv.plots": 2,

@@ -59,7 +59,8 @@ __all__ = ["ModelKind", "KINDS", "register_kind", "get_kind", "kind_names", "pre
            "preprocess_hash", "build_encoder", "augment_views", "compute_features", "embed_step",
            "volume_features", "network_factory", "model_factory", "variant_model_factory",
            "build_head", "build_volume_encoder_for", "mst_aggregator", "model_identity",
-           "save_model", "load_model", "read_model_meta", "MODEL_FORMAT", "VOLUME_CACHE_VERSION", "HEADS"]
+           "save_model", "load_model", "read_model_meta", "MODEL_FORMAT", "VOLUME_CACHE_VERSION", "HEADS",
+           "TumourChannels", "tumour_prepare_settings"]
 
 MODEL_FORMAT = 1
 #: ``model.volume_region`` of the 3d kind: the prepared lung box, or seed 004's tumour crop
@@ -366,6 +367,114 @@ register_kind(ModelKind("3d", "3D CNN on one volume per patient + DeepHit (seed 
                         False))
 register_kind(ModelKind("mst", "2D slice encoder + MST slice transformer (CLS) + DeepHit (seed 000 Table 3)",
                         _slice_encoder, _slice_features, _network_mst, _slice_identity, True))
+
+
+# ----------------------------------------------------------------------------- tumour (seed 002)
+@dataclass(frozen=True)
+class TumourChannels:
+    """The "encoder" of the tumour kind: nothing frozen, only what its input is made of."""
+
+    channels: tuple[str, ...]
+    image_size: int
+    settings: dict
+
+    @property
+    def maps(self) -> tuple[str, ...]:
+        return self.channels[1:]
+
+
+def _tumour_channels(cfg: RunConfig) -> TumourChannels:
+    from ctsurv.tumour_input import tumour_input_settings
+
+    ch = tuple(cfg.model.channels)
+    if not ch or ch[0] != "ct" or "ct" in ch[1:]:
+        raise CtsurvError(f"model.channels must start with 'ct' (then voxel-map names), got {list(ch)}")
+    if len(set(ch)) != len(ch):
+        raise CtsurvError(f"model.channels lists a channel twice: {list(ch)}")
+    if ch[1:]:
+        from ctsurv.radiomics.voxel import feature_names
+
+        try:
+            feature_names(list(ch[1:]))
+        except CtsurvError as exc:
+            raise CtsurvError(f"model.channels: {exc}") from exc
+    settings = tumour_input_settings(True)
+    h, w = (max(1, int(round(b / s))) for b, s in zip(settings["box_mm"], settings["spacing"][1:]))
+    if h != w:
+        raise CtsurvError(f"the tumour box must be square for the Vision-Mamba encoder, got {h} x {w}")
+    return TumourChannels(ch, h, settings)
+
+
+def tumour_prepare_settings(cfg: RunConfig) -> dict:
+    """Keywords of :func:`ctsurv.prepare.prepare_cohort` that the configuration's kind needs:
+    seed 002's tumour-centred slices and the voxel maps of ``model.channels`` (tumour kind)."""
+    if cfg.embed.kind != "tumour":
+        return {}
+    if not cfg.data.tumour_roi:
+        raise CtsurvError("embed.kind 'tumour' needs the tumour region: set data.tumour_roi (e.g. GTV-1)")
+    enc = _tumour_channels(cfg)
+    return {"tumour_input": True, **({"voxel_maps": {"features": list(enc.maps)}} if enc.maps else {})}
+
+
+def _tumour_features(cfg: RunConfig, encoder: TumourChannels, prepared_dir: Path, patient_ids: Sequence[str],
+                     cache_dir: Path | None = None, *, augment: bool = False, progress: bool = True) -> dict:
+    from ctsurv.prepare import tumour_slices_path, voxel_maps_path
+    from ctsurv.radiomics.voxel.cache import load_maps
+    from ctsurv.tumour_input import load_tumour_slices, sample_maps
+
+    feats = {}
+    for pid in tqdm(list(patient_ids), desc="tumour slices", unit="patient", disable=not progress):
+        path = tumour_slices_path(prepared_dir, pid)
+        if not path.is_file():
+            raise StudyError(f"patient {pid}: no tumour-centred slices in {prepared_dir}: prepare with "
+                             "data.tumour_roi and embed.kind 'tumour' (ctsurv prepare --tumour-slices)")
+        t, settings = load_tumour_slices(path)
+        if settings != encoder.settings:
+            raise StudyError(f"patient {pid}: the prepared tumour slices were made with {settings}, "
+                             f"this installation expects {encoder.settings}: prepare again")
+        x = t.x
+        if encoder.maps:
+            vm = load_maps(voxel_maps_path(prepared_dir, pid))
+            missing = [m for m in encoder.maps if m not in vm.names]
+            if missing:
+                raise StudyError(f"patient {pid}: the prepared voxel maps lack {missing}: prepare again with "
+                                 "these model.channels")
+            sel = [vm.names.index(m) for m in encoder.maps]
+            maps = sample_maps(vm.maps[sel], vm.mask, vm.box, t.grid, t.mask)
+            bad = ~np.isfinite(maps)
+            if bad.any():  # undefined kernels (e.g. PyRadiomics' NaN JointAverage): entered as 0
+                log.info("patient %s: %d undefined voxel-map samples set to 0", pid, int(bad.sum()))
+                maps[bad] = 0.0
+            x = np.concatenate([x, maps.transpose(1, 0, 2, 3).astype(np.float32)], axis=1)
+        feats[pid] = PatientFeatures(pid, x[None], np.asarray(t.rel_pos, np.float32))
+    return feats
+
+
+def _network_tumour(cfg: RunConfig, encoder: TumourChannels) -> Callable[[], nn.Module]:
+    from ctsurv.tumour_net import TumourSliceNet
+
+    m = cfg.model
+
+    def build():
+        seed = int(torch.randint(2 ** 31 - 1, (1,)).item())  # drawn from the fold's seeded stream
+        net = TumourSliceNet(len(encoder.channels), encoder.image_size, dim=m.ssm_dim, depth=m.ssm_depth,
+                             patch_size=m.ssm_patch, d_state=m.ssm_state, augment=cfg.embed.augment,
+                             dropout=m.dropout, seed=seed)
+        return SurvivalNet(net, make_aggregator(m.aggregator, m.ssm_dim), build_head(cfg, m.ssm_dim))
+
+    return build
+
+
+def _tumour_identity(cfg: RunConfig, encoder: TumourChannels) -> dict:
+    m = cfg.model
+    return {"channels": ",".join(encoder.channels), "tumour_input": json_hash(encoder.settings, length=16),
+            "encoder": f"vision-mamba d{m.ssm_dim} x{m.ssm_depth} p{m.ssm_patch} s{m.ssm_state}",
+            "data.tumour_roi": str(cfg.data.tumour_roi)}
+
+
+register_kind(ModelKind("tumour", "seed 002: tumour-centred CT + voxel-map slices, Vision-Mamba encoder trained end to "
+                        "end, slice aggregator, any head", _tumour_channels, _tumour_features, _network_tumour,
+                        _tumour_identity, False))
 
 
 # ----------------------------------------------------------------------------- through the registry

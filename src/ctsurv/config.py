@@ -65,7 +65,9 @@ class EmbedSection:
     #: "2d": a 2D backbone per slice + ``model.aggregator`` (the reference method);
     #: "3d": a 3D backbone (``resnet3d-18``, ``densenet3d-121``) on one volume per patient
     #: (``model.volume_*``; no augmentation views); "mst": a 2D backbone per slice + the
-    #: Medical Slice Transformer's one-layer slice transformer with a CLS token (seed 000 Table 3)
+    #: Medical Slice Transformer's one-layer slice transformer with a CLS token (seed 000 Table 3);
+    #: "tumour": seed 002's tumour-centred slices (CT + ``model.channels`` maps) through a
+    #: Vision-Mamba encoder trained end to end (needs ``data.tumour_roi``)
     kind: str = "2d"
 
 
@@ -86,6 +88,13 @@ class ModelSection:
     #: voxels on every side, then resized to ``volume_depth x volume_size x volume_size``)
     volume_region: str = "lung"
     volume_margin: int = 10  #: seed 004's 10-pixel margin around the tumour box
+    #: embed.kind "tumour" (seed 002): the input channels of each tumour-centred slice, "ct"
+    #: first, then voxel-map names (``class_Feature``, e.g. "glcm_Contrast") computed by prepare
+    channels: tuple[str, ...] = ("ct",)
+    ssm_dim: int = 64  #: embed.kind "tumour": width of the Vision-Mamba encoder
+    ssm_depth: int = 4  #: embed.kind "tumour": state-space blocks
+    ssm_patch: int = 8  #: embed.kind "tumour": patch size of the convolutional stem
+    ssm_state: int = 16  #: embed.kind "tumour": state size of each channel's selective scan
 
 
 @dataclass(frozen=True)
@@ -251,7 +260,8 @@ def _build(cls, values: dict, where: str):
             kwargs[name] = _build(type(default), value, f"{where}.{name}" if where else name)
         elif isinstance(default, tuple) and isinstance(value, (list, tuple)):
             # numeric tuples (spacing, window) are floats; a tuple of names stays strings
-            kwargs[name] = tuple(float(v) for v in value) if default else tuple(str(v) for v in value)
+            numeric = bool(default) and not isinstance(default[0], str)
+            kwargs[name] = tuple(float(v) for v in value) if numeric else tuple(str(v) for v in value)
         elif default == () and isinstance(value, str):  # one name for a tuple of names
             kwargs[name] = (value,)
         else:

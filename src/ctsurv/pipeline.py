@@ -37,7 +37,8 @@ from ctsurv import plots
 from ctsurv._util import (atomic_save_safetensors, atomic_to_csv, atomic_write_json, atomic_write_text,
                           bytes_sha256, file_sha256, json_hash, json_safe, software_versions)
 from ctsurv.build import (augment_views, build_encoder, compute_features, embed_step,  # noqa: F401
-                          get_kind, model_factory, network_factory, preprocess_config)
+                          get_kind, model_factory, network_factory, preprocess_config,
+                          tumour_prepare_settings)
 from ctsurv.config import RunConfig
 from ctsurv.duplicates import check_duplicate_split, duplicate_pairs
 from ctsurv.evaluate import calibration_horizons, calibration_report, ctd_ascent, plausibility
@@ -70,7 +71,7 @@ def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[p
     manifest = prepare_cohort(cfg.data.images, cfg.data.clinical, prepared,
                               config=preprocess_config(cfg), workers=cfg.train.threads,
                               progress=progress, horizon_months=cfg.data.horizon_months,
-                              tumour_roi=cfg.data.tumour_roi)
+                              tumour_roi=cfg.data.tumour_roi, **tumour_prepare_settings(cfg))
     _log(f"prepare: {summarize_manifest(manifest)}")
     return manifest, prepared
 
@@ -85,7 +86,9 @@ _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("cv", "allow_missing_folds"): False, ("cv", "allow_duplicates"): False,
                   ("train", "class_weight"): "balanced", ("train", "oversample"): False,
                   ("data", "tumour_roi"): None, ("model", "volume_region"): "lung",
-                  ("model", "volume_margin"): 10, ("train", "cox_ties"): "efron"}
+                  ("model", "volume_margin"): 10, ("train", "cox_ties"): "efron",
+                  ("model", "channels"): ["ct"], ("model", "ssm_dim"): 64, ("model", "ssm_depth"): 4,
+                  ("model", "ssm_patch"): 8, ("model", "ssm_state"): 16}
 
 
 #: Settings that change only how finished folds are assembled (every fold record holds both

@@ -88,7 +88,8 @@ def tumour_input_settings(value: dict | bool | None) -> dict | None:
     if value is None or value is False:
         return None
     try:
-        return asdict(TumourInputConfig(**({} if value is True else dict(value))))
+        # through JSON: tuples become lists, as the settings read back from an artifact
+        return json.loads(json.dumps(asdict(TumourInputConfig(**({} if value is True else dict(value))))))
     except TypeError as exc:
         raise CtsurvError(f"tumour_input: {exc}") from exc
 
