@@ -66,3 +66,84 @@ def test_tumour_kind_configuration_errors(tiny_cohort, tmp_path):
             build_encoder(cfg)
     ok = tiny_config(tiny_cohort, tmp_path / "p", **TUMOUR)
     assert tumour_prepare_settings(ok) == {"tumour_input": True, "voxel_maps": {"features": ["firstorder_Mean"]}}
+
+
+def _tumour_network(cfg):
+    from ctsurv.build import build_encoder, network_factory
+
+    enc = build_encoder(cfg)
+    torch.manual_seed(3)
+    net = network_factory(cfg, enc)().eval()
+    net.head.baseline_cumhaz.copy_(torch.linspace(0.01, 0.8, net.head.baseline_cumhaz.numel()))
+    return net, enc
+
+
+def test_grad_cam_of_the_tumour_kind_is_the_closed_form_on_its_token_map(tiny_cohort, tmp_path):
+    """Independent of the hook: the token map from ``forward_tokens``, the risk rebuilt from the
+    mean over tokens by hand, and the Grad-CAM sum written out cell by cell (row-major cells)."""
+    from ctsurv.explain import grad_cam, grad_cam_supported
+    from ctsurv.types import PatientFeatures
+
+    cfg = tiny_config(tiny_cohort, tmp_path / "p", **TUMOUR)
+    net, enc = _tumour_network(cfg)
+    assert grad_cam_supported(enc, net) == (True, "")
+    assert not grad_cam_supported(enc)[0]  # without the network it is not recognised as explainable
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 2, 64, 64, generator=g)
+    pos = torch.linspace(0, 1, 5)
+    patient = PatientFeatures("P1", x[None].numpy(), pos.numpy())
+    vim = net.embedding.encoder
+    gh, gw = vim.grid
+    tokens = vim.forward_tokens(net.embedding.norm(x)).detach().requires_grad_(True)  # (S, gh*gw, d)
+    pooled, _ = net.aggregator(tokens.mean(dim=1)[None], torch.ones(1, 5, dtype=torch.bool), pos[None])
+    lp = net.head(pooled).reshape(())
+    risk = 1.0 - torch.exp(-net.head.baseline_cumhaz[-1] * torch.exp(lp))  # Cox: S = exp(-H0 e^lp)
+    (grad,) = torch.autograd.grad(risk, tokens)
+    idx = [4, 1]
+    expect = np.zeros((len(idx), gh, gw))
+    for k, s in enumerate(idx):
+        alpha = grad[s].mean(dim=0)  # (d,)
+        for i in range(gh):
+            for j in range(gw):
+                expect[k, i, j] = max(0.0, float((alpha * tokens[s, i * gw + j]).sum()))
+        if expect[k].max() > 0:
+            expect[k] /= expect[k].max()
+    cam = grad_cam(net, enc, patient, None, idx, out_size=gh)  # no upsampling: the cells themselves
+    assert cam.shape == (2, gh, gw) and cam.dtype == np.float32
+    np.testing.assert_allclose(cam, expect, atol=1e-5)
+    full = grad_cam(net, enc, patient, None, idx)
+    assert full.shape == (2, 64, 64) and full.max() <= 1.0 + 1e-6 and full.min() >= 0
+    with pytest.raises(CtsurvError, match="slice index out of range"):
+        grad_cam(net, enc, patient, None, [5])
+
+
+def test_predict_draws_grad_cam_on_the_tumour_slices(tiny_cohort, tmp_path):
+    """``ctsurv predict`` with a saved tumour model prepares what the kind needs, ranks the
+    tumour-centred slices and draws their Grad-CAM beneath the CT in every patient's page."""
+    import json
+    import shutil
+
+    from ctsurv.build import save_model
+    from ctsurv.predict import predict_patients
+    from ctsurv.prepare import tumour_slices_path
+    from ctsurv.tumour_input import load_tumour_slices
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(tiny_cohort, tmp_path / "p", **TUMOUR)
+    net, enc = _tumour_network(cfg)
+    save_model(tmp_path / "model", net, cfg, enc)
+    images = tmp_path / "images"
+    for pid in ("PHANTOM-001", "PHANTOM-002"):
+        shutil.copytree(tiny_cohort / "images" / pid, images / pid)
+    out = tmp_path / "scored"
+    preds = predict_patients(tmp_path / "model", images, out, top_k=3, progress=False, n_passes=2)
+    assert sorted(preds["patient_id"]) == ["PHANTOM-001", "PHANTOM-002"]
+    top = pd.read_csv(out / "top_slices.csv")
+    for pid in preds["patient_id"]:
+        t, _ = load_tumour_slices(tumour_slices_path(out / "prepared", pid))
+        rows = top[top["patient_id"] == pid]
+        assert 1 <= len(rows) <= 3 and rows["slice"].max() < len(t.z_mm)
+        np.testing.assert_allclose(rows["z_mm"], t.z_mm[rows["slice"]])  # the tumour slices' positions
+        rec = json.loads((out / "patients" / pid / "patient.json").read_text())
+        assert rec["grad_cam"].startswith("Grad-CAM of the risk on the Vision-Mamba encoder")
+        assert rec["files"]["slices"] == "slices.png" and (out / "patients" / pid / "slices.png").stat().st_size > 0

@@ -95,6 +95,9 @@ class ModelKind:
         installation that loads it.
     augmentable : bool
         Whether the features carry augmentation views (``embed.augment`` applies).
+    per_slice : bool
+        Whether the network weights slices (an aggregator over per-slice inputs: the top slices
+        and their Grad-CAM exist) rather than scoring one volume.
     """
 
     name: str
@@ -104,6 +107,7 @@ class ModelKind:
     network: Callable
     identity: Callable
     augmentable: bool = True
+    per_slice: bool = True
 
 
 KINDS: dict[str, ModelKind] = {}
@@ -364,7 +368,7 @@ register_kind(ModelKind("2d", "2D backbone per slice + slice aggregator + DeepHi
                         _slice_encoder, _slice_features, _network_2d, _slice_identity, True))
 register_kind(ModelKind("3d", "3D CNN on one volume per patient + DeepHit (seed 000 Table 3)",
                         build_volume_encoder_for, _volume_features, _network_3d, _volume_identity,
-                        False))
+                        False, per_slice=False))
 register_kind(ModelKind("mst", "2D slice encoder + MST slice transformer (CLS) + DeepHit (seed 000 Table 3)",
                         _slice_encoder, _slice_features, _network_mst, _slice_identity, True))
 

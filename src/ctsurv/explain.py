@@ -11,8 +11,12 @@ preprocessed pixels by the trunk; its pooled value replaces the cached row, and 
 flows through the pool, the trainable head, the attention and DeepHit.
 
 Supported: networks that take per-slice vectors whose encoder trunk ends with a global average
-pool (the ``2d`` and ``mst`` kinds with the feature-extractor strategy). Elsewhere (the ``3d``
-kind, trunks cut before the pool) :func:`grad_cam_supported` says why not.
+pool (the ``2d`` and ``mst`` kinds with the feature-extractor strategy), and the ``tumour`` kind
+(seed 002), whose Vision-Mamba encoder trains end to end: there ``A`` is the encoder's last
+token map (after its final norm, the tokens laid back on their ``h x w`` patch grid), the
+representation that its mean over tokens turns into the slice's vector, and the whole patient
+is run once (every slice explained in the context of the others, from one backward pass).
+Elsewhere (the ``3d`` kind, trunks cut before the pool) :func:`grad_cam_supported` says why not.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ctsurv.exceptions import CtsurvError
 from ctsurv.train import output_curves
 from ctsurv.types import PatientFeatures
 
-__all__ = ["grad_cam", "grad_cam_supported"]
+__all__ = ["grad_cam", "grad_cam_supported", "grad_cam_tumour"]
 
 
 def _global_pool(module: nn.Module) -> bool:
@@ -36,8 +40,21 @@ def _global_pool(module: nn.Module) -> bool:
         not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in mods)
 
 
-def grad_cam_supported(encoder) -> tuple[bool, str]:
-    """``(supported, reason)`` for an encoder of a saved model (``load_model``'s third value)."""
+def _tumour_net(model: nn.Module | None):
+    from ctsurv.tumour_net import TumourSliceNet
+
+    emb = getattr(model, "embedding", None)
+    return emb if isinstance(emb, TumourSliceNet) else None
+
+
+def grad_cam_supported(encoder, model: nn.Module | None = None) -> tuple[bool, str]:
+    """``(supported, reason)`` for an encoder of a saved model (``load_model``'s third value);
+    with ``model`` (its network) the tumour kind's end-to-end encoder is recognised too."""
+    net = _tumour_net(model)
+    if net is not None:
+        if net.encoder.pool != "mean":
+            return False, f"the Vision-Mamba encoder pools by {net.encoder.pool!r}, not the token mean"
+        return True, ""
     trunk = getattr(encoder, "trunk", None)
     if not isinstance(trunk, nn.Sequential) or len(trunk) < 2 or any(
             isinstance(m, nn.Conv3d) for m in trunk.modules()):
@@ -65,7 +82,11 @@ def grad_cam(model: nn.Module, encoder, patient: PatientFeatures, slices: np.nda
         Side of the returned maps (default: the slices' H; bilinear upsampling).
 
     Each map is divided by its maximum (an all-zero map stays zero: no positive evidence).
+    For the tumour kind ``slices`` is not used (its input is the patient's features) and the
+    call goes to :func:`grad_cam_tumour`.
     """
+    if _tumour_net(model) is not None:
+        return grad_cam_tumour(model, patient, slice_index, out_size=out_size)
     ok, why = grad_cam_supported(encoder)
     if not ok:
         raise CtsurvError(f"Grad-CAM is not available: {why}")
@@ -91,10 +112,60 @@ def grad_cam(model: nn.Module, encoder, patient: PatientFeatures, slices: np.nda
         out = model(x_in[None], mask, pos)
         risk = 1.0 - output_curves(out)[0, -1]  # any head: DeepHit, Cox (its baseline), binary
         (grad,) = torch.autograd.grad(risk, maps)
+    return _cam_from(maps.detach(), grad, int(out_size or np.asarray(slices).shape[-1]))
+
+
+def _cam_from(maps: torch.Tensor, grad: torch.Tensor, size: int) -> np.ndarray:
+    """``ReLU(sum_c mean(dy/dA_c) A_c)`` of (k, C, h, w) maps, upsampled to ``size`` and scaled
+    to a maximum of 1 per map."""
     alpha = grad.mean(dim=(2, 3), keepdim=True)  # (k, C, 1, 1)
-    cam = F.relu((alpha * maps.detach()).sum(dim=1, keepdim=True))  # (k, 1, h, w)
-    size = int(out_size or np.asarray(slices).shape[-1])
+    cam = F.relu((alpha * maps).sum(dim=1, keepdim=True))  # (k, 1, h, w)
     cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
     top = cam.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
     cam = torch.where(cam.flatten(1).amax(dim=1)[:, None, None] > 0, cam / top, cam)
     return cam.numpy().astype(np.float32)
+
+
+def grad_cam_tumour(model: nn.Module, patient: PatientFeatures, slice_index, *,
+                    out_size: int | None = None) -> np.ndarray:
+    """Grad-CAM maps ``(k, H, W)`` in [0, 1] of the risk for the tumour kind's slices.
+
+    ``model`` is the tumour kind's network (``SurvivalNet`` whose embedding is a
+    :class:`ctsurv.tumour_net.TumourSliceNet`), ``patient`` its features (view 0: the
+    ``(S, C, H, W)`` tumour-centred slices). ``A`` is the Vision-Mamba encoder's token map after
+    its final norm, ``(d, h, w)`` per slice with ``h x w`` the patch grid; the maps are upsampled
+    to the slices' side (or ``out_size``). Evaluation mode: no augmentation, the input
+    standardisation's accumulated training statistics.
+    """
+    net = _tumour_net(model)
+    if net is None:
+        raise CtsurvError("grad_cam_tumour needs the tumour kind's network (a TumourSliceNet embedding)")
+    ok, why = grad_cam_supported(None, model)
+    if not ok:
+        raise CtsurvError(f"Grad-CAM is not available: {why}")
+    idx = [int(i) for i in slice_index]
+    x = torch.as_tensor(np.asarray(patient.features[0]), dtype=torch.float32)  # (S, C, H, W)
+    if idx and (min(idx) < 0 or max(idx) >= x.shape[0]):
+        raise CtsurvError(f"patient {patient.patient_id}: slice index out of range 0..{x.shape[0] - 1}: {idx}")
+    if not idx:
+        return np.zeros((0, 0, 0), dtype=np.float32)
+    model.eval()
+    enc = net.encoder
+    seen: list[torch.Tensor] = []
+    hook = enc.norm.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        mask = torch.ones(1, x.shape[0], dtype=torch.bool)
+        pos = torch.as_tensor(np.asarray(patient.rel_pos), dtype=torch.float32)[None]
+        with torch.enable_grad():
+            out = model(x[None], mask, pos)
+            risk = 1.0 - output_curves(out)[0, -1]
+            (grad,) = torch.autograd.grad(risk, seen[-1])
+    finally:
+        hook.remove()
+    gh, gw = enc.grid
+
+    def as_map(t: torch.Tensor) -> torch.Tensor:  # (S, tokens, d) -> (S, d, gh, gw), row-major cells
+        return t.reshape(t.shape[0], gh, gw, t.shape[-1]).permute(0, 3, 1, 2)
+
+    tokens = seen[-1].detach()[idx]
+    return _cam_from(as_map(tokens), as_map(grad[idx]), int(out_size or x.shape[-1]))

@@ -14,6 +14,7 @@ trained with, and refuses the model otherwise (:class:`~ctsurv.exceptions.ModelM
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +25,17 @@ from ctsurv import plots
 from ctsurv._util import atomic_to_csv, atomic_write_json, json_safe
 from ctsurv.build import (MODEL_FORMAT, compute_features, get_kind, load_model,  # noqa: F401
                           model_identity, preprocess_config, preprocess_hash,
-                          read_model_meta)
+                          read_model_meta, tumour_prepare_settings)
 from ctsurv.config import RunConfig
 from ctsurv.estimators import SurvivalEstimator
 from ctsurv.exceptions import CtsurvError
 from ctsurv.explain import grad_cam, grad_cam_supported
 from ctsurv.patient_report import BAND_QUANTILES, risk_percentile, write_patient_reports
 from ctsurv.pipeline import prepare_step
-from ctsurv.prepare import load_prepared, prepare_cohort, summarize_manifest
+from ctsurv.prepare import load_prepared, prepare_cohort, summarize_manifest, tumour_slices_path
 from ctsurv.stats.recalibration import RecalibrationMap
 from ctsurv.train import dropout_passes
+from ctsurv.tumour_input import load_tumour_slices
 from ctsurv.train import predict as predict_features
 
 __all__ = ["MODEL_FORMAT", "fit_final", "load_model", "predict_patients", "preprocess_hash",
@@ -79,7 +81,7 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
     prepared = out / "prepared"
     manifest = prepare_cohort(images, None, prepared, config=preprocess_config(cfg),
                               workers=cfg.train.threads, progress=progress,
-                              tumour_roi=cfg.data.tumour_roi)
+                              tumour_roi=cfg.data.tumour_roi, **tumour_prepare_settings(cfg))
     atomic_to_csv(out / "manifest.csv", manifest)
     print(f"[ctsurv] predict: {summarize_manifest(manifest)}")
     pres = load_prepared(prepared)
@@ -93,7 +95,8 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
     surv = rmap.apply(surv)
     print(f"[ctsurv] predict: {_calibration_words(rmap)}")
     cut = meta.get("train_risk_median")
-    per_slice = get_kind(cfg).augmentable  # slice kinds weight slices; the 3D kind one volume
+    per_slice = get_kind(cfg).per_slice  # slice kinds weight slices; the 3D kind one volume
+    view = slice_views(cfg, prepared, pres)
     rows, top = [], []
     for p, s, w in zip(ids, surv, weights):
         risk = float(1.0 - s[-1])
@@ -104,7 +107,7 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
             continue
         for rank, si in enumerate(np.argsort(-w)[:top_k]):
             top.append({"patient_id": p, "rank": rank + 1, "slice": int(si),
-                        "z_mm": float(pres[p].z_mm[si]), "rel_pos": float(pres[p].rel_pos[si]),
+                        "z_mm": float(view[p].z_mm[si]), "rel_pos": float(view[p].rel_pos[si]),
                         "weight": float(w[si])})
     preds = pd.DataFrame(rows)
     atomic_to_csv(out / "predictions.csv", preds)
@@ -113,19 +116,48 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
     _plot_curves(out, ids, grid.times, surv)
     if report:
         band = dropout_passes(model, [feats[p] for p in ids], n_passes=n_passes, seed=cfg.seed)
-        cam_ok, cam_why = grad_cam_supported(encoder) if per_slice else (False, "no slices")
+        cam_ok, cam_why = grad_cam_supported(encoder, model) if per_slice else (False, "no slices")
         cams = {}
         if cam_ok:
             for p in ids:
                 rows = top.loc[top["patient_id"] == p, "slice"].tolist()
-                cams[p] = grad_cam(model, encoder, feats[p], pres[p].slices, rows)
+                cams[p] = grad_cam(model, encoder, feats[p], view[p].slices, rows)
         records = _patient_records(preds, top, rmap.apply(band) if band is not None else None,
                                    meta, cfg, model_dir, n_passes, _calibration_words(rmap), per_slice,
                                    cam_why)
-        index = write_patient_reports(out, records, pres, grid.times, model_dir=str(model_dir),
+        index = write_patient_reports(out, records, view, grid.times, model_dir=str(model_dir),
                                       curves_png=out / "figures" / "survival_curves.png", cams=cams)
         print(f"[ctsurv] predict: patient reports in {out / 'patients'}; index {index}")
     return preds
+
+
+@dataclass(frozen=True)
+class SliceView:
+    """What a patient's slice montage shows: the model's input slices in [0, 1] (S, H, W), the
+    outlined masks, and each slice's z position (mm) and relative position."""
+
+    slices: np.ndarray
+    masks: dict
+    z_mm: np.ndarray
+    rel_pos: np.ndarray
+
+
+def slice_views(cfg: RunConfig, prepared_dir: Path, pres: dict) -> dict[str, SliceView]:
+    """``patient_id -> SliceView`` of the slices the model's attention indexes: the prepared
+    slices, or for the tumour kind its tumour-centred slices (the CT channel, windowed at the
+    model's window: the per-patient z-score undone by a min-max to [0, 1]) with the resampled
+    tumour outlined."""
+    if cfg.embed.kind != "tumour":
+        return {p: SliceView(pre.slices, pre.masks, np.asarray(pre.z_mm), np.asarray(pre.rel_pos))
+                for p, pre in pres.items()}
+    views = {}
+    for p in pres:
+        t, _ = load_tumour_slices(tumour_slices_path(prepared_dir, p))
+        ct = t.x[:, 0]
+        lo, hi = float(ct.min()), float(ct.max())
+        views[p] = SliceView(((ct - lo) / max(hi - lo, 1e-6)).astype(np.float32), {"tumour": t.mask},
+                             np.asarray(t.z_mm), np.asarray(t.rel_pos))
+    return views
 
 
 def _patient_records(preds: pd.DataFrame, top: pd.DataFrame, band, meta: dict, cfg: RunConfig,
@@ -136,6 +168,7 @@ def _patient_records(preds: pd.DataFrame, top: pd.DataFrame, band, meta: dict, c
 
     grid = cfg.time_grid
     kind = meta.get("kind", "2d")
+    cam_layer = "Vision-Mamba encoder" if cfg.embed.kind == "tumour" else "trunk"
     if band is None:
         method = "none: this network has no dropout, and one saved model gives no other band"
         lo = hi = None
@@ -162,8 +195,8 @@ def _patient_records(preds: pd.DataFrame, top: pd.DataFrame, band, meta: dict, c
                       "band_low": None if lo is None else lo[i].tolist(),
                       "band_high": None if hi is None else hi[i].tolist()},
             "model": {"dir": str(model_dir), "kind": kind},
-            "grad_cam": ("Grad-CAM of the risk on the trunk's last feature map (second row of the "
-                         "slice figure; ctsurv.explain)" if not cam_why else f"not drawn: {cam_why}"),
+            "grad_cam": (f"Grad-CAM of the risk on the {cam_layer}'s last feature map (second row of "
+                         "the slice figure; ctsurv.explain)" if not cam_why else f"not drawn: {cam_why}"),
             "top_slices": t,
             "slices_caption": ("Input slices (windowed, cropped) with the highest attention weights; "
                                "outlines: the prepared masks"),
@@ -203,7 +236,8 @@ def validate_external(model_dir: str | Path, images: str | Path, clinical: str |
     prepared = out / "prepared"
     manifest = prepare_cohort(images, clinical, prepared, config=preprocess_config(cfg),
                               workers=cfg.train.threads, progress=progress,
-                              horizon_months=cfg.data.horizon_months, tumour_roi=cfg.data.tumour_roi)
+                              horizon_months=cfg.data.horizon_months, tumour_roi=cfg.data.tumour_roi,
+                              **tumour_prepare_settings(cfg))
     atomic_to_csv(out / "manifest.csv", manifest)
     print(f"[ctsurv] validate-external: {summarize_manifest(manifest)}")
     cohort = pd.read_csv(prepared / "cohort.csv", dtype={"patient_id": str})
