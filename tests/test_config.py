@@ -58,3 +58,7 @@ def test_named_protocols_fill_in_only_what_the_configuration_leaves_unset():
     assert shallow.replace(train={"lr": 1e-3}).model.shared_layers == preset["model"]["shared_layers"]
     with pytest.raises(CtsurvError, match="unknown train.protocol 'fast'; known: paper"):
         from_dict({"train": {"protocol": "fast"}})
+    # seed 002's design, written out here from the paper (Wang et al.), not from PROTOCOLS
+    s2 = from_dict({"train": {"protocol": "seed002"}, "data": {"tumour_roi": "GTV-1"}})
+    assert (s2.embed.kind, s2.embed.augment, s2.model.head) == ("tumour", True, "cox")
+    assert (s2.train.batch_size, s2.train.lr, s2.cv.n_folds) == (16, 1e-4, 5)

@@ -317,3 +317,83 @@ def test_scanner_profiles_change_the_image_chain_not_the_biology(tmp_path):
     assert set(SCANNERS) >= {"reference", "sharp", "smooth"}
     with pytest.raises(Exception, match="unknown scanner profile"):
         scanner_params("vendor-x")
+
+
+# ------------------------------------------------------------------ internal heterogeneity (seed 002)
+@pytest.mark.parametrize("fraction, length", [(0.3, 2.0), (0.1, 6.0), (0.0, 1.5)])
+def test_heterogeneous_tumour_has_the_planted_core_and_texture(fraction, length):
+    """Noise-free, unblurred: the core is exactly the fraction of the GTV, innermost, at +5 HU;
+    the viable tissue is +40 +- 25 HU with the Gaussian field's closed-form autocorrelation
+    exp(-d^2 / (4 l^2)) at the 2 mm in-plane lag (a sampled kernel of sd >= 0.75 voxel; at 0.5
+    voxel, l = 1 mm here, the sampled Gaussian is measurably rougher: 0.26 against 0.37)."""
+    p = PhantomParams(tumour_volume_ml=60.0, tumour_z_rel=0.6, tumour_side="R", noise_sd=0.0, psf_sigma_vox=0.0,
+                      tumour_necrosis=fraction, tumour_texture_mm=length)
+    hu, sp, masks, info = make_phantom(p, rng=np.random.default_rng(1), return_info=True)
+    gtv, core = masks["GTV"], info.labels["Necrosis"]
+    assert not (core & ~gtv).any() and core.sum() == round(fraction * gtv.sum())
+    viable = gtv & ~core
+    if fraction:
+        assert np.all(hu[core] == 5.0)
+        zz, yy, xx = np.nonzero(gtv)
+        c = np.array([zz.mean(), yy.mean(), xx.mean()]) * np.asarray(sp)
+        dist = lambda m: np.linalg.norm(np.stack(np.nonzero(m), 1) * np.asarray(sp) - c, axis=1).mean()  # noqa: E731
+        assert dist(core) < 0.6 * dist(viable)
+    assert hu[viable].mean() == pytest.approx(40.0, abs=3.0) and hu[viable].std() == pytest.approx(25.0, rel=0.1)
+    pair = viable[:, :, :-1] & viable[:, :, 1:]
+    r = np.corrcoef(hu[:, :, :-1][pair], hu[:, :, 1:][pair])[0, 1]
+    assert r == pytest.approx(np.exp(-(sp[2] ** 2) / (4 * length ** 2)), abs=0.05)
+
+
+def test_heterogeneity_parameters_are_checked():
+    with pytest.raises(PhantomError, match="given together"):
+        PhantomParams(tumour_necrosis=0.2)
+    with pytest.raises(PhantomError, match="tumour_texture_mm in"):
+        PhantomParams(tumour_necrosis=0.2, tumour_texture_mm=40.0)
+    with pytest.raises(PhantomError, match="necrotic fraction and the texture length"):
+        SurvivalModel(heterogeneity=True).linear_predictor(30.0, 0.5)
+
+
+def test_heterogeneity_hazard_recovered_by_cox_fit():
+    """With heterogeneity the necrotic fraction and the texture length carry their planted log
+    hazard ratios per standardised unit (an independent lifelines fit), beside volume."""
+    from lifelines import CoxPHFitter
+
+    m = SurvivalModel(heterogeneity=True)
+    truth = simulate_survival(3000, rng=np.random.default_rng(4), model=m)
+    assert truth["necrosis_fraction"].between(0, 0.5).all() and truth["texture_mm"].between(1, 6).all()
+    df = pd.DataFrame({
+        "x_vol": (np.log(truth["volume_ml"]) - m.volume_log_mean) / m.volume_log_sd,
+        "x_pos": (m.position_centre - truth["z_rel"]) / m.position_scale,
+        "x_nec": (truth["necrosis_fraction"] - 0.25) / (0.5 / np.sqrt(12)),
+        "x_tex": (truth["texture_mm"] - 3.5) / (5.0 / np.sqrt(12)),
+        "T": truth["time_months"], "E": truth["event"],
+    })
+    coef = CoxPHFitter().fit(df, "T", "E").params_
+    for name, beta in [("x_vol", m.beta_volume), ("x_pos", m.beta_position), ("x_nec", m.beta_necrosis),
+                       ("x_tex", m.beta_texture)]:
+        assert coef[name] == pytest.approx(beta, abs=0.12), name
+    assert simulate_survival(5, rng=np.random.default_rng(0))["necrosis_fraction"].isna().all()
+
+
+def test_heterogeneous_cohort_keeps_every_other_draw(tmp_path):
+    """A heterogeneity cohort has the same patients (volume, position, side, outcome draws) as the
+    default one of its seed; only the tumour interior and the hazard's two new terms differ."""
+    from scipy import ndimage
+
+    from ctsurv.io import read_ct, read_rtstruct_mask
+
+    ref = write_phantom_cohort(tmp_path / "ref", n_patients=2, seed=3)
+    het = write_phantom_cohort(tmp_path / "het", n_patients=2, seed=3, model=SurvivalModel(heterogeneity=True))
+    same = ["volume_ml", "gtv_mask_ml", "z_rel", "side"]
+    pd.testing.assert_frame_equal(ref.truth[same], het.truth[same])
+    assert ref.truth["necrosis_fraction"].isna().all() and het.truth["necrosis_fraction"].notna().all()
+    t = het.truth
+    extra = (0.8 * (t["necrosis_fraction"] - 0.25) / (0.5 / np.sqrt(12))
+             + 0.8 * (t["texture_mm"] - 3.5) / (5.0 / np.sqrt(12)))
+    np.testing.assert_allclose(t["eta"] - ref.truth["eta"], extra, atol=1e-8)
+    a, b = read_ct(ref.images_dir / "PHANTOM-001"), read_ct(het.images_dir / "PHANTOM-001")
+    gtv = read_rtstruct_mask(ref.images_dir / "PHANTOM-001" / "RTSTRUCT.dcm", a, "GTV-1")
+    assert np.array_equal(gtv, read_rtstruct_mask(het.images_dir / "PHANTOM-001" / "RTSTRUCT.dcm", b, "GTV-1"))
+    assert np.abs(a.hu[gtv] - b.hu[gtv]).mean() > 10.0  # the interior is re-rendered
+    outside = ~ndimage.binary_dilation(gtv, np.ones((1, 5, 5), bool))  # beyond the in-plane blur
+    assert np.array_equal(a.hu[outside], b.hu[outside])  # spicules and noise: the same draws

@@ -12,11 +12,15 @@ from ctsurv.exceptions import CtsurvError
 
 
 def _cmd_synth(a) -> None:
-    from ctsurv.synthetic import scanner_params, write_phantom_cohort
+    from ctsurv.synthetic import SurvivalModel, scanner_params, write_phantom_cohort
 
+    model = SurvivalModel()
+    if a.heterogeneity != "off":
+        model = SurvivalModel(heterogeneity=True, **({"beta_necrosis": 0.0, "beta_texture": 0.0}
+                                                     if a.heterogeneity == "null" else {}))
     info = write_phantom_cohort(a.out, n_patients=a.n_patients, seed=a.seed, workers=a.workers,
                                 progress=not a.no_progress, params=scanner_params(a.scanner),
-                                id_prefix=a.id_prefix)
+                                id_prefix=a.id_prefix, model=model)
     print(f"[ctsurv] phantom cohort written to {a.out} ({info})")
 
 
@@ -313,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "sharp, smooth); the tumour biology and hazard are the same under each")
     s.add_argument("--id-prefix", default="PHANTOM",
                    help="patient ID prefix (another prefix: a cohort sharing no patient with the demo's)")
+    s.add_argument("--heterogeneity", choices=("off", "on", "null"), default="off",
+                   help="tumour interiors with a necrotic core fraction and a texture length (seed 002): "
+                        "'on' puts both in the hazard (ctsurv.synthetic.SurvivalModel), 'null' draws "
+                        "them into the images only")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_synth)
 

@@ -161,14 +161,20 @@ def _write_patient(args) -> tuple[list, list, bool]:
     temporary folder.
     """
     i, pid, seed, params, model, images, origin = args
+    nec = tex = float("nan")
+    if model.heterogeneity:  # its own stream: the other draws of the patient stay as they were
+        nec, tex = model.sample_heterogeneity(rng=np.random.default_rng(
+            np.random.SeedSequence(seed, spawn_key=(i, 7))))
+        params = replace(params, tumour_necrosis=nec, tumour_texture_mm=tex)
     vol, z, side, hu, sp, masks, replaced = _place_patient(i, seed, params, model)
     _, _, clin_ss, out_ss = np.random.SeedSequence(seed, spawn_key=(i,)).spawn(4)
-    eta = float(model.linear_predictor(vol, z))
+    eta = float(model.linear_predictor(vol, z, nec, tex))
     out = {k: v[0] for k, v in model.sample_outcomes(eta, rng=np.random.default_rng(out_ss)).items()}
     clinical = _clinical_row(pid, vol, out["time_months"], out["event"], np.random.default_rng(clin_ss))
     gtv_ml = float(masks["GTV"].sum() * np.prod(sp) / 1000.0)
     truth = [pid, vol, gtv_ml, z, side, eta, float(np.exp(eta)), float(model.survival(24.0, eta)),
-             out["event_time_months"], out["censor_time_months"], out["time_months"], int(out["event"])]
+             out["event_time_months"], out["censor_time_months"], out["time_months"], int(out["event"]),
+             nec, tex]
     uid_seed = int(np.random.SeedSequence(seed, spawn_key=(i, 99)).generate_state(1)[0])
     pdir = images / pid
     tmp = images / f".{pid}.{os.getpid()}.tmp"

@@ -16,7 +16,11 @@ apex and sit on diaphragm domes, so that apex and base slices hold little lung, 
 branching vessels (+40, partial volume, clipped to the lungs); a trachea (air) splitting into
 two main bronchi that enter the lungs; liver (+55) and a gastric air bubble below the diaphragm;
 one tumour (+35, lobulated spheroid, optional spicules, necrotic core above 60 mL) inside one
-lung. Then an in-plane point-spread blur, Gaussian noise (``noise_sd``, 20 HU) and rounding to
+lung; or, with ``tumour_necrosis`` and ``tumour_texture_mm`` (seed 002's internal heterogeneity),
+a necrotic core (+5 HU) of exactly that fraction of the GTV voxels (the innermost ones by the
+shape's level set) in viable tissue of +40 HU plus a Gaussian random field of sd 25 HU whose
+kernel sd is ``tumour_texture_mm`` (autocorrelation ``exp(-d^2 / (4 l^2))`` at lag ``d`` mm, for
+kernels of at least about 0.75 voxel; a sampled kernel of 0.5 voxel is rougher). Then an in-plane point-spread blur, Gaussian noise (``noise_sd``, 20 HU) and rounding to
 integer HU in the scanner range [-1024, 3071].
 
 The tumour's volume and position are drawn as in :class:`~ctsurv.synthetic.SurvivalModel`
@@ -59,6 +63,9 @@ class PhantomParams:
     body_scale : factor on the patient's drawn body size (1 = the default anatomy).
     n_spicules : thin strands drawn from the tumour surface into the lung (not part of the GTV).
     vessel_depth : branching generations of each lung's vessel tree.
+    tumour_necrosis, tumour_texture_mm : the necrotic fraction of the GTV (in [0, 0.9]) and the
+        viable tissue's texture length (mm, in [0.5, 20]); given together, or neither (the
+        default rendering).
     """
 
     shape: tuple[int, int, int] = (48, 192, 192)
@@ -73,6 +80,8 @@ class PhantomParams:
     sharpen: float = 0.0
     hu_offset: float = 0.0
     body_scale: float = 1.0
+    tumour_necrosis: float | None = None
+    tumour_texture_mm: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or any(int(s) < 8 for s in self.shape):
@@ -97,6 +106,12 @@ class PhantomParams:
             raise PhantomError(f"psf_sigma_vox and sharpen must be >= 0, got {self.psf_sigma_vox}, {self.sharpen}")
         if not 0.8 <= self.body_scale <= 1.2:
             raise PhantomError(f"body_scale must be in [0.8, 1.2], got {self.body_scale}")
+        if (self.tumour_necrosis is None) != (self.tumour_texture_mm is None):
+            raise PhantomError("tumour_necrosis and tumour_texture_mm are given together or not at all")
+        if self.tumour_necrosis is not None and not (0.0 <= self.tumour_necrosis <= 0.9
+                                                     and 0.5 <= self.tumour_texture_mm <= 20.0):
+            raise PhantomError(f"tumour_necrosis must be in [0, 0.9] and tumour_texture_mm in [0.5, 20] mm, "
+                               f"got {self.tumour_necrosis}, {self.tumour_texture_mm}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +128,28 @@ class PhantomInfo:
     tumour_centre_mm: tuple[float, float, float]
     lung_z_mm: tuple[float, float]
     labels: dict = field(default_factory=dict)
+
+
+def _heterogeneous_tumour(gtv: np.ndarray, level: np.ndarray, spacing, fraction: float, length_mm: float,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """HU of a heterogeneous tumour on its box and its necrotic core (see the module docstring).
+
+    ``gtv`` and ``level`` (the shape's level set, lower inside) are the box's; the core is the
+    ``round(fraction * n)`` GTV voxels of lowest level; the viable tissue is +40 HU plus 25 HU
+    times white noise smoothed by a Gaussian of sd ``length_mm`` and standardised over the GTV.
+    """
+    sigma = tuple(float(length_mm) / s for s in spacing)
+    field = ndimage.gaussian_filter(rng.standard_normal(gtv.shape), sigma=sigma, mode="reflect")
+    inside = field[gtv]
+    field = (field - inside.mean()) / max(float(inside.std()), 1e-12)
+    t_hu = (40.0 + 25.0 * field).astype(np.float32)
+    n_core = int(round(float(fraction) * int(gtv.sum())))
+    core = np.zeros_like(gtv)
+    if n_core:
+        lv = np.where(gtv, level, np.inf).ravel()
+        core.ravel()[np.argpartition(lv, n_core - 1)[:n_core]] = True
+    t_hu[core] = 5.0
+    return t_hu, core
 
 
 def _coords(params: PhantomParams):
@@ -328,9 +365,17 @@ def make_phantom(params: PhantomParams, *, rng: np.random.Generator, return_info
     pick[np.argpartition(level, n_vox - 1)[:n_vox]] = True
     gtv = np.zeros((nz, ny, nx), bool)
     gtv[sl] = pick.reshape(rho.shape)
-    t_hu = 35.0 + 8.0 * tex[sl]
-    if vol_ml > 60:
-        t_hu = np.where(rho <= 0.45 * rad, 15.0 + 8.0 * tex[sl], t_hu)
+    necrosis = None
+    if params.tumour_necrosis is None:
+        t_hu = 35.0 + 8.0 * tex[sl]
+        if vol_ml > 60:
+            t_hu = np.where(rho <= 0.45 * rad, 15.0 + 8.0 * tex[sl], t_hu)
+    else:
+        # a spawned child stream: every later draw of ``rng`` (spicules, noise) stays as it was
+        t_hu, core = _heterogeneous_tumour(gtv[sl], level.reshape(rho.shape), sp, params.tumour_necrosis,
+                                           params.tumour_texture_mm, rng.spawn(1)[0])
+        necrosis = np.zeros_like(gtv)
+        necrosis[sl] = core
     hu[sl][gtv[sl]] = t_hu[gtv[sl]]
     n_sp = params.n_spicules if params.n_spicules is not None else int(rng.integers(0, 5))
     for _ in range(n_sp):
@@ -389,6 +434,7 @@ def make_phantom(params: PhantomParams, *, rng: np.random.Generator, return_info
         "Bone": bone3, "Airway": airway3, "Heart": heart3 & ~lung_any,
         "Fat": fat3, "Muscle": np.broadcast_to(muscle2 & ~cavity2 & ~ring2, hu.shape) & ~bone3,
         "Aorta": np.broadcast_to(aorta2, hu.shape) & thorax_z[:, None, None],
+        **({"Necrosis": necrosis} if necrosis is not None else {}),
     }
     info = PhantomInfo(float(vol_ml), float(z_rel), side, tuple(float(c) for c in centre),
                        (float(z_base), float(z_apex)), labels)

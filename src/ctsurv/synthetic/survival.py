@@ -33,6 +33,21 @@ log volume on the mean slice features about 0.6-0.7). Even so, the reference met
 than 80 patients to learn the signal: its mean fold Ctd was 0.47 at 80 patients and about
 0.61-0.62 at 160-240 (the README's "The demo"; ``ctsurv demo`` therefore uses 240).
 
+Internal heterogeneity (seed 002's premise, off by default): with
+``SurvivalModel(heterogeneity=True)`` every phantom tumour also gets a necrotic core fraction
+:math:`f \sim U(0, 0.5)` and a texture correlation length :math:`\ell \sim U(1, 6)` mm of its
+viable tissue (:class:`~ctsurv.synthetic.PhantomParams` ``tumour_necrosis``,
+``tumour_texture_mm``), drawn from their own stream (the other draws of a patient are unchanged),
+and the linear predictor gains
+
+.. math::
+
+    \beta_N \frac{f - 0.25}{0.144} + \beta_T \frac{\ell - 3.5}{1.443}
+
+(the uniforms' means and sds), with :math:`\beta_N = \beta_T = 0.8` by default: more necrosis and
+coarser texture are worse, beyond volume. ``beta_necrosis = beta_texture = 0`` keeps the
+heterogeneity in the images and out of the hazard (a null for the map channels).
+
 All times are in months.
 """
 
@@ -52,6 +67,7 @@ __all__ = ["SurvivalModel", "simulate_survival", "harrell_cindex", "oracle_cinde
 TRUTH_COLUMNS = (
     "PatientID", "volume_ml", "gtv_mask_ml", "z_rel", "side", "eta", "hazard_ratio",
     "surv_24m", "event_time_months", "censor_time_months", "time_months", "event",
+    "necrosis_fraction", "texture_mm",
 )
 
 
@@ -74,6 +90,11 @@ class SurvivalModel:
     position_scale: float = 0.175
     admin_followup_months: tuple[float, float] = (36.0, 120.0)
     dropout_rate_per_month: float = 0.002
+    heterogeneity: bool = False
+    beta_necrosis: float = 0.8
+    beta_texture: float = 0.8
+    necrosis_range: tuple[float, float] = (0.0, 0.5)
+    texture_range_mm: tuple[float, float] = (1.0, 6.0)
 
     def __post_init__(self) -> None:
         if not (self.median_os_months > 0 and self.weibull_shape > 0 and self.position_scale > 0):
@@ -87,6 +108,11 @@ class SurvivalModel:
         alo, ahi = self.admin_followup_months
         if not 0 < alo <= ahi or self.dropout_rate_per_month < 0:
             raise PhantomError("admin_followup_months must be 0 < lo <= hi and dropout_rate_per_month >= 0")
+        nlo, nhi = self.necrosis_range
+        tlo, thi = self.texture_range_mm
+        if not (0 <= nlo < nhi <= 0.9 and 0.5 <= tlo < thi <= 20):
+            raise PhantomError(f"necrosis_range must satisfy 0 <= lo < hi <= 0.9 and texture_range_mm "
+                               f"0.5 <= lo < hi <= 20 mm, got {self.necrosis_range}, {self.texture_range_mm}")
 
     @property
     def weibull_scale(self) -> float:
@@ -103,14 +129,27 @@ class SurvivalModel:
         u = np.clip((r - 13.0) / 20.0, 0.0, 1.0)
         return self.z_limits[0] + 0.4 * u ** 1.5, self.z_limits[1] - 0.15 * u
 
-    def linear_predictor(self, volume_ml, z_rel) -> np.ndarray:
-        """:math:`\\eta` for tumour volume (mL) and relative cranio-caudal position (0 base, 1 apex)."""
+    def linear_predictor(self, volume_ml, z_rel, necrosis=None, texture_mm=None) -> np.ndarray:
+        """:math:`\\eta` for tumour volume (mL) and relative cranio-caudal position (0 base, 1 apex);
+        with ``heterogeneity`` also the necrotic fraction and texture length (mm), both required."""
         v = np.asarray(volume_ml, dtype=float)
         z = np.asarray(z_rel, dtype=float)
         if np.any(~np.isfinite(v)) or np.any(v <= 0):
             raise PhantomError("tumour volumes must be positive and finite")
         x_vol = (np.log(v) - self.volume_log_mean) / self.volume_log_sd
-        return self.beta_volume * x_vol + self.beta_position * (self.position_centre - z) / self.position_scale
+        eta = self.beta_volume * x_vol + self.beta_position * (self.position_centre - z) / self.position_scale
+        if not self.heterogeneity:
+            return eta
+        if necrosis is None or texture_mm is None:
+            raise PhantomError("a heterogeneity model needs the necrotic fraction and the texture length")
+        (nlo, nhi), (tlo, thi) = self.necrosis_range, self.texture_range_mm
+        xn = (np.asarray(necrosis, float) - (nlo + nhi) / 2) / ((nhi - nlo) / np.sqrt(12.0))
+        xt = (np.asarray(texture_mm, float) - (tlo + thi) / 2) / ((thi - tlo) / np.sqrt(12.0))
+        return eta + self.beta_necrosis * xn + self.beta_texture * xt
+
+    def sample_heterogeneity(self, *, rng: np.random.Generator) -> tuple[float, float]:
+        """One tumour's ``(necrotic fraction, texture length in mm)``, uniform on the ranges."""
+        return float(rng.uniform(*self.necrosis_range)), float(rng.uniform(*self.texture_range_mm))
 
     def survival(self, t, eta) -> np.ndarray:
         """:math:`S(t \\mid \\eta)`; broadcasts ``t`` against ``eta``."""
@@ -164,12 +203,16 @@ def simulate_survival(n: int, *, rng: np.random.Generator, model: SurvivalModel 
     model = model or SurvivalModel()
     vol, z = model.sample_covariates(n, rng=rng)
     side = np.where(rng.uniform(size=n) < 0.5, "L", "R")
-    eta = model.linear_predictor(vol, z)
+    nec = tex = np.full(n, np.nan)
+    if model.heterogeneity:
+        nec, tex = rng.uniform(*model.necrosis_range, size=n), rng.uniform(*model.texture_range_mm, size=n)
+    eta = model.linear_predictor(vol, z, nec, tex)
     out = model.sample_outcomes(eta, rng=rng)
     return pd.DataFrame({
         "PatientID": [f"SIM-{i + 1:05d}" for i in range(n)],
         "volume_ml": vol, "gtv_mask_ml": vol, "z_rel": z, "side": side, "eta": eta,
         "hazard_ratio": np.exp(eta), "surv_24m": model.survival(24.0, eta), **out,
+        "necrosis_fraction": nec, "texture_mm": tex,
     })[list(TRUTH_COLUMNS)]
 
 
