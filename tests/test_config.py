@@ -62,3 +62,4 @@ def test_named_protocols_fill_in_only_what_the_configuration_leaves_unset():
     s2 = from_dict({"train": {"protocol": "seed002"}, "data": {"tumour_roi": "GTV-1"}})
     assert (s2.embed.kind, s2.embed.augment, s2.model.head) == ("tumour", True, "cox")
     assert (s2.train.batch_size, s2.train.lr, s2.cv.n_folds) == (16, 1e-4, 5)
+    assert s2.data.horizon_months == 36 and s2.data.tumour_roi == "GTV-1"  # t-AUC at 12, 24, 36

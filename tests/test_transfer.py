@@ -290,3 +290,41 @@ def test_early_blocks_stay_frozen_in_a_last_block_network():
     stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(after[k], start[k]) for k in stats)
     assert not torch.equal(after[f"embedding.{linear}.weight"], start[f"embedding.{linear}.weight"])
+
+
+def test_stem_and_early_blocks_stay_frozen_in_the_tumour_kind():
+    """Seed 002's fine-tuning (``--freeze stem early-blocks``): the Vision-Mamba stem, position
+    embedding and first half of the blocks keep the source's values; the later blocks, the
+    aggregator and the Cox head train. The input standardisation is refitted on the target."""
+    from ctsurv.build import build_encoder
+    from ctsurv.config import from_dict
+    from ctsurv.types import PatientFeatures
+
+    cfg = from_dict({"embed": {"kind": "tumour"}, "data": {"tumour_roi": "GTV-1"},
+                     "model": {"head": "cox", "ssm_dim": 16, "ssm_depth": 2, "ssm_patch": 16, "ssm_state": 4,
+                               "shared_layers": 1, "shared_width": 8}})
+    build = network_factory(cfg, build_encoder(cfg))
+    torch.manual_seed(0)
+    start = {k: v.clone() for k, v in build().state_dict().items()}
+    names = frozen_parameter_names(build(), ["stem", "early-blocks"])
+    assert any(n.startswith("embedding.encoder.stem.") for n in names)
+    assert "embedding.encoder.pos_embed" in names
+    assert any(n.startswith("embedding.encoder.blocks.0.") for n in names)
+    assert not any(n.startswith("embedding.encoder.blocks.1.") for n in names)
+    rng = np.random.default_rng(0)
+    pats = [PatientFeatures(f"P{i}", rng.normal(size=(1, 3, 1, 64, 64)).astype(np.float32),
+                            np.linspace(0, 1, 3, dtype=np.float32)) for i in range(10)]
+    time = rng.uniform(1, 30, 10)
+    event = np.ones(10, dtype=int)
+    rep = Replica(np.arange(8), time[:8], event[:8], np.arange(8, 10), time[8:], event[8:], 3, start)
+    res = train_replicas(build, pats, [rep], TrainConfig(epochs=2, lr=1e-2, augment=True, freeze=names,
+                                                         batch_size=4))[0]
+    after = res.model.state_dict()
+    for n in names:
+        assert torch.equal(after[n], start[n]), n
+    moved = [n for n in after if n not in names and not torch.equal(after[n], start[n])]
+    assert any(n.startswith("embedding.encoder.blocks.1.") for n in moved)
+    assert "embedding.norm.running_mean" in moved  # the target's own input statistics
+    one = network_factory(cfg.replace(model={"ssm_depth": 1}), build_encoder(cfg))()
+    with pytest.raises(CtsurvError, match="early-blocks: this network has no such parameters"):
+        frozen_parameter_names(one, ["early-blocks"])  # depth 1: no block before the last

@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--freeze", nargs="+", metavar="PART",
                    help="parts kept at the source's values: backbone-head, aggregator, "
-                        "deephit-shared, early-blocks (ctsurv.transfer.FREEZE_PARTS)")
+                        "deephit-shared, early-blocks, stem (ctsurv.transfer.FREEZE_PARTS; seed 002: "
+                        "--freeze stem early-blocks)")
     s.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the config's train.lr)")
     s.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the config's train.epochs)")
     s.add_argument("--selection", choices=["val_ctd", "val_loss", "last"],

@@ -201,8 +201,10 @@ PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {},
     "shallow-head": {"model": {"shared_layers": 1, "cs_layers": 1}, "train": {"epochs": 50}},
     # seed 002 (Wang et al.): the tumour kind with a Cox head, AdamW at lr 1e-4, batch 16, 5-fold
-    # CV, on-the-fly flip / rotation / scaling (set data.tumour_roi and model.channels yourself)
-    "seed002": {"embed": {"kind": "tumour", "augment": True}, "model": {"head": "cox"},
+    # CV, on-the-fly flip / rotation / scaling, curves to 36 months (its t-AUC at 1, 2 and 3
+    # years); set data.tumour_roi and model.channels yourself
+    "seed002": {"data": {"horizon_months": 36.0}, "embed": {"kind": "tumour", "augment": True},
+                "model": {"head": "cox"},
                 "train": {"batch_size": 16, "lr": 1e-4}, "cv": {"n_folds": 5}},
 }
 

@@ -51,7 +51,10 @@ FREEZE_PARTS: dict[str, str] = {
                   "slice transformer); mean pooling has no parameters",
     "deephit-shared": "DeepHit's shared sub-network (head.shared)",
     "early-blocks": "the trainable encoder blocks before the embedding's last linear layer "
-                    "(3D kinds, embed.strategy last-block); the feature-extractor strategy has none",
+                    "(3D kinds, embed.strategy last-block; the feature-extractor strategy has none); "
+                    "the tumour kind: the first half of its state-space blocks (depth // 2)",
+    "stem": "the tumour kind's convolutional stem and token position embedding (seed 002 fine-tunes "
+            "with the stem and early blocks frozen: --freeze stem early-blocks)",
 }
 
 #: settings the source and target must share, by section (the time grid and the kind are
@@ -60,7 +63,8 @@ _NETWORK_SETTINGS = {
     "preprocess": None,  # every key
     "embed": ("backbone", "weights", "strategy", "embedding_dim"),
     "model": ("aggregator", "head", "shared_layers", "shared_width", "cs_layers", "cs_width",
-              "volume_depth", "volume_size", "volume_mode"),
+              "volume_depth", "volume_size", "volume_mode", "channels", "ssm_dim",
+              "ssm_depth", "ssm_patch", "ssm_state"),
 }
 
 
@@ -198,10 +202,20 @@ def _param_names(module: nn.Module, prefix: str) -> list[str]:
 def frozen_parameter_names(net: nn.Module, parts) -> tuple[str, ...]:
     """Parameter names of ``net`` (a :class:`ctsurv.models.SurvivalNet`) in the ``parts`` of
     :data:`FREEZE_PARTS`; an unknown part, or one this network does not have, is an error."""
+    from ctsurv.tumour_net import TumourSliceNet
+
     check_parts(parts)
     names: list[str] = []
+    vim = net.embedding.encoder if isinstance(net.embedding, TumourSliceNet) else None
     for part in parts:
-        if part == "backbone-head":
+        if part == "stem":
+            got = [] if vim is None else [f"embedding.encoder.{n}" for n, _ in vim.named_parameters()
+                                          if n.split(".")[0] in ("stem", "pos_embed", "cls_token")]
+        elif vim is not None and part == "early-blocks":
+            k = vim.depth // 2
+            got = [f"embedding.encoder.blocks.{n}" for n, _ in vim.blocks.named_parameters()
+                   if int(n.split(".")[0]) < k]
+        elif part == "backbone-head":
             got = _param_names(net.embedding, "embedding") if net.embedding is not None else []
         elif part == "aggregator":
             got = _param_names(net.aggregator, "aggregator")
