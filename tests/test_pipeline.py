@@ -410,3 +410,22 @@ def test_in_fold_recalibration(signal_run):
     assert citl["recalibrated"]["observed"] == pytest.approx(km)
     assert abs(citl["recalibrated"]["difference"]) < abs(citl["raw"]["difference"])
     assert (out / "figures" / "calibration.png").stat().st_size > 1000
+
+
+def test_explain_draws_test_patients_by_their_fold_model(signal_run, tmp_path):
+    """``ctsurv explain`` on a 2d run: the top slices and weights are those the run recorded when
+    the fold model scored its test patients; each map is scaled to a maximum of 1 (or all 0)."""
+    from ctsurv.predict import explain_run
+
+    out, _ = signal_run
+    att = pd.read_csv(out / "attention.csv", dtype={"patient_id": str})
+    folds = pd.read_csv(out / "folds.csv", dtype={"patient_id": str})
+    chosen = folds[folds["role"] == "test"].groupby("fold")["patient_id"].first().tolist()[:2]
+    table = explain_run(out, tmp_path / "cam", patients=chosen, top_k=2, progress=False)
+    assert len(table) == 4 and sorted(table["patient_id"].unique()) == sorted(chosen)
+    for pid, rows in table.groupby("patient_id"):
+        rec = att[att["patient_id"] == pid].sort_values("weight", ascending=False)
+        assert rows.sort_values("rank")["slice"].tolist() == rec["slice"].tolist()[:2]
+        np.testing.assert_allclose(rows.sort_values("rank")["weight"], rec["weight"].to_numpy()[:2], atol=1e-6)
+    assert set(np.round(table["cam_max"], 6)) <= {0.0, 1.0}
+    assert all((tmp_path / "cam" / f).stat().st_size > 0 for f in table["file"])

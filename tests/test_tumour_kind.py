@@ -51,6 +51,24 @@ def test_a_cox_run_of_the_tumour_kind(tiny_cohort, tmp_path):
     torch.testing.assert_close(a.log_hazard, b.log_hazard)
     torch.testing.assert_close(a.cumhaz, b.cumhaz)
     assert cfg2.model.channels == ("ct", "firstorder_Mean")
+    # ctsurv explain: Grad-CAM of test patients by their own fold model; its attention weights
+    # are the ones the run recorded for those patients when it scored them
+    from ctsurv.predict import explain_run
+
+    att = pd.read_csv(tmp_path / "run" / "attention.csv", dtype={"patient_id": str})
+    folds = pd.read_csv(tmp_path / "run" / "folds.csv", dtype={"patient_id": str})
+    test = folds[folds["role"] == "test"].groupby("fold")["patient_id"].first()
+    chosen = [test.iloc[0], test.iloc[1]]
+    table = explain_run(tmp_path / "run", patients=chosen, top_k=2, progress=False)
+    assert sorted(table["patient_id"].unique()) == sorted(chosen)
+    for row in table.itertuples(index=False):
+        assert row.fold == int(test[test == row.patient_id].index[0])
+        rec = att[(att["patient_id"] == row.patient_id) & (att["slice"] == row.slice)]
+        assert len(rec) == 1 and row.weight == pytest.approx(float(rec["weight"].iloc[0]), abs=1e-6)
+        assert row.cam_max in (0.0, pytest.approx(1.0))
+        assert (tmp_path / "run" / "gradcam" / row.file).stat().st_size > 0
+    with pytest.raises(CtsurvError, match="not test patients of this run"):
+        explain_run(tmp_path / "run", patients=["NOBODY"], progress=False)
 
 
 def test_tumour_kind_configuration_errors(tiny_cohort, tmp_path):

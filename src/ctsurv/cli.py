@@ -118,6 +118,12 @@ def _cmd_transfer_study(a) -> None:
     print(f"[ctsurv] tables: {Path(a.out) / 'table.md'}, {Path(a.out) / 'table.csv'}")
 
 
+def _cmd_explain(a) -> None:
+    from ctsurv.predict import explain_run
+
+    explain_run(a.run, a.out, patients=a.patients, top_k=a.top_k, progress=not a.no_progress)
+
+
 def _cmd_predict(a) -> None:
     from ctsurv.predict import predict_patients
 
@@ -420,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Monte Carlo dropout passes for the band of each patient's curve")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("explain", help="Grad-CAM of a run's test patients, each by its own fold model")
+    s.add_argument("run", help="a finished run folder (ctsurv run)")
+    s.add_argument("--out", help="figures and gradcam.csv (default: RUN/gradcam)")
+    s.add_argument("--patients", nargs="+", metavar="ID", help="only these test patients")
+    s.add_argument("--top-k", type=int, default=3, help="slices per patient, by attention weight")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_explain)
 
     s = sub.add_parser("validate-external",
                        help="evaluate a saved model, unchanged, on an external cohort")

@@ -41,7 +41,7 @@ from ctsurv._util import atomic_write_json, atomic_write_text, json_safe
 from ctsurv.report.html import CSS, absent_note, esc, fmt_cell, html_dl, html_table
 
 __all__ = ["BAND_QUANTILES", "patient_page", "index_page", "write_patient_reports",
-           "risk_percentile", "safe_folder_name"]
+           "risk_percentile", "safe_folder_name", "draw_slices"]
 
 #: the band's lower and upper quantiles of the Monte Carlo dropout passes
 BAND_QUANTILES = (0.05, 0.95)
@@ -177,7 +177,7 @@ def _draw_curve(times, surv, lo, hi, horizon: float, pid: str, path: Path) -> by
     return plots.save_figure(fig, path).read_bytes()
 
 
-def _draw_slices(pre, top: list[dict], path: Path, cam: np.ndarray | None = None) -> bytes:
+def draw_slices(pre, top: list[dict], path: Path, cam: np.ndarray | None = None) -> bytes:
     """Montage of the top slices (model input, windowed to [0, 1]) with mask outlines; with
     ``cam`` ((k, H, W) in [0, 1]) a second row overlays each slice's Grad-CAM."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -248,7 +248,7 @@ def write_patient_reports(out: str | Path, records: list[dict], prepared: dict, 
                                 None if not c["band_low"] else np.asarray(c["band_low"]),
                                 None if not c["band_high"] else np.asarray(c["band_high"]),
                                 float(rec["horizon"]), pid, d / "curve.png")
-        slices_png = (_draw_slices(prepared[pid], rec["top_slices"], d / "slices.png",
+        slices_png = (draw_slices(prepared[pid], rec["top_slices"], d / "slices.png",
                                    (cams or {}).get(pid)) if rec["top_slices"] else None)
         rec = {**rec, "files": {"report": "report.html", "curve": "curve.png",
                                 "slices": "slices.png" if slices_png is not None else None}}

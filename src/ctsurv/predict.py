@@ -14,6 +14,7 @@ trained with, and refuses the model otherwise (:class:`~ctsurv.exceptions.ModelM
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +36,12 @@ from ctsurv.pipeline import prepare_step
 from ctsurv.prepare import load_prepared, prepare_cohort, summarize_manifest, tumour_slices_path
 from ctsurv.stats.recalibration import RecalibrationMap
 from ctsurv.train import dropout_passes
+from ctsurv.transfer import fold_model_path
 from ctsurv.tumour_input import load_tumour_slices
 from ctsurv.train import predict as predict_features
 
 __all__ = ["MODEL_FORMAT", "fit_final", "load_model", "predict_patients", "preprocess_hash",
-           "validate_external"]
+           "validate_external", "explain_run", "slice_views", "SliceView"]
 
 
 def fit_final(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> Path:
@@ -331,3 +333,73 @@ def _plot_curves(out: Path, ids: list[str], times: np.ndarray, surv: np.ndarray)
     fig, ax = plots.new_axes((6, 4))
     plots.plot_survival_curves(times, surv, ax=ax, labels=ids if len(ids) <= 10 else None)
     plots.save_figure(fig, out / "figures" / "survival_curves.png")
+
+
+def explain_run(run_dir: str | Path, out: str | Path | None = None, *, patients=None, top_k: int = 3,
+                progress: bool = True) -> pd.DataFrame:
+    """Grad-CAM of a run's test patients, each by the fold model that never saw it.
+
+    For every fold ``k`` of the run folder (``ctsurv run``), the kept model
+    (``folds/fold_<k>.safetensors``, checked against the digest in ``folds/fold_<k>.json``)
+    scores its own test patients; the ``top_k`` slices by attention get their Grad-CAM
+    (:func:`ctsurv.explain.grad_cam`) drawn beneath the input slices, one figure per patient:
+    ``out/<patient>.png`` (default ``out``: ``RUN/gradcam``), indexed by ``gradcam.csv``
+    (patient_id, fold, rank, slice, z_mm, weight, cam_max, file). ``patients`` limits it to some
+    test patients (an ID that is no test patient of the run is an error).
+    """
+    from safetensors.torch import load_file
+
+    from ctsurv._util import file_sha256
+    from ctsurv.build import build_encoder, network_factory
+    from ctsurv.config import load_config
+    from ctsurv.patient_report import draw_slices, safe_folder_name
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    out = Path(out) if out is not None else run_dir / "gradcam"
+    if not get_kind(cfg).per_slice:
+        raise CtsurvError(f"{run_dir}: the {cfg.embed.kind} kind scores one volume: no slices to explain")
+    encoder = build_encoder(cfg)
+    build = network_factory(cfg, encoder)
+    folds = {}
+    for k in range(cfg.cv.n_folds):
+        rec_path, weights = run_dir / "folds" / f"fold_{k}.json", fold_model_path(run_dir, k)
+        if not rec_path.is_file() or not weights.is_file():
+            raise CtsurvError(f"{run_dir}: fold {k} has no kept model ({weights.name}): finish the run first")
+        rec = json.loads(rec_path.read_text())
+        if rec.get("model_sha256") and rec["model_sha256"] != file_sha256(weights):
+            raise CtsurvError(f"{weights}: not the model fold {k} recorded (digest differs)")
+        folds[k] = rec["test_ids"]
+    wanted = None if patients is None else [str(p) for p in patients]
+    known = {p for ids in folds.values() for p in ids}
+    if wanted is not None and set(wanted) - known:
+        raise CtsurvError(f"{run_dir}: not test patients of this run: {sorted(set(wanted) - known)[:5]}")
+    prepared = Path(cfg.data.prepared)
+    pres = load_prepared(prepared)
+    rows = []
+    for k, ids in folds.items():
+        ids = [p for p in ids if wanted is None or p in wanted]
+        if not ids:
+            continue
+        model = build()
+        model.load_state_dict(load_file(str(fold_model_path(run_dir, k))))
+        model.eval()
+        ok, why = grad_cam_supported(encoder, model)
+        if not ok:
+            raise CtsurvError(f"{run_dir}: Grad-CAM is not available: {why}")
+        feats = compute_features(cfg, encoder, prepared, ids, augment=False, progress=progress)
+        views = slice_views(cfg, prepared, {p: pres[p] for p in ids})
+        _, weights = predict_features(model, [feats[p] for p in ids])
+        for p, w in zip(ids, weights):
+            top = [{"rank": r + 1, "slice": int(si), "z_mm": float(views[p].z_mm[si]), "weight": float(w[si])}
+                   for r, si in enumerate(np.argsort(-w)[:top_k])]
+            cam = grad_cam(model, encoder, feats[p], views[p].slices, [t["slice"] for t in top])
+            name = f"{safe_folder_name(p)}.png"
+            out.mkdir(parents=True, exist_ok=True)
+            draw_slices(views[p], top, out / name, cam)
+            rows += [{"patient_id": p, "fold": k, **t, "cam_max": float(c.max()), "file": name}
+                     for t, c in zip(top, cam)]
+    table = pd.DataFrame(rows, columns=["patient_id", "fold", "rank", "slice", "z_mm", "weight", "cam_max", "file"])
+    atomic_to_csv(out / "gradcam.csv", table)
+    print(f"[ctsurv] explain: Grad-CAM of {table['patient_id'].nunique()} test patients in {out}")
+    return table
