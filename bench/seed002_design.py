@@ -56,12 +56,21 @@ def _f(v, spec: str = ".3f") -> str:
     return "n/a" if v is None else format(float(v), spec)
 
 
+def _p(h: dict) -> str:
+    if h["logrank_p"] is None and h.get("n_high") is not None:
+        return f"none: {h['n_high']} high / {h['n_low']} low at the cut"
+    return _f(h["logrank_p"], ".3g")
+
+
 def _headline(res: dict) -> dict:
     ev = res["evaluation"]
     c, ctd = ev.get("cindex") or {}, ev.get("ctd") or {}
     return {"n": res["n_patients"], "cindex": c.get("value"), "cindex_ci": [c.get("ci_low"), c.get("ci_high")],
             "ctd": ctd.get("value"), "ctd_ci": [ctd.get("ci_low"), ctd.get("ci_high")],
-            "logrank_p": (ev.get("risk_groups") or {}).get("logrank_p")}
+            "logrank_p": (ev.get("risk_groups") or {}).get("logrank_p"),
+            # no p when every patient falls on one side of the model's training-median cut
+            "n_high": (ev.get("risk_groups") or {}).get("n_high"),
+            "n_low": (ev.get("risk_groups") or {}).get("n_low")}
 
 
 def main(argv=None) -> dict:
@@ -124,7 +133,7 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|")
     for name, h in external.items():
         print(f"| {name} | {_f(h['cindex'])} ({_f(h['cindex_ci'][0])}-{_f(h['cindex_ci'][1])}) | "
-              f"{_f(h['ctd'])} ({_f(h['ctd_ci'][0])}-{_f(h['ctd_ci'][1])}) | {_f(h['logrank_p'], '.3g')} |")
+              f"{_f(h['ctd'])} ({_f(h['ctd_ci'][0])}-{_f(h['ctd_ci'][1])}) | {_p(h)} |")
     return result
 
 
