@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.seeds": 0,  # one seed, separate random streams
     # L1: reading, image processing, cohorts, metrics, statistics, synthetic data.
     "ctsurv.io": 1,
+    "ctsurv.discover": 1,  # which image entries are which patient's (headers only)
     "ctsurv.segment": 1,
     "ctsurv.preprocess": 1,
     "ctsurv.cohort": 1,

@@ -24,6 +24,11 @@ def _cmd_synth(a) -> None:
     print(f"[ctsurv] phantom cohort written to {a.out} ({info})")
 
 
+#: the --labels option of prepare, predict and validate-external
+LABELS_HELP = ("label images, DIR/<patient ID>/<region>.nii.gz (or .nrrd, .mha): the tumour region "
+               "(--tumour-roi / data.tumour_roi) is read from the file named after it instead of RTSTRUCT/SEG")
+
+
 def _cmd_prepare(a) -> None:
     from ctsurv.prepare import prepare_cohort, summarize_manifest
 
@@ -33,7 +38,7 @@ def _cmd_prepare(a) -> None:
         voxel = {"features": feats, "kernel_radius": a.voxel_kernel_radius, "bin_width": a.voxel_bin_width}
     manifest = prepare_cohort(a.images, a.clinical, a.out, workers=a.workers,
                               progress=not a.no_progress, horizon_months=a.horizon,
-                              tumour_roi=a.tumour_roi, voxel_maps=voxel,
+                              tumour_roi=a.tumour_roi, voxel_maps=voxel, labels=a.labels,
                               tumour_input=True if a.tumour_slices else None)
     print(f"[ctsurv] {summarize_manifest(manifest)}; manifest: {Path(a.out) / 'manifest.csv'}")
 
@@ -128,7 +133,7 @@ def _cmd_predict(a) -> None:
     from ctsurv.predict import predict_patients
 
     preds = predict_patients(a.model, a.images, a.out, top_k=a.top_k, progress=not a.no_progress,
-                             report=not a.no_report, n_passes=a.passes)
+                             report=not a.no_report, n_passes=a.passes, labels=a.labels)
     print(f"[ctsurv] scored {len(preds)} patients; see {Path(a.out) / 'predictions.csv'}"
           + ("" if a.no_report else f" and {Path(a.out) / 'index.html'}"))
 
@@ -138,7 +143,7 @@ def _cmd_validate_external(a) -> None:
 
     res = validate_external(a.model, a.images, a.clinical, a.out,
                             calibration_subset=a.calibration_subset, n_bootstrap=a.bootstrap,
-                            seed=a.seed, progress=not a.no_progress)
+                            seed=a.seed, progress=not a.no_progress, labels=a.labels)
     ev = res["evaluation"]
     ctd = (ev.get("ctd") or {}).get("value")
     words = f"Ctd {ctd:.3f}" if ctd is not None else "Ctd undefined"
@@ -338,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--horizon", type=float, default=24.0, help="administrative censoring, months")
     s.add_argument("--tumour-roi", help="also carry this region (RTSTRUCT/SEG, e.g. GTV-1) onto the "
                    "prepared grid, for tumour-focused 3D crops (model.volume_region: tumour)")
+    s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     s.add_argument("--voxel-maps", metavar="FEATURES", help="also compute voxel-level radiomics maps in "
                    "the tumour region: 'all', or comma-separated classes / class_Feature names (seed 002)")
     s.add_argument("--voxel-kernel-radius", type=int, default=1, help="kernel radius of the voxel maps")
@@ -424,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true", help="skip the per-patient pages and index.html")
     s.add_argument("--passes", type=int, default=30,
                    help="Monte Carlo dropout passes for the band of each patient's curve")
+    s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_predict)
 
@@ -446,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "patients only and evaluate both versions on the others")
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_validate_external)
 

@@ -39,6 +39,10 @@ class DataConfig:
     #: "GTV-1") that ``prepare`` carries onto the prepared grid as the "tumour" mask; needed by
     #: ``model.volume_region: tumour``. A patient without it is excluded, with the reason
     tumour_roi: str | None = None
+    #: a folder of label images, ``<labels>/<patient_id>/<region>.nii.gz`` (NIfTI, NRRD or
+    #: MetaImage; :mod:`ctsurv.io.label`): ``tumour_roi`` is then read from the file named after
+    #: it instead of an RTSTRUCT or SEG, for DICOM and volume-file patients alike
+    labels: str | None = None
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ def prepare_step(cfg: RunConfig, out: Path, *, progress: bool = True) -> tuple[p
     manifest = prepare_cohort(cfg.data.images, cfg.data.clinical, prepared,
                               config=preprocess_config(cfg), workers=cfg.train.threads,
                               progress=progress, horizon_months=cfg.data.horizon_months,
-                              tumour_roi=cfg.data.tumour_roi, **tumour_prepare_settings(cfg))
+                              tumour_roi=cfg.data.tumour_roi, labels=cfg.data.labels,
+                              **tumour_prepare_settings(cfg))
     _log(f"prepare: {summarize_manifest(manifest)}")
     return manifest, prepared
 
@@ -85,7 +86,7 @@ _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("cv", "repeats"): 1, ("cv", "null_replicas"): 0,
                   ("cv", "allow_missing_folds"): False, ("cv", "allow_duplicates"): False,
                   ("train", "class_weight"): "balanced", ("train", "oversample"): False,
-                  ("data", "tumour_roi"): None, ("model", "volume_region"): "lung",
+                  ("data", "tumour_roi"): None, ("data", "labels"): None, ("model", "volume_region"): "lung",
                   ("model", "volume_margin"): 10, ("train", "cox_ties"): "efron",
                   ("model", "channels"): ["ct"], ("model", "ssm_dim"): 64, ("model", "ssm_depth"): 4,
                   ("model", "ssm_patch"): 8, ("model", "ssm_state"): 16}

@@ -66,7 +66,7 @@ def fit_final(cfg: RunConfig, out: str | Path, *, progress: bool = True) -> Path
 
 def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path, *,
                      top_k: int = 5, progress: bool = True, report: bool = True,
-                     n_passes: int = 30) -> pd.DataFrame:
+                     n_passes: int = 30, labels: str | Path | None = None) -> pd.DataFrame:
     """Score every patient of an images folder with a saved model of any kind.
 
     Writes ``predictions.csv`` (patient_id, risk = 1 - S(horizon), risk tier, ``recalibrated``,
@@ -83,7 +83,7 @@ def predict_patients(model_dir: str | Path, images: str | Path, out: str | Path,
     prepared = out / "prepared"
     manifest = prepare_cohort(images, None, prepared, config=preprocess_config(cfg),
                               workers=cfg.train.threads, progress=progress,
-                              tumour_roi=cfg.data.tumour_roi, **tumour_prepare_settings(cfg))
+                              tumour_roi=cfg.data.tumour_roi, labels=labels, **tumour_prepare_settings(cfg))
     atomic_to_csv(out / "manifest.csv", manifest)
     print(f"[ctsurv] predict: {summarize_manifest(manifest)}")
     pres = load_prepared(prepared)
@@ -210,7 +210,7 @@ def _patient_records(preds: pd.DataFrame, top: pd.DataFrame, band, meta: dict, c
 
 def validate_external(model_dir: str | Path, images: str | Path, clinical: str | Path, out: str | Path,
                       *, calibration_subset: str | Path | None = None, n_bootstrap: int = 1000,
-                      seed: int = 42, progress: bool = True) -> dict:
+                      seed: int = 42, progress: bool = True, labels: str | Path | None = None) -> dict:
     """Evaluate a saved model, unchanged, on an external cohort (seed 000's direct external
     evaluation).
 
@@ -239,7 +239,7 @@ def validate_external(model_dir: str | Path, images: str | Path, clinical: str |
     manifest = prepare_cohort(images, clinical, prepared, config=preprocess_config(cfg),
                               workers=cfg.train.threads, progress=progress,
                               horizon_months=cfg.data.horizon_months, tumour_roi=cfg.data.tumour_roi,
-                              **tumour_prepare_settings(cfg))
+                              labels=labels, **tumour_prepare_settings(cfg))
     atomic_to_csv(out / "manifest.csv", manifest)
     print(f"[ctsurv] validate-external: {summarize_manifest(manifest)}")
     cohort = pd.read_csv(prepared / "cohort.csv", dtype={"patient_id": str})

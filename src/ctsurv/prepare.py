@@ -76,11 +76,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import re
 import time as _time
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -88,6 +86,8 @@ from tqdm.auto import tqdm
 
 from ctsurv import cohort as cohort_mod
 from ctsurv._util import atomic_to_csv, atomic_write_json, atomic_write_text
+from ctsurv.discover import (IMAGE_SUFFIXES, JUNK_NAMES, TOP_LEVEL_FILES, ImageSource,  # noqa: F401 (re-exported)
+                             list_image_entries, scan_image_entries, scan_images)
 from ctsurv.duplicates import duplicate_of, find_duplicates, write_signature
 from ctsurv.exceptions import CohortError, CtsurvError
 from ctsurv.preprocess import PreprocessConfig, PreprocessedCT, preprocess_ct
@@ -96,7 +96,6 @@ from ctsurv.tumour_input import TumourInputConfig, save_tumour_slices, tumour_in
 #: Bump when the preparation code changes its output for the same input.
 #: 2: pretreatment-study rule, patients pooled from several entries, compressed pixel data.
 PREPARE_VERSION = "2"
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: columns filled by the reader of a DICOM patient (kept in the artifact's JSON for reuse)
 STUDY_FIELDS = ["n_studies", "study_uid", "study_date", "study_rule", "series_uid", "lossy"]
 MANIFEST_COLUMNS = ["patient_id", "status", "reason", "in_table", "has_images", "n_slices",
@@ -105,339 +104,6 @@ MANIFEST_COLUMNS = ["patient_id", "status", "reason", "in_table", "has_images", 
 #: optional clinical-table column naming each patient's pretreatment study (StudyInstanceUID
 #: or StudyDate); matched case-insensitively
 STUDY_COLUMN = "pretreatment_study"
-#: the entry label of DICOM files lying at the top of the images folder
-TOP_LEVEL_FILES = "(top-level files)"
-
-
-#: OS junk skipped like hidden entries (compared case-insensitively)
-JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
-#: file suffixes that promise DICOM (as :mod:`ctsurv.io` reads them; not imported from there:
-#: only the workers import the readers)
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-#: Media Storage Directory Storage: a DICOMDIR index, whatever its file name
-_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-#: folder names of one series: a DICOM UID (digits and dots) or a UUID (IDC's crdc_series_uuid)
-_UID_NAME = re.compile(r"^(\d+(\.\d+)+|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})$")
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.lower() in JUNK_NAMES
-
-
-def _volume_suffix(name: str) -> str | None:
-    return next((s for s in IMAGE_SUFFIXES if name.lower().endswith(s)), None)
-
-
-def _holds_images(folder: Path) -> bool:
-    """Whether ``folder`` holds (at any depth) a file that may be DICOM or a volume.
-
-    A DICOM or volume suffix, or the ``DICM`` marker at byte 128, counts; hidden files and
-    folders do not. Stops at the first such file; an unreadable file counts (its patient's
-    read then reports it).
-    """
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-        for name in sorted(names):
-            if _is_hidden(name):
-                continue
-            if name.lower().endswith(_DICOM_SUFFIXES) or _volume_suffix(name):
-                return True
-            try:
-                with open(Path(root) / name, "rb") as fh:
-                    fh.seek(128)
-                    if fh.read(4) == b"DICM":
-                        return True
-            except OSError:
-                return True
-    return False
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """Where one patient's images are in the images folder (see :func:`scan_images`).
-
-    Attributes
-    ----------
-    patient_id : str
-    entries : tuple of Path
-        The image entries read for the patient: folders and files at the top of the images
-        folder; for a folder holding several patients, that folder's files of this patient.
-    labels : tuple of str
-        How each group of entries is shown in the manifest's ``source`` column: ``name/`` for a
-        folder, the file name for a volume, ``(top-level files) ...`` for loose DICOM files.
-    matched_by : str
-        ``"name"`` (an entry named by the patient ID) or ``"PatientID"`` (the DICOM PatientID
-        of an entry's files); both, joined by ``+``, when the entries differ.
-    dicom_ids : tuple of str
-        The PatientIDs read from the headers of the entries not named by a table patient.
-    problem : str
-        Non-empty when the entries cannot be read together (a NIfTI/NRRD volume and another
-        entry): the patient is excluded with this reason.
-    """
-
-    patient_id: str
-    entries: tuple[Path, ...]
-    labels: tuple[str, ...]
-    matched_by: str
-    dicom_ids: tuple[str, ...] = ()
-    problem: str = ""
-
-    @property
-    def source(self) -> str:
-        """The ``source`` column: the labels, ``; `` between them."""
-        return "; ".join(self.labels)
-
-    @property
-    def is_dicom(self) -> bool:
-        """Whether the patient is read as DICOM (not a volume file, not a file named by the table)."""
-        return not (len(self.entries) == 1 and self.entries[0].is_file() and self.matched_by == "name")
-
-
-def _read_patient_id(f: Path):
-    """``(PatientID, SOPClassUID)`` of a file's header, ``None`` when it is not DICOM at all.
-
-    Raises the reading error for a file that looks like DICOM but cannot be parsed.
-    """
-    import pydicom  # only when headers must be read: named entries never need it
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["PatientID", "SOPClassUID"])
-    except InvalidDicomError:
-        if f.name.lower().endswith(_DICOM_SUFFIXES) or _has_marker(f):
-            raise
-        return None
-    sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
-    if not sop:  # every DICOM object names its SOP class: a "DICM" marker before garbage does not
-        raise ValueError("no SOP Class UID could be read")
-    return str(ds.get("PatientID", "") or "").strip(), sop
-
-
-def _has_marker(f: Path) -> bool:
-    try:
-        with open(f, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def _folder_patient_ids(folder: Path) -> tuple[dict[Path, str], dict[Path, str]]:
-    """PatientID of every DICOM file under ``folder`` (``""`` when absent), and unreadable files."""
-    ids: dict[Path, str] = {}
-    bad: dict[Path, str] = {}
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-        for name in sorted(names):
-            if _is_hidden(name):
-                continue
-            f = Path(root) / name
-            try:
-                got = _read_patient_id(f)
-            except Exception as exc:  # noqa: BLE001 - reported by the patient's read or ignored
-                bad[f] = f"{type(exc).__name__}: {exc}"
-                continue
-            if got is not None:
-                ids[f] = got[0]
-    return ids, bad
-
-
-def _count(n: int) -> str:
-    return "two" if n == 2 else str(n)
-
-
-def scan_images(
-    images_dir: str | Path, patient_ids: Iterable[str] | None = None, *, by_patient_id: bool = True
-) -> tuple[dict[str, ImageSource], dict[str, str]]:
-    """The patients of an images folder and its entries that are not patients.
-
-    Parameters
-    ----------
-    images_dir : path
-        The images folder: patient folders or volume files, a downloader's collection folder
-        (TCIA: ``patient/study/series/``), IDC series folders or loose DICOM files.
-    patient_ids : iterable of str, optional
-        The clinical table's patient IDs (None: no table, scoring new patients).
-    by_patient_id : bool
-        Read the ``PatientID`` of the entries not named by a table patient (headers only) and
-        match them by it (the module docstring's rules). ``False``: entries are matched by name
-        only and loose DICOM files are ignored (:func:`scan_image_entries`).
-
-    Returns
-    -------
-    sources : dict
-        Patient ID -> :class:`ImageSource`.
-    ignored : dict
-        Entry name (or, inside a folder split by PatientID, the file's path relative to the
-        images folder) -> reason, for everything that is not a patient's.
-
-    Raises
-    ------
-    CohortError
-        The folder does not exist.
-    """
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise CohortError(f"images folder {images_dir} does not exist")
-    table = patient_ids is not None
-    known = {str(p) for p in patient_ids} if table else set()
-    # patient -> [(entry or files, label, how, dicom ids)]
-    found: dict[str, list[tuple[Path | tuple[Path, ...], str, str, tuple[str, ...]]]] = {}
-    loose: dict[str, list[Path]] = {}
-    ignored: dict[str, str] = {}
-
-    def add(pid: str, entry, label: str, how: str, ids: tuple[str, ...] = ()) -> None:
-        found.setdefault(pid, []).append((entry, label, how, ids))
-
-    # pass 1: entries named by their patient (a table ID, a volume file); the rest waits
-    unnamed: list[Path] = []
-    for p in sorted(images_dir.iterdir()):
-        if _is_hidden(p.name):
-            continue
-        if p.is_dir():
-            if p.name in known:
-                add(p.name, p, p.name + "/", "name")
-            elif not _holds_images(p):
-                where = "not in the clinical table and " if table else ""
-                ignored[p.name] = (f"image entry {p.name!r}: not a patient: a folder {where}"
-                                   f"holding no DICOM file or NIfTI/NRRD volume")
-            elif not by_patient_id:
-                add(p.name, p, p.name + "/", "name")
-            else:
-                unnamed.append(p)
-        elif (suffix := _volume_suffix(p.name)) is not None:
-            add(p.name[: -len(suffix)], p, p.name, "name")
-        elif p.name in known:
-            add(p.name, p, p.name, "name")  # named by a table patient: its read reports what is wrong
-        elif p.name.upper() == "DICOMDIR":
-            ignored[p.name] = f"image entry {p.name!r}: not a patient: a DICOMDIR index file, not a patient folder"
-        elif by_patient_id and (p.name.lower().endswith(_DICOM_SUFFIXES) or _has_marker(p)):
-            unnamed.append(p)
-        else:
-            ignored[p.name] = (f"image entry {p.name!r}: not a patient: a file that is neither a DICOM "
-                               f"folder nor a NIfTI/NRRD volume ({', '.join(IMAGE_SUFFIXES)})")
-    named = {pid: parts[0][1] for pid, parts in found.items()}
-
-    def claimed(x: str) -> str:
-        return f"its DICOM PatientID {x} has its own image entry {named[x]!r}; the two are not merged"
-
-    # pass 2: the other entries, by the DICOM PatientID of their files (headers only)
-    for p in unnamed:
-        if p.is_file():
-            try:
-                got = _read_patient_id(p)
-            except Exception as exc:  # noqa: BLE001 - a stray file never stops the cohort
-                ignored[p.name] = (f"image entry {p.name!r}: not a patient: a DICOM-named file outside a "
-                                   f"patient folder whose header cannot be read ({type(exc).__name__}: {exc})")
-                continue
-            if got is not None and got[1] == _DICOMDIR_CLASS:
-                ignored[p.name] = f"image entry {p.name!r}: not a patient: a DICOMDIR index file, not a patient folder"
-            elif got is None or not got[0]:
-                ignored[p.name] = (f"image entry {p.name!r}: not a patient: a DICOM file outside a patient "
-                                   "folder without a PatientID to match it by")
-            elif got[0] in named:
-                ignored[p.name] = f"image entry {p.name!r}: not a patient: a DICOM file outside a patient folder; {claimed(got[0])}"
-            else:
-                loose.setdefault(got[0], []).append(p)
-            continue
-        ids, bad = _folder_patient_ids(p)
-        distinct = sorted({v for v in ids.values() if v})
-        if len(distinct) <= 1:
-            x = distinct[0] if distinct else ""
-            if x and x not in named and (x in known or _UID_NAME.match(p.name)):
-                add(x, p, p.name + "/", "PatientID", (x,))
-            else:  # the folder names the patient (as before PatientID matching)
-                add(p.name, p, p.name + "/", "name", tuple(distinct))
-            continue
-        for x in distinct:  # several patients in one folder: split it by PatientID
-            files = tuple(f for f, v in ids.items() if v == x)
-            label = f"{p.name}/ ({len(files)} files with PatientID {x})"
-            if x in named:
-                ignored[label] = f"image entry {label!r}: not a patient's: {claimed(x)}"
-            else:
-                add(x, files, label, "PatientID", (x,))
-        for f, v in ids.items():
-            if not v:
-                rel = f.relative_to(images_dir).as_posix()
-                ignored[rel] = (f"image entry {rel!r}: not a patient's: a DICOM file without PatientID "
-                                f"in folder {p.name!r}, which holds {len(distinct)} patients")
-        for f, why in bad.items():
-            rel = f.relative_to(images_dir).as_posix()
-            ignored[rel] = (f"image entry {rel!r}: not a patient's: an unreadable DICOM file in folder "
-                            f"{p.name!r}, which holds {len(distinct)} patients ({why})")
-    for pid, files in loose.items():
-        shown = files[0].name if len(files) == 1 else f"{files[0].name} ... {files[-1].name}"
-        add(pid, tuple(files), f"{TOP_LEVEL_FILES} {len(files)} DICOM file(s) {shown}", "PatientID", (pid,))
-
-    sources: dict[str, ImageSource] = {}
-    for pid, parts in found.items():
-        entries: list[Path] = []
-        for entry, *_ in parts:
-            entries.extend(entry if isinstance(entry, tuple) else (entry,))
-        labels = tuple(label for _, label, _, _ in parts)
-        hows = sorted({how for _, _, how, _ in parts}, key=["name", "PatientID"].index)
-        ids = tuple(sorted({i for *_, part_ids in parts for i in part_ids}))
-        problem = ""
-        volumes = [label for entry, label, _, _ in parts
-                   if isinstance(entry, Path) and entry.is_file() and _volume_suffix(entry.name)]
-        if volumes and len(parts) > 1:
-            problem = (f"patient {pid}: {_count(len(parts))} image entries ({', '.join(labels)}): a NIfTI/NRRD "
-                       "volume is never combined with another entry; keep one")
-        sources[pid] = ImageSource(pid, tuple(entries), labels, "+".join(hows), ids, problem)
-    return sources, ignored
-
-
-def scan_image_entries(
-    images_dir: str | Path, patient_ids=None
-) -> tuple[dict[str, Path], dict[str, str]]:
-    """Patient entries and ignored entries of an images folder, matched by name only.
-
-    The name-only view of :func:`scan_images` (``by_patient_id=False``): no header is read,
-    loose DICOM files are ignored, and a patient has exactly one entry. ``prepare_cohort``
-    uses :func:`scan_images`, which also matches entries by their DICOM PatientID.
-
-    Parameters
-    ----------
-    images_dir : path
-        The images folder.
-    patient_ids : iterable of str, optional
-        The clinical table's patient IDs: an entry named by one of them is always that
-        patient's entry (a folder by its name, a volume file by its name less the suffix, any
-        other file by its full name).
-
-    Returns
-    -------
-    entries : dict
-        Patient ID -> image entry (folder or volume file).
-    ignored : dict
-        Entry name -> reason, for every entry that is not a patient: a file that is neither a
-        NIfTI/NRRD volume nor named by a table patient; a folder not named by a table patient
-        that holds no DICOM or volume file. Hidden entries and OS junk (:data:`JUNK_NAMES`)
-        are in neither.
-
-    Raises
-    ------
-    CohortError
-        The folder does not exist, or two entries are one patient's (``P1/`` and ``P1.nii.gz``).
-    """
-    sources, ignored = scan_images(images_dir, patient_ids, by_patient_id=False)
-    entries: dict[str, Path] = {}
-    for pid in sorted(sources):
-        src = sources[pid]
-        if len(src.entries) > 1:
-            names = ", ".join(e.name for e in src.entries)
-            raise CohortError(f"patient {pid}: {_count(len(src.entries))} image entries ({names})")
-        entries[pid] = src.entries[0]
-    return entries, ignored
-
-
-def list_image_entries(images_dir: str | Path, patient_ids=None) -> dict[str, Path]:
-    """Map patient ID -> image entry (folder or volume file) of an images folder.
-
-    The patient entries of :func:`scan_image_entries`; entries that are not patients (stray
-    files, folders without images), hidden entries and OS junk are left out, never raise.
-    """
-    return scan_image_entries(images_dir, patient_ids)[0]
 
 
 def source_key(entry, settings: dict) -> str:
@@ -487,9 +153,10 @@ def tumour_slices_path(out_dir: str | Path, pid: str) -> Path:
 
 def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out_dir: str,
                  config_dict: dict, key: str, study: str | None, tumour_roi: str | None = None,
-                 voxel_maps: dict | None = None, tumour_input: dict | None = None) -> dict:
+                 voxel_maps: dict | None = None, tumour_input: dict | None = None,
+                 label_file: str | None = None) -> dict:
     """Worker: read, preprocess and save one patient. Returns a manifest row."""
-    from ctsurv.io import read_ct, read_dicom_ct, read_roi_mask  # only the workers read images
+    from ctsurv.io import read_ct, read_dicom_ct, read_label_mask, read_roi_mask  # only workers read images
 
     t0 = _time.perf_counter()
     row = {"patient_id": pid, "source_key": key}
@@ -507,11 +174,12 @@ def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out
             ct = read_ct(entries[0], patient_id=pid)
         extra = None
         if tumour_roi:  # the tumour region on the prepared grid (model.volume_region: tumour)
-            if not dicom:
-                raise CtsurvError(f"patient {pid}: data.tumour_roi needs a DICOM patient folder "
-                                  "with an RTSTRUCT or SEG; this patient is a volume file")
+            if label_file is None and not dicom:
+                raise CtsurvError(f"patient {pid}: data.tumour_roi needs a DICOM patient folder with an "
+                                  "RTSTRUCT or SEG, or a label image (data.labels); this patient is a volume file")
             first = Path(entries[0])
-            extra = {"tumour": read_roi_mask(first if first.is_dir() else first.parent, ct, tumour_roi)}
+            extra = {"tumour": read_label_mask(label_file, ct, patient_id=pid) if label_file else
+                     read_roi_mask(first if first.is_dir() else first.parent, ct, tumour_roi)}
             if voxel_maps:  # seed 002's maps on the native CT and region (reused by fingerprint)
                 from ctsurv.radiomics.voxel.cache import cached_voxel_maps
 
@@ -558,6 +226,12 @@ def _reusable(out_dir: Path, pid: str, key: str, voxel_maps: dict | None = None,
             "source_key": key, "seconds": 0.0, **{k: meta[k] for k in STUDY_FIELDS if k in meta}}
 
 
+def _label_file(labels, pid: str, name: str) -> Path:
+    from ctsurv.io.label import find_label_file  # the readers load in workers; this one lists a folder
+
+    return find_label_file(labels, pid, name)
+
+
 def _init_worker() -> None:
     # Preparation is numpy/scipy work: one thread per worker process, two processes.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -576,6 +250,7 @@ def prepare_cohort(
     tumour_roi: str | None = None,
     voxel_maps: dict | None = None,
     tumour_input: dict | bool | None = None,
+    labels: str | Path | None = None,
 ) -> pd.DataFrame:
     """Ingest and preprocess a cohort; write ``manifest.csv``, ``cohort.csv`` and artifacts.
 
@@ -614,6 +289,9 @@ def prepare_cohort(
         Also carry this region (RTSTRUCT or SEG, :func:`ctsurv.io.read_roi_mask`) onto the
         prepared grid as the artifact's ``"tumour"`` mask; a patient without it is excluded
         with the reason (``data.tumour_roi``).
+    labels : path, optional
+        A folder of label images, ``<labels>/<ID>/<region>.nii.gz`` (:mod:`ctsurv.io.label`):
+        the region ``tumour_roi`` is read from there instead of RTSTRUCT / SEG (``data.labels``).
     voxel_maps : dict, optional
         Also compute voxel-level radiomics maps of that region on the native CT, keywords of
         :func:`ctsurv.radiomics.voxel.voxel_maps` (``features``, ``kernel_radius``,
@@ -642,8 +320,8 @@ def prepare_cohort(
 
         voxel_maps = voxel_map_settings(voxel_maps)
     tumour_input = tumour_input_settings(tumour_input)
-    if tumour_input is not None and not tumour_roi:
-        raise CtsurvError("tumour-centred slices need the tumour region: give tumour_roi (data.tumour_roi)")
+    if (tumour_input is not None or labels) and not tumour_roi:
+        raise CtsurvError("tumour-centred slices and label images need the region: give tumour_roi (data.tumour_roi)")
     out_dir = Path(out_dir)
     (out_dir / "patients").mkdir(parents=True, exist_ok=True)
 
@@ -693,13 +371,18 @@ def prepare_cohort(
             settings = {**settings, "voxel_maps": voxel_maps}
         if tumour_input is not None:
             settings = {**settings, "tumour_input": tumour_input}
-        key = source_key(src.entries, settings)
+        try:  # a label image is part of the patient's input (its identity is in the key)
+            label = None if not labels else _label_file(labels, pid, tumour_roi)
+        except CtsurvError as exc:
+            rows[pid] = {"patient_id": pid, "status": "excluded", "reason": str(exc)}
+            continue
+        key = source_key([*src.entries, *([label] if label else [])], settings)
         reused = _reusable(out_dir, pid, key, voxel_maps, tumour_input)
         if reused is not None:
             rows[pid] = reused
         else:
-            todo.append((pid, [str(e) for e in src.entries], src.is_dicom, str(images_dir),
-                         str(out_dir), config_dict, key, study, tumour_roi, voxel_maps, tumour_input))
+            todo.append((pid, [str(e) for e in src.entries], src.is_dicom, str(images_dir), str(out_dir),
+                         config_dict, key, study, tumour_roi, voxel_maps, tumour_input, label and str(label)))
 
     if todo:
         bar = _progress(len(todo), progress, desc="prepare")

@@ -36,7 +36,10 @@ grid raises (no resampling); see :mod:`ctsurv.io.seg`. :func:`read_roi_mask` is 
 entry point for a named region of a patient folder, in its RTSTRUCT or a SEG: exact name, then
 the name ignoring case, spaces, ``_`` and ``-``, then the synonyms of
 ``ctsurv/configs/roi_synonyms.yaml`` (:func:`roi_synonyms`, :func:`canonical_roi_name`), the
-RTSTRUCT preferred when both hold it. :func:`list_rois` lists the RTSTRUCT ROIs and then the SEG
+RTSTRUCT preferred when both hold it. :func:`read_label_mask` reads a region from a label image
+(NIfTI, NRRD, MetaImage) of a ``<labels>/<patient>/<region>.nii.gz`` folder
+(:func:`find_label_file`, names matched by the same rules), carried onto the CT grid by
+nearest-neighbour lookup in world coordinates; see :mod:`ctsurv.io.label`. :func:`list_rois` lists the RTSTRUCT ROIs and then the SEG
 segments; :func:`list_roi_sources` says where each comes from.
 
 Writing
@@ -52,7 +55,8 @@ Modules (imports form a DAG): :mod:`~ctsurv.io._common` (SOP class UIDs, DICOM f
 geometry checks) ->
 :mod:`~ctsurv.io.image` (NIfTI/NRRD, :func:`read_ct`) and :mod:`~ctsurv.io.write` (writers);
 :mod:`~ctsurv.io._common` -> :mod:`~ctsurv.io.rtstruct` (RTSTRUCT reading) -> :mod:`~ctsurv.io.seg`
-(DICOM SEG reading, synonyms, :func:`read_roi_mask`, :func:`list_rois`). This package
+(DICOM SEG reading, synonyms, :func:`read_roi_mask`, :func:`list_rois`) -> :mod:`~ctsurv.io.label`
+(label images). This package
 re-exports every name of the former single module ``ctsurv/io.py``, private helpers included.
 """
 
@@ -104,6 +108,7 @@ from ctsurv.io.seg import (
     read_seg_mask,
     roi_synonyms,
 )
+from ctsurv.io.label import LABEL_SUFFIXES, find_label_file, list_label_files, read_label_mask
 from ctsurv.io.write import _DETACHED_STUDY, _apply_tag, _ds, _file_meta, _uid, write_ct_series, write_rtstruct
 
 __all__ = [
@@ -112,6 +117,7 @@ __all__ = [
     "RTSTRUCT_STORAGE",
     "SEG_STORAGE", "LABELMAP_SEG_STORAGE",
     "RoiSource",
+    "LABEL_SUFFIXES", "find_label_file", "list_label_files", "read_label_mask",
     "canonical_roi_name",
     "list_roi_sources",
     "list_rois",
