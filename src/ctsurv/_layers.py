@@ -37,7 +37,8 @@ LAYERS: dict[str, int] = {
     "ctsurv.dropout": 1,  # dropout masks from a seeded stream (torch only)
     "ctsurv.figstyle": 1,  # the one figure style: palette, rcParams, labels, formats
     "ctsurv.radiomics.voxel": 1,  # vectorised voxel-level radiomics maps (numpy only)
-    "ctsurv.tumour_input": 1,  # seed 002's tumour-centred slices with map channels
+    "ctsurv.tumour_input": 1,
+    "ctsurv.cubes": 1,  # tumour-centred 1 mm cubes (seed 003's FM input)  # seed 002's tumour-centred slices with map channels
     # L2: embeddings, networks, training, plots, preparation, evaluation, radiomics parts.
     "ctsurv.embed": 2,
     "ctsurv.models": 2,
@@ -54,6 +55,7 @@ LAYERS: dict[str, int] = {
     "ctsurv.explain": 2,  # Grad-CAM of the risk on the slice kinds' trunk maps
     "ctsurv.radiomics.features": 2,
     "ctsurv.radiomics.calcium": 2,
+    "ctsurv.radiomics.foundation": 2,  # FM features of tumour cubes (imports models3d)
     "ctsurv.radiomics.harmonize": 2,
     "ctsurv.radiomics.select": 2,
     "ctsurv.radiomics.models": 2,

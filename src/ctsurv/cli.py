@@ -247,8 +247,12 @@ def _cmd_study(a) -> None:
 def _cmd_rad_extract(a) -> None:
     from ctsurv.radiomics import extract_features
 
-    df = extract_features(a.images, a.out_csv, regions=tuple(a.region or ("GTV-1",)), cache_dir=a.cache_dir,
-                          patients=a.patients, calcium_regions=tuple(a.calcium_region or ()))
+    fm = tuple(a.fm_region or ())
+    regions = tuple(a.region) if a.region else (() if fm else ("GTV-1",))
+    df = extract_features(a.images, a.out_csv, regions=regions, cache_dir=a.cache_dir,
+                          patients=a.patients, calcium_regions=tuple(a.calcium_region or ()),
+                          fm_regions=fm, fm_weights=a.fm_weights, fm_encoder=a.fm_encoder,
+                          cube_mm=a.cube_mm, labels=a.labels)
     print(f"[ctsurv] {len(df)} patients x {df.shape[1] - 1} features written to {a.out_csv}")
 
 
@@ -285,9 +289,16 @@ def _add_radiomics(sub) -> None:
     s.add_argument("images")
     s.add_argument("out_csv")
     s.add_argument("--region", action="append", default=None,
-                   help="RTSTRUCT ROI name or 'lungs' (repeatable; default GTV-1)")
+                   help="RTSTRUCT ROI name or 'lungs' (repeatable; default GTV-1, none when --fm-region is given)")
     s.add_argument("--calcium-region", action="append", default=None,
                    help="ROI scored for coronary calcium (Agatston, volume, mass; repeatable)")
+    s.add_argument("--fm-region", action="append", default=None,
+                   help="region whose tumour-centred cube gives foundation-model features (repeatable)")
+    s.add_argument("--fm-weights", help="weights file of the FM encoder (FMCIB's model_weights.torch); "
+                   "'random' only to test the plumbing")
+    s.add_argument("--fm-encoder", default="fmcib-resnet50", help="3D encoder of the registry for --fm-region")
+    s.add_argument("--cube-mm", type=float, default=50.0, help="edge of the FM cube, mm (1 mm isotropic)")
+    s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     s.add_argument("--cache-dir")
     s.add_argument("--patients", nargs="+")
     s.set_defaults(func=_cmd_rad_extract)

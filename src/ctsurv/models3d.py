@@ -62,7 +62,7 @@ __all__ = [
     "VOLUME_DEPTH", "VOLUME_SIZE", "STRATEGIES_3D", "KINETICS_MEAN", "KINETICS_STD",
     "Model3DError", "volume_input", "tumour_crop", "VolumeEncoder", "ResNet3D18", "DenseNet3D121",
     "VOLUME_ENCODERS", "build_volume_encoder", "Volume3DNet", "ViTSliceEncoder",
-    "MedicalSliceTransformer", "r3d18_from_torchvision",
+    "MedicalSliceTransformer", "r3d18_from_torchvision", "FMCIBResNet50", "fmcib_scale",
 ]
 
 VOLUME_DEPTH = 72  #: mean slices per LUNG1 patient after the lung filter (seed 000, Question 5)
@@ -219,10 +219,21 @@ def _kinetics_r3d18() -> dict[str, Tensor]:
 
 
 def _read_state_dict(path: Path, who: str) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except Exception as exc:
+            raise WeightsNotFoundError(f"{who}: cannot read safetensors file {path}: {exc}") from exc
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsNotFoundError(f"{who}: cannot read weights file {path}: {exc}") from exc
+        raise WeightsNotFoundError(
+            f"{who}: cannot read weights file {path} as tensors only ({type(exc).__name__}: {exc}). "
+            "ctsurv never unpickles Python objects; if the file is a checkpoint you trust, convert it once "
+            "with torch.load(path, weights_only=False) and safetensors.torch.save_file(state_dict, "
+            "'weights.safetensors'), then pass that file") from exc
     if isinstance(sd, Mapping) and isinstance(sd.get("state_dict"), Mapping):
         sd = sd["state_dict"]
     if not isinstance(sd, Mapping):
@@ -443,7 +454,63 @@ class DenseNet3D121(VolumeEncoder):
         return units
 
 
-VOLUME_ENCODERS: dict[str, type[VolumeEncoder]] = {"resnet3d-18": ResNet3D18, "densenet3d-121": DenseNet3D121}
+class FMCIBResNet50(VolumeEncoder):
+    """FMCIB's foundation model (Pai et al. 2024, *Nature Machine Intelligence*; seed 003's FM
+    features): MONAI's 3D ResNet-50 with widen factor 2, a 7 x 7 x 7 stem of stride 2, max-pool,
+    projection shortcuts with bias, one input channel; 184.5 M parameters, pooled feature 4096
+    on 50 mm cubes at 1 mm (:mod:`ctsurv.cubes`).
+
+    ``weights``: a local file only, never downloaded and never random unless named: the
+    published checkpoint (``model_weights.torch``, Zenodo record 10528450; its
+    ``trunk_state_dict``, or a Lightning ``state_dict`` with the ``model.backbone.`` prefix) or a
+    safetensors / state-dict file in these names, loaded strictly (the first mismatching key and
+    its shapes are reported). The input is FMCIB's scaling (:func:`fmcib_scale`: HU clipped to
+    [-1024, 3072] and mapped to [0, 1]), passed through unchanged.
+    """
+
+    name = "fmcib-resnet50"
+    feature_dim = 4096
+    stem_key = "conv1.weight"
+    mean, std = (0.0,), (1.0,)
+
+    def __init__(self, *, weights: str | Path = "fmcib", **kw):
+        super().__init__(weights=weights, **kw)
+
+    def _make(self) -> nn.Module:
+        from monai.networks.nets import resnet50
+
+        return resnet50(spatial_dims=3, n_input_channels=1, widen_factor=2, conv1_t_stride=2,
+                        feed_forward=False, bias_downsample=True, shortcut_type="B")
+
+    def _pretrained(self, weights: str) -> dict[str, Tensor]:
+        raise WeightsNotFoundError(
+            f"{self.name}: FMCIB's weights are not bundled and are never downloaded here; fetch "
+            "model_weights.torch from https://zenodo.org/records/10528450 on a connected machine, "
+            "put it anywhere (e.g. ~/.cache/ctsurv/fmcib/model_weights.torch) and pass that path as "
+            "the weights (--fm-weights PATH)")
+
+    def _convert(self, sd):
+        for key, prefix in (("trunk_state_dict", ""), ("state_dict", "model.backbone.")):
+            if isinstance(sd.get(key), Mapping):
+                return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd[key].items()}
+        return sd
+
+    def _units(self, net):
+        units = [("stem", "stem", nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool))]
+        for li in range(1, 5):
+            for bi, block in enumerate(getattr(net, f"layer{li}")):
+                units.append((f"layer{li}.{bi}", "block", block))
+        units.append(("pool", "pool", _Pool3d()))
+        return units
+
+
+def fmcib_scale(hu: np.ndarray) -> np.ndarray:
+    """FMCIB's intensity scaling: HU clipped to [-1024, 3072], mapped linearly to [0, 1]."""
+    return np.clip((np.asarray(hu, np.float32) + 1024.0) / 4096.0, 0.0, 1.0)
+
+
+VOLUME_ENCODERS: dict[str, type[VolumeEncoder]] = {"resnet3d-18": ResNet3D18, "densenet3d-121": DenseNet3D121,
+                                                   "fmcib-resnet50": FMCIBResNet50}
 
 
 def build_volume_encoder(name: str, **kw) -> VolumeEncoder:

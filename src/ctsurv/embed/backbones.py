@@ -618,10 +618,12 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping, what: str) -> None:
     unexpected = sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
     if missing or unexpected or wrong:
+        first = (f"; first shape mismatch {wrong[0]!r}: file {tuple(sd[wrong[0]].shape)}, network "
+                 f"{tuple(own[wrong[0]].shape)}" if wrong else "")
         raise ModelMismatchError(
             f"{what} does not match the architecture: "
             f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
-            f"{unexpected[:3]}, {len(wrong)} shape mismatches {wrong[:3]}")
+            f"{unexpected[:3]}, {len(wrong)} shape mismatches {wrong[:3]}{first}")
     model.load_state_dict(sd, strict=True)
 
 

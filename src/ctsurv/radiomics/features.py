@@ -37,9 +37,10 @@ import SimpleITK as sitk
 
 from ctsurv._util import atomic_to_csv, atomic_write_text
 from ctsurv.exceptions import CtsurvError, RadiomicsError, RoiError
-from ctsurv.io import read_ct, read_roi_mask
+from ctsurv.io import find_label_file, read_ct, read_label_mask, read_roi_mask
 from ctsurv.prepare import list_image_entries, source_key
 from ctsurv.radiomics.calcium import CAC_CATEGORIES, agatston_score, calcium_covariates
+from ctsurv.radiomics.foundation import fm_region_features, load_fm_encoder, weights_identity
 from ctsurv.segment import lung_mask
 from ctsurv.types import CTVolume
 
@@ -163,7 +164,8 @@ def calcium_features(ct: CTVolume, mask: np.ndarray) -> dict:
 
 def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None, patients=None,
                      settings: dict | None = None, classes=FEATURE_CLASSES,
-                     calcium_regions=()) -> pd.DataFrame:
+                     calcium_regions=(), fm_regions=(), fm_weights=None, fm_encoder: str = "fmcib-resnet50",
+                     cube_mm: float = 50.0, labels=None) -> pd.DataFrame:
     """Extract PyRadiomics features for every patient folder of ``images_dir`` and region.
 
     Parameters
@@ -187,6 +189,19 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
         ROI names (e.g. the coronary arteries) scored for calcium instead of radiomics
         (:func:`calcium_features`, columns ``<region>:cac_*``). A region whose mask is empty
         scores 0; a missing ROI is a ``failed`` manifest row like any other region.
+    fm_regions : sequence of str
+        Regions (e.g. the GTV) whose tumour-centred ``cube_mm`` cube (1 mm isotropic, around the
+        centroid of the largest lesion) gives foundation-model features
+        (:func:`ctsurv.radiomics.foundation.fm_region_features`, columns ``<region>:fm_0000``...).
+        The manifest row says how many lesions the region has and how much of the cube is padding.
+    fm_weights : path
+        Weights file of ``fm_encoder`` (FMCIB's published checkpoint; ``"random"`` only by name),
+        needed with ``fm_regions``; part of the cache key.
+    fm_encoder : str
+        A 3D encoder of :data:`ctsurv.models3d.VOLUME_ENCODERS` (default FMCIB's ResNet-50).
+    labels : path, optional
+        Read the regions from label images ``<labels>/<ID>/<region>.nii.gz``
+        (:mod:`ctsurv.io.label`) instead of RTSTRUCT / SEG (``"lungs"`` is still segmented).
 
     Returns
     -------
@@ -202,12 +217,28 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
         if missing:
             raise RadiomicsError(f"patients {missing[:5]} have no entry in {images_dir}")
         entries = {p: entries[p] for p in patients}
+    if fm_regions and fm_weights is None:
+        raise RadiomicsError("fm_regions need fm_weights: the weights file of the FM encoder (FMCIB's "
+                             "model_weights.torch), or 'random' to say so")
+    fm = {"encoder": fm_encoder, "weights": weights_identity(fm_weights), "cube_mm": float(cube_mm)}
+    encoder = None
     rows, status = [], []
     for pid, entry in entries.items():
         row = {"patient_id": pid}
         ct = None
-        for region, kind in [(r, "radiomics") for r in regions] + [(r, "calcium") for r in calcium_regions]:
-            key = _cache_key(entry, region, settings, classes if kind == "radiomics" else ["calcium"])
+        label_files = {}
+        jobs = ([(r, "radiomics") for r in regions] + [(r, "calcium") for r in calcium_regions]
+                + [(r, "fm") for r in fm_regions])
+        for region, kind in jobs:
+            if labels is not None and region.lower() != "lungs":
+                try:
+                    label_files[region] = find_label_file(labels, pid, region)
+                except RoiError as exc:
+                    status.append((pid, region, "failed", str(exc)))
+                    continue
+            where = [entry, *([label_files[region]] if region in label_files else [])]
+            key = (source_key(where, {"region": region, "fm": fm, "code": CODE_VERSION}) if kind == "fm" else
+                   _cache_key(where, region, settings, classes if kind == "radiomics" else ["calcium"]))
             name = region if kind == "radiomics" else f"{kind}:{region}"  # radiomics keep their names
             path = cache / pid / (hashlib.sha1(name.encode()).hexdigest()[:12] + ".json")
             if path.exists():
@@ -219,17 +250,27 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
             try:
                 if ct is None:
                     ct = read_ct(entry, patient_id=pid)
-                mask = region_mask(entry, ct, region)
-                feats = (calcium_features(ct, mask) if kind == "calcium" else
-                         extract_region(ct, mask, region=region, settings=settings, classes=classes))
+                mask = (read_label_mask(label_files[region], ct, patient_id=pid) if region in label_files
+                        else region_mask(entry, ct, region))
+                note, extra = "", {}
+                if kind == "fm":
+                    if encoder is None:
+                        encoder = load_fm_encoder(fm_weights, fm_encoder)
+                    feats, lesions = fm_region_features(ct, mask, encoder, size_mm=cube_mm, patient_id=pid)
+                    note = (f"{len(lesions)} lesion(s), features of the largest ({lesions[0]['n_voxels']} voxels); "
+                            f"{100 * lesions[0]['outside_fraction']:.0f} % of its cube outside the CT")
+                    extra = {"lesions": lesions, "note": note}
+                else:
+                    feats = (calcium_features(ct, mask) if kind == "calcium" else
+                             extract_region(ct, mask, region=region, settings=settings, classes=classes))
             except (CtsurvError, RoiError) as exc:
                 log.warning("%s", exc)
                 status.append((pid, region, "failed", str(exc)))
                 continue
             atomic_write_text(path, json.dumps({"key": key, "patient_id": pid, "region": region,
-                                                "features": feats}))
+                                                "features": feats, **extra}))
             row.update({f"{region}:{k}": v for k, v in feats.items()})
-            status.append((pid, region, "ok", ""))
+            status.append((pid, region, "ok", note))
         rows.append(row)
     df = pd.DataFrame(rows)
     atomic_to_csv(out_csv, df)
