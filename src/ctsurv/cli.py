@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,9 +30,25 @@ LABELS_HELP = ("label images, DIR/<patient ID>/<region>.nii.gz (or .nrrd, .mha):
                "(--tumour-roi / data.tumour_roi) is read from the file named after it instead of RTSTRUCT/SEG")
 
 
+def _use_synonyms(a) -> None:
+    """``--roi-synonyms FILE``: the user's synonym groups for this process and its workers."""
+    if getattr(a, "roi_synonyms", None):
+        from ctsurv.io.seg import SYNONYMS_ENV
+
+        if not Path(a.roi_synonyms).is_file():
+            raise SystemExit(f"ctsurv: error: --roi-synonyms {a.roi_synonyms}: no such file")
+        os.environ[SYNONYMS_ENV] = str(Path(a.roi_synonyms).resolve())
+
+
+#: the --roi-synonyms option of prepare and radiomics extract
+SYNONYMS_HELP = ("YAML of ROI-name synonym groups ('canonical: [aliases]'), merged with the packaged "
+                 "configs/roi_synonyms.yaml (sets $CTSURV_ROI_SYNONYMS)")
+
+
 def _cmd_prepare(a) -> None:
     from ctsurv.prepare import prepare_cohort, summarize_manifest
 
+    _use_synonyms(a)
     voxel = None
     if a.voxel_maps:
         feats = None if a.voxel_maps.strip() == "all" else [f.strip() for f in a.voxel_maps.split(",") if f.strip()]
@@ -247,6 +264,7 @@ def _cmd_study(a) -> None:
 def _cmd_rad_extract(a) -> None:
     from ctsurv.radiomics import extract_features
 
+    _use_synonyms(a)
     fm = tuple(a.fm_region or ())
     regions = tuple(a.region) if a.region else (() if fm else ("GTV-1",))
     df = extract_features(a.images, a.out_csv, regions=regions, cache_dir=a.cache_dir,
@@ -299,6 +317,7 @@ def _add_radiomics(sub) -> None:
     s.add_argument("--fm-encoder", default="fmcib-resnet50", help="3D encoder of the registry for --fm-region")
     s.add_argument("--cube-mm", type=float, default=50.0, help="edge of the FM cube, mm (1 mm isotropic)")
     s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
+    s.add_argument("--roi-synonyms", metavar="FILE", help=SYNONYMS_HELP)
     s.add_argument("--cache-dir")
     s.add_argument("--patients", nargs="+")
     s.set_defaults(func=_cmd_rad_extract)
@@ -355,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tumour-roi", help="also carry this region (RTSTRUCT/SEG, e.g. GTV-1) onto the "
                    "prepared grid, for tumour-focused 3D crops (model.volume_region: tumour)")
     s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
+    s.add_argument("--roi-synonyms", metavar="FILE", help=SYNONYMS_HELP)
     s.add_argument("--voxel-maps", metavar="FEATURES", help="also compute voxel-level radiomics maps in "
                    "the tumour region: 'all', or comma-separated classes / class_Feature names (seed 002)")
     s.add_argument("--voxel-kernel-radius", type=int, default=1, help="kernel radius of the voxel maps")

@@ -226,6 +226,14 @@ def _reusable(out_dir: Path, pid: str, key: str, voxel_maps: dict | None = None,
             "source_key": key, "seconds": 0.0, **{k: meta[k] for k in STUDY_FIELDS if k in meta}}
 
 
+def _synonyms_setting() -> dict:
+    """The user's ROI synonym file (``$CTSURV_ROI_SYNONYMS``) as a setting, when one is set."""
+    from ctsurv.io.seg import synonyms_fingerprint
+
+    fp = synonyms_fingerprint()
+    return {"roi_synonyms": fp} if fp else {}
+
+
 def _label_file(labels, pid: str, name: str) -> Path:
     from ctsurv.io.label import find_label_file  # the readers load in workers; this one lists a folder
 
@@ -366,7 +374,7 @@ def prepare_cohort(
         study = studies.get(pid)
         settings = {**config_dict, "pretreatment_study": study} if study else config_dict
         if tumour_roi:
-            settings = {**settings, "tumour_roi": tumour_roi}
+            settings = {**settings, "tumour_roi": tumour_roi, **_synonyms_setting()}
         if voxel_maps:
             settings = {**settings, "voxel_maps": voxel_maps}
         if tumour_input is not None:

@@ -107,6 +107,7 @@ from ctsurv.io.seg import (
     read_roi_mask,
     read_seg_mask,
     roi_synonyms,
+    synonyms_fingerprint,
 )
 from ctsurv.io.label import LABEL_SUFFIXES, find_label_file, list_label_files, read_label_mask
 from ctsurv.io.write import _DETACHED_STUDY, _apply_tag, _ds, _file_meta, _uid, write_ct_series, write_rtstruct
@@ -128,7 +129,7 @@ __all__ = [
     "read_roi_mask",
     "read_rtstruct_mask", "roi_z_centre",
     "read_seg_mask",
-    "roi_synonyms",
+    "roi_synonyms", "synonyms_fingerprint",
     "StudyChoice",
     "write_ct_series",
     "write_rtstruct",

@@ -36,7 +36,10 @@ matches anything decides:
    ``"GTV-1"``, ``"Lung_L"`` is ``"Lung L"``);
 3. the synonym group: the query and the ROI name map to the same canonical name in the
    packaged ``ctsurv/configs/roi_synonyms.yaml`` (``"Primary tumor"`` finds ``"GTV-1"``,
-   ``"Left Lung"`` finds ``"Lung-Left"``), both normalised as in rule 2.
+   ``"Left Lung"`` finds ``"Lung-Left"``, ``"GTVn"`` finds ``"Lymph nodes"``), both normalised
+   as in rule 2, extended by a user's file in the same format named in the environment variable
+   ``CTSURV_ROI_SYNONYMS`` (``--roi-synonyms FILE``; its groups add aliases to packaged groups of
+   the same or an aliased name).
 
 Within the deciding rule the RTSTRUCT is preferred to a SEG: when the name is found in both,
 the RTSTRUCT mask is returned (the choice is logged at INFO level; pass ``source="SEG"`` to
@@ -49,6 +52,7 @@ read the SEG). Two different ROIs of the same source matching by the same rule, 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -99,37 +103,78 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", str(name)).casefold()
 
 
-@functools.lru_cache(maxsize=1)
-def _synonym_table() -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """``(canonical -> aliases, normalised alias or canonical -> canonical)`` from the YAML file."""
-    source = resources.files("ctsurv").joinpath("configs", _SYNONYM_FILE)
+#: environment variable naming a user's synonym file, merged with the packaged one
+SYNONYMS_ENV = "CTSURV_ROI_SYNONYMS"
+
+
+def _read_synonyms(source) -> dict:
     try:
         raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise RoiError(f"cannot read the ROI synonym file {source}: {exc}") from exc
     if not isinstance(raw, dict):
         raise RoiError(f"ROI synonym file {source} must map canonical names to lists of aliases")
-    groups: dict[str, tuple[str, ...]] = {}
-    lookup: dict[str, str] = {}
     for canonical, aliases in raw.items():
         if not isinstance(canonical, str) or not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
             raise RoiError(f"ROI synonym file {source}: entry {canonical!r} must be a name with a list of alias strings")
-        groups[canonical] = tuple(aliases)
-        for alias in (canonical, *aliases):
-            other = lookup.setdefault(_norm(alias), canonical)
-            if other != canonical:
-                raise RoiError(f"ROI synonym file {source}: {alias!r} is listed under both {other!r} and {canonical!r}")
+    return raw
+
+
+@functools.lru_cache(maxsize=4)
+def _synonym_table(extra: str | None = None, stamp=None) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """``(canonical -> aliases, normalised alias or canonical -> canonical)`` from the packaged
+    YAML file and, when given, a user's file in the same format (its groups extend the packaged
+    groups of the same canonical name; an alias may still belong to one group only)."""
+    sources = [resources.files("ctsurv").joinpath("configs", _SYNONYM_FILE)] + ([Path(extra)] if extra else [])
+    groups: dict[str, tuple[str, ...]] = {}
+    lookup: dict[str, str] = {}
+    for source in sources:
+        for canonical, aliases in _read_synonyms(source).items():
+            canonical = lookup.get(_norm(canonical), canonical)  # a user may name a group by an alias
+            groups[canonical] = groups.get(canonical, ()) + tuple(aliases)
+            for alias in (canonical, *aliases):
+                other = lookup.setdefault(_norm(alias), canonical)
+                if other != canonical:
+                    raise RoiError(f"ROI synonym file {source}: {alias!r} is listed under both {other!r} and "
+                                   f"{canonical!r}")
     return groups, lookup
 
 
+def _user_synonyms() -> str | None:
+    return os.environ.get(SYNONYMS_ENV) or None
+
+
+def _table() -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """The synonym table in force: packaged + ``$CTSURV_ROI_SYNONYMS`` (re-read when it changes)."""
+    extra = _user_synonyms()
+    try:
+        st = os.stat(extra) if extra else None
+    except OSError as exc:
+        raise RoiError(f"cannot read the ROI synonym file {extra} (${SYNONYMS_ENV}): {exc}") from exc
+    return _synonym_table(extra, None if st is None else (st.st_mtime_ns, st.st_size))
+
+
+def synonyms_fingerprint() -> str:
+    """A hash of the user's synonym file (``$CTSURV_ROI_SYNONYMS``), ``""`` when none is set:
+    caches of region masks include it, so a changed mapping recomputes them."""
+    extra = _user_synonyms()
+    if not extra:
+        return ""
+    try:
+        return hashlib.sha256(Path(extra).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise RoiError(f"cannot read the ROI synonym file {extra} (${SYNONYMS_ENV}): {exc}") from exc
+
+
 def roi_synonyms() -> dict[str, tuple[str, ...]]:
-    """The ROI synonym groups of ``ctsurv/configs/roi_synonyms.yaml``: canonical name -> aliases."""
-    return dict(_synonym_table()[0])
+    """The ROI synonym groups: canonical name -> aliases (``ctsurv/configs/roi_synonyms.yaml``,
+    extended by the file named in ``$CTSURV_ROI_SYNONYMS`` when set)."""
+    return dict(_table()[0])
 
 
 def canonical_roi_name(name: str) -> str | None:
     """The canonical name of ``name``'s synonym group (case, spaces, ``_``, ``-`` ignored), or None."""
-    return _synonym_table()[1].get(_norm(name))
+    return _table()[1].get(_norm(name))
 
 
 # ----------------------------------------------------------------------------- finding files

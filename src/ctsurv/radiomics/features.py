@@ -37,7 +37,7 @@ import SimpleITK as sitk
 
 from ctsurv._util import atomic_to_csv, atomic_write_text
 from ctsurv.exceptions import CtsurvError, RadiomicsError, RoiError
-from ctsurv.io import find_label_file, read_ct, read_label_mask, read_roi_mask
+from ctsurv.io import find_label_file, read_ct, read_label_mask, read_roi_mask, synonyms_fingerprint
 from ctsurv.prepare import list_image_entries, source_key
 from ctsurv.radiomics.calcium import CAC_CATEGORIES, agatston_score, calcium_covariates
 from ctsurv.radiomics.foundation import fm_region_features, load_fm_encoder, weights_identity
@@ -237,8 +237,10 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
                     status.append((pid, region, "failed", str(exc)))
                     continue
             where = [entry, *([label_files[region]] if region in label_files else [])]
+            synonyms = synonyms_fingerprint()  # a user's mapping can change which ROI a name finds
             key = (source_key(where, {"region": region, "fm": fm, "code": CODE_VERSION}) if kind == "fm" else
                    _cache_key(where, region, settings, classes if kind == "radiomics" else ["calcium"]))
+            key = key + (f"|synonyms {synonyms}" if synonyms else "")
             name = region if kind == "radiomics" else f"{kind}:{region}"  # radiomics keep their names
             path = cache / pid / (hashlib.sha1(name.encode()).hexdigest()[:12] + ".json")
             if path.exists():
