@@ -15,10 +15,12 @@ from ctsurv.exceptions import CtsurvError
 def _cmd_synth(a) -> None:
     from ctsurv.synthetic import SurvivalModel, scanner_params, write_phantom_cohort
 
-    model = SurvivalModel()
+    kw: dict = {}
     if a.heterogeneity != "off":
-        model = SurvivalModel(heterogeneity=True, **({"beta_necrosis": 0.0, "beta_texture": 0.0}
-                                                     if a.heterogeneity == "null" else {}))
+        kw.update(heterogeneity=True, **({"beta_necrosis": 0.0, "beta_texture": 0.0} if a.heterogeneity == "null" else {}))
+    if a.regions != "off":
+        kw.update(regions=True, **({"beta_nodes": 0.0, "beta_calcium": 0.0} if a.regions == "null" else {}))
+    model = SurvivalModel(**kw)
     info = write_phantom_cohort(a.out, n_patients=a.n_patients, seed=a.seed, workers=a.workers,
                                 progress=not a.no_progress, params=scanner_params(a.scanner),
                                 id_prefix=a.id_prefix, model=model)
@@ -362,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tumour interiors with a necrotic core fraction and a texture length (seed 002): "
                         "'on' puts both in the hazard (ctsurv.synthetic.SurvivalModel), 'null' draws "
                         "them into the images only")
+    s.add_argument("--regions", choices=("off", "on", "null"), default="off",
+                   help="mediastinal lymph nodes and coronary artery calcium (seed 003), with RTSTRUCT ROIs "
+                        "'Lymph nodes' and 'Coronary arteries': 'on' puts their burden in the hazard, "
+                        "'null' draws them into the images only")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_synth)
 

@@ -166,23 +166,28 @@ def _write_patient(args) -> tuple[list, list, bool]:
         nec, tex = model.sample_heterogeneity(rng=np.random.default_rng(
             np.random.SeedSequence(seed, spawn_key=(i, 7))))
         params = replace(params, tumour_necrosis=nec, tumour_texture_mm=tex)
+    nodes = cac = float("nan")
+    if model.regions:  # seed 003's nodes and coronary calcium, from their own stream likewise
+        nodes, cac = model.sample_regions(rng=np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 8))))
+        params = replace(params, node_volume_ml=nodes, calcium_mm3=cac)
     vol, z, side, hu, sp, masks, replaced = _place_patient(i, seed, params, model)
     _, _, clin_ss, out_ss = np.random.SeedSequence(seed, spawn_key=(i,)).spawn(4)
-    eta = float(model.linear_predictor(vol, z, nec, tex))
+    eta = float(model.linear_predictor(vol, z, nec, tex, nodes, cac))
     out = {k: v[0] for k, v in model.sample_outcomes(eta, rng=np.random.default_rng(out_ss)).items()}
     clinical = _clinical_row(pid, vol, out["time_months"], out["event"], np.random.default_rng(clin_ss))
     gtv_ml = float(masks["GTV"].sum() * np.prod(sp) / 1000.0)
     truth = [pid, vol, gtv_ml, z, side, eta, float(np.exp(eta)), float(model.survival(24.0, eta)),
              out["event_time_months"], out["censor_time_months"], out["time_months"], int(out["event"]),
-             nec, tex]
+             nec, tex, nodes, cac]
     uid_seed = int(np.random.SeedSequence(seed, spawn_key=(i, 99)).generate_state(1)[0])
     pdir = images / pid
     tmp = images / f".{pid}.{os.getpid()}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     write_ct_series(hu, sp, tmp, pid, origin=origin, uid_seed=uid_seed)
-    write_rtstruct({"GTV-1": masks["GTV"], "Lung L": masks["Lung L"], "Lung R": masks["Lung R"]},
-                   tmp, tmp / "RTSTRUCT.dcm", uid_seed=uid_seed)
+    rois = {"GTV-1": masks["GTV"], "Lung L": masks["Lung L"], "Lung R": masks["Lung R"]}
+    rois.update({k: masks[k] for k in ("Lymph nodes", "Coronary arteries") if k in masks})
+    write_rtstruct(rois, tmp, tmp / "RTSTRUCT.dcm", uid_seed=uid_seed)
     if pdir.exists():
         shutil.rmtree(pdir)
     tmp.rename(pdir)
@@ -204,7 +209,9 @@ def write_phantom_cohort(
 
     Layout::
 
-        out_dir/images/PHANTOM-001/CT_0001.dcm ... RTSTRUCT.dcm   (ROIs GTV-1, Lung L, Lung R)
+        out_dir/images/PHANTOM-001/CT_0001.dcm ... RTSTRUCT.dcm   (ROIs GTV-1, Lung L, Lung R;
+                                                                   with model.regions also
+                                                                   Lymph nodes, Coronary arteries)
         out_dir/clinical.csv    LUNG1 columns; Survival.time in days
         out_dir/truth.csv       TRUTH_COLUMNS (tests only; never read by the pipeline)
 

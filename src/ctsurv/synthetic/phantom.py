@@ -20,8 +20,15 @@ lung; or, with ``tumour_necrosis`` and ``tumour_texture_mm`` (seed 002's interna
 a necrotic core (+5 HU) of exactly that fraction of the GTV voxels (the innermost ones by the
 shape's level set) in viable tissue of +40 HU plus a Gaussian random field of sd 25 HU whose
 kernel sd is ``tumour_texture_mm`` (autocorrelation ``exp(-d^2 / (4 l^2))`` at lag ``d`` mm, for
-kernels of at least about 0.75 voxel; a sampled kernel of 0.5 voxel is rougher). Then an in-plane point-spread blur, Gaussian noise (``noise_sd``, 20 HU) and rounding to
-integer HU in the scanner range [-1024, 3071].
+kernels of at least about 0.75 voxel; a sampled kernel of 0.5 voxel is rougher). With
+``node_volume_ml`` and ``calcium_mm3`` (seed 003's other regions), mediastinal lymph nodes
+(+55 HU in a one-voxel fat halo, -90 HU) of that total volume at 1-3 stations (subcarinal,
+right paratracheal, aortopulmonary window), and the coronary arteries (a 3 mm-radius tube
+along the heart's atrioventricular ring and anterior interventricular groove, +40 HU as the
+heart: a non-contrast CT) holding that volume of calcified plaque (300-800 HU), each from a
+spawned stream (masks ``"Lymph nodes"``, ``"Coronary arteries"``). Then an in-plane
+point-spread blur, Gaussian noise (``noise_sd``, 20 HU) and rounding to integer HU in the
+scanner range [-1024, 3071].
 
 The tumour's volume and position are drawn as in :class:`~ctsurv.synthetic.SurvivalModel`
 unless given; its mask (``"GTV"``) has exactly the nominal volume in voxels.
@@ -66,6 +73,9 @@ class PhantomParams:
     tumour_necrosis, tumour_texture_mm : the necrotic fraction of the GTV (in [0, 0.9]) and the
         viable tissue's texture length (mm, in [0.5, 20]); given together, or neither (the
         default rendering).
+    node_volume_ml, calcium_mm3 : seed 003's other regions: the total volume of the mediastinal
+        lymph nodes (mL, in (0, 60]) and of the coronary artery calcium (mm^3, in [0, 5000]);
+        given together, or neither (no node or coronary region is drawn).
     """
 
     shape: tuple[int, int, int] = (48, 192, 192)
@@ -82,6 +92,8 @@ class PhantomParams:
     body_scale: float = 1.0
     tumour_necrosis: float | None = None
     tumour_texture_mm: float | None = None
+    node_volume_ml: float | None = None
+    calcium_mm3: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or any(int(s) < 8 for s in self.shape):
@@ -112,6 +124,11 @@ class PhantomParams:
                                                      and 0.5 <= self.tumour_texture_mm <= 20.0):
             raise PhantomError(f"tumour_necrosis must be in [0, 0.9] and tumour_texture_mm in [0.5, 20] mm, "
                                f"got {self.tumour_necrosis}, {self.tumour_texture_mm}")
+        if (self.node_volume_ml is None) != (self.calcium_mm3 is None):
+            raise PhantomError("node_volume_ml and calcium_mm3 are given together or not at all")
+        if self.node_volume_ml is not None and not (0 < self.node_volume_ml <= 60 and 0 <= self.calcium_mm3 <= 5000):
+            raise PhantomError(f"node_volume_ml must be in (0, 60] mL and calcium_mm3 in [0, 5000] mm^3, "
+                               f"got {self.node_volume_ml}, {self.calcium_mm3}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +167,74 @@ def _heterogeneous_tumour(gtv: np.ndarray, level: np.ndarray, spacing, fraction:
         core.ravel()[np.argpartition(lv, n_core - 1)[:n_core]] = True
     t_hu[core] = 5.0
     return t_hu, core
+
+
+def _draw_nodes(allowed: np.ndarray, coords, spacing, stations, volume_ml: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Mediastinal lymph nodes of ``volume_ml`` in total (each node to the voxel) and their fat halo.
+
+    The volume is split over 1 (< 1.5 mL), 2 (< 6 mL) or 3 stations (Dirichlet(2) shares); each
+    node is the ``round(v / voxel)`` allowed voxels nearest its station under a random
+    ellipsoidal metric (axis ratios 0.7-1.3), so nodes follow the mediastinum's free space. The
+    halo is one in-plane voxel of fat around them.
+    """
+    z, y, x = coords
+    vox_ml = float(np.prod(spacing)) / 1000.0
+    k = 1 if volume_ml < 1.5 else 2 if volume_ml < 6.0 else 3
+    shares = rng.dirichlet(np.full(k, 2.0)) if k > 1 else np.ones(1)
+    nodes = np.zeros(allowed.shape, bool)
+    for share, centre in zip(shares, stations[:k]):
+        n = max(1, int(round(volume_ml * share / vox_ml)))
+        scale = rng.uniform(0.7, 1.3, size=3)
+        free = allowed & ~nodes
+        d = (((z[:, None, None] - centre[0]) / scale[0]) ** 2 + ((y[None, :, None] - centre[1]) / scale[1]) ** 2
+             + ((x[None, None, :] - centre[2]) / scale[2]) ** 2)
+        d = np.where(free, d, np.inf).ravel()
+        if n > np.isfinite(d).sum():
+            raise PhantomError(f"lymph nodes of {volume_ml:.1f} mL do not fit the phantom mediastinum")
+        nodes.ravel()[np.argpartition(d, n - 1)[:n]] = True
+    halo = ndimage.binary_dilation(nodes, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
+    return nodes, halo & allowed & ~nodes
+
+
+def _draw_coronaries(shape, coords, spacing, heart, heart3: np.ndarray, calcium_mm3: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The coronary arteries' region and the calcified voxels inside it.
+
+    The arteries run just inside the heart's ellipsoid surface (88 % of its semi-axes): the
+    atrioventricular ring (right coronary and circumflex) and the anterior descending artery
+    from the top of the ring to the apex, as capsules of 3 mm radius (so that 5 mm slices never
+    miss them). Calcium is ``max(1, round(calcium_mm3 / voxel))`` voxels of the region (none for
+    0), the nearest to 1-4 plaque centres drawn on the arteries.
+    """
+    (cz, cy, cx), axes = np.asarray(heart[0], float), np.asarray(heart[1], float)
+
+    def on_surface(u):
+        u = np.asarray(u, float)
+        return np.array([cz, cy, cx]) + 0.88 * axes * u / np.linalg.norm(u)
+
+    ring = [on_surface((0.35, np.sin(p), np.cos(p))) for p in np.linspace(0.0, 2 * np.pi, 25)]
+    lad = [on_surface((0.35 - 1.25 * t, -0.95, 0.15 + 0.35 * t)) for t in np.linspace(0.0, 1.0, 9)]
+    coronary = np.zeros(shape, bool)
+    for path in (ring, lad):
+        for p0, p1 in zip(path[:-1], path[1:]):
+            res = _capsule(shape, spacing, coords, p0, p1, 3.0)
+            if res is not None:
+                sl, occ = res
+                coronary[sl] |= occ > 0.0
+    coronary &= heart3
+    plaque = np.zeros(shape, bool)
+    if calcium_mm3 > 0:
+        n = max(1, int(round(calcium_mm3 / float(np.prod(spacing)))))
+        cells = np.argwhere(coronary)
+        if n > len(cells):
+            raise PhantomError(f"{calcium_mm3:.0f} mm^3 of calcium do not fit the {len(cells)} coronary voxels")
+        mm = cells * np.asarray(spacing, float)
+        centres = mm[rng.choice(len(cells), size=int(rng.integers(1, 5)), replace=False)]
+        d = np.min(((mm[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        pick = cells[np.argpartition(d, n - 1)[:n]]
+        plaque[tuple(pick.T)] = True
+    return coronary, plaque
 
 
 def _coords(params: PhantomParams):
@@ -415,6 +500,25 @@ def make_phantom(params: PhantomParams, *, rng: np.random.Generator, return_info
     hu[cortex3] = 1000.0
     hu[np.broadcast_to(canal2, hu.shape)] = 30.0
 
+    # ---- seed 003's regions: mediastinal lymph nodes and coronary calcium --------------------
+    regions = {}
+    if params.node_volume_ml is not None:
+        # a spawned child stream: every later draw of ``rng`` (noise) stays as it was
+        rrng = rng.spawn(1)[0]
+        mediastinum = (cavity2[None] & ~lung_any & ~airway3 & ~heart3 & ~bone3 & ~gtv
+                       & ~np.broadcast_to(aorta2 | vb2 | canal2 | arch2, hu.shape)
+                       & (Z3 > z_base + 0.35 * H) & (Z3 < z_car + 45.0))
+        stations = [(z_car - 16.0, y_tr + 10.0, 0.0), (z_car + 20.0, y_tr, -(r_tr + 10.0)),
+                    (z_car + 6.0, y_tr - 6.0, r_tr + 13.0)]
+        nodes, halo = _draw_nodes(mediastinum, coords, sp, stations, params.node_volume_ml, rrng)
+        hu[halo] = -90.0 + 10.0 * tex[halo]
+        hu[nodes] = 55.0 + 8.0 * tex[nodes]
+        heart = (z_base + 0.32 * H, yb - 0.35 * B_c, 18.0 * s), (50.0 * s_z, 48.0 * s, 60.0 * s)
+        coronary, plaque = _draw_coronaries(hu.shape, coords, sp, heart, heart3, params.calcium_mm3, rrng)
+        hu[plaque] = rrng.uniform(300.0, 800.0, size=int(plaque.sum())).astype(np.float32)
+        regions = {"Lymph nodes": nodes, "Coronary arteries": coronary}
+        region_labels = {"Node halo": halo, "Calcium": plaque}
+
     # ---- point-spread blur, noise, scanner range ---------------------------------------------------
     psf = (0.0, params.psf_sigma_vox, params.psf_sigma_vox)
     hu = ndimage.gaussian_filter(hu, sigma=psf, mode="nearest")
@@ -426,7 +530,7 @@ def make_phantom(params: PhantomParams, *, rng: np.random.Generator, return_info
         hu += params.noise_sd * rng.standard_normal(hu.shape, dtype=np.float32)
     np.clip(hu, _HU_MIN, _HU_MAX, out=hu)
     np.rint(hu, out=hu)
-    masks = {"GTV": gtv, "Lung L": lungs["L"], "Lung R": lungs["R"]}
+    masks = {"GTV": gtv, "Lung L": lungs["L"], "Lung R": lungs["R"], **regions}
     if not return_info:
         return hu.astype(np.float32, copy=False), sp, masks
     labels = {
@@ -435,6 +539,7 @@ def make_phantom(params: PhantomParams, *, rng: np.random.Generator, return_info
         "Fat": fat3, "Muscle": np.broadcast_to(muscle2 & ~cavity2 & ~ring2, hu.shape) & ~bone3,
         "Aorta": np.broadcast_to(aorta2, hu.shape) & thorax_z[:, None, None],
         **({"Necrosis": necrosis} if necrosis is not None else {}),
+        **(region_labels if regions else {}),
     }
     info = PhantomInfo(float(vol_ml), float(z_rel), side, tuple(float(c) for c in centre),
                        (float(z_base), float(z_apex)), labels)

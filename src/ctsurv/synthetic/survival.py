@@ -48,6 +48,21 @@ and the linear predictor gains
 coarser texture are worse, beyond volume. ``beta_necrosis = beta_texture = 0`` keeps the
 heterogeneity in the images and out of the hazard (a null for the map channels).
 
+Seed 003's other regions (off by default): with ``SurvivalModel(regions=True)`` every patient
+also has mediastinal lymph nodes of total volume :math:`N` (mL, :math:`\log N \sim N(\log 2.5,
+0.9)` clipped to [0.3, 30]) and coronary artery calcium of volume :math:`C` (mm^3: 0 with
+probability 0.45, else :math:`\log C \sim N(\log 60, 1.2)` clipped to [5, 1000]), drawn from
+their own stream and drawn into the image (:class:`~ctsurv.synthetic.PhantomParams`
+``node_volume_ml``, ``calcium_mm3``); the linear predictor gains
+
+.. math::
+
+    \beta_{N} \frac{\log N - \log 2.5}{0.9} + \beta_{C} \frac{\log(1 + C) - 2.27}{2.22}
+
+(2.27 and 2.22 are the mean and sd of :math:`\log(1 + C)` under its distribution), with
+:math:`\beta_N = 0.7` and :math:`\beta_C = 0.6`: more nodal disease and more calcium are worse.
+``beta_nodes = beta_calcium = 0`` keeps them in the images only.
+
 All times are in months.
 """
 
@@ -67,7 +82,7 @@ __all__ = ["SurvivalModel", "simulate_survival", "harrell_cindex", "oracle_cinde
 TRUTH_COLUMNS = (
     "PatientID", "volume_ml", "gtv_mask_ml", "z_rel", "side", "eta", "hazard_ratio",
     "surv_24m", "event_time_months", "censor_time_months", "time_months", "event",
-    "necrosis_fraction", "texture_mm",
+    "necrosis_fraction", "texture_mm", "node_volume_ml", "calcium_mm3",
 )
 
 
@@ -95,6 +110,19 @@ class SurvivalModel:
     beta_texture: float = 0.8
     necrosis_range: tuple[float, float] = (0.0, 0.5)
     texture_range_mm: tuple[float, float] = (1.0, 6.0)
+    regions: bool = False
+    beta_nodes: float = 0.7
+    beta_calcium: float = 0.6
+    node_log_mean: float = float(np.log(2.5))
+    node_log_sd: float = 0.9
+    node_range_ml: tuple[float, float] = (0.3, 30.0)
+    calcium_free_fraction: float = 0.45
+    calcium_log_mean: float = float(np.log(60.0))
+    calcium_log_sd: float = 1.2
+    calcium_range_mm3: tuple[float, float] = (5.0, 1000.0)
+    #: mean and sd of log(1 + C) under the calcium distribution (fixed standardising constants)
+    calcium_centre: float = 2.27
+    calcium_scale: float = 2.22
 
     def __post_init__(self) -> None:
         if not (self.median_os_months > 0 and self.weibull_shape > 0 and self.position_scale > 0):
@@ -113,6 +141,12 @@ class SurvivalModel:
         if not (0 <= nlo < nhi <= 0.9 and 0.5 <= tlo < thi <= 20):
             raise PhantomError(f"necrosis_range must satisfy 0 <= lo < hi <= 0.9 and texture_range_mm "
                                f"0.5 <= lo < hi <= 20 mm, got {self.necrosis_range}, {self.texture_range_mm}")
+        (vlo, vhi), (clo, chi) = self.node_range_ml, self.calcium_range_mm3
+        if not (0 < vlo < vhi <= 60 and 0 < clo < chi <= 5000 and 0 <= self.calcium_free_fraction < 1
+                and self.node_log_sd > 0 and self.calcium_log_sd > 0 and self.calcium_scale > 0):
+            raise PhantomError(f"node_range_ml must satisfy 0 < lo < hi <= 60 mL, calcium_range_mm3 0 < lo < hi "
+                               f"<= 5000 mm^3, calcium_free_fraction in [0, 1), sds positive; got "
+                               f"{self.node_range_ml}, {self.calcium_range_mm3}, {self.calcium_free_fraction}")
 
     @property
     def weibull_scale(self) -> float:
@@ -129,27 +163,45 @@ class SurvivalModel:
         u = np.clip((r - 13.0) / 20.0, 0.0, 1.0)
         return self.z_limits[0] + 0.4 * u ** 1.5, self.z_limits[1] - 0.15 * u
 
-    def linear_predictor(self, volume_ml, z_rel, necrosis=None, texture_mm=None) -> np.ndarray:
+    def linear_predictor(self, volume_ml, z_rel, necrosis=None, texture_mm=None, nodes_ml=None,
+                         calcium_mm3=None) -> np.ndarray:
         """:math:`\\eta` for tumour volume (mL) and relative cranio-caudal position (0 base, 1 apex);
-        with ``heterogeneity`` also the necrotic fraction and texture length (mm), both required."""
+        with ``heterogeneity`` also the necrotic fraction and texture length (mm), with ``regions``
+        the node volume (mL) and the coronary calcium volume (mm^3), each pair required."""
         v = np.asarray(volume_ml, dtype=float)
         z = np.asarray(z_rel, dtype=float)
         if np.any(~np.isfinite(v)) or np.any(v <= 0):
             raise PhantomError("tumour volumes must be positive and finite")
         x_vol = (np.log(v) - self.volume_log_mean) / self.volume_log_sd
         eta = self.beta_volume * x_vol + self.beta_position * (self.position_centre - z) / self.position_scale
-        if not self.heterogeneity:
-            return eta
-        if necrosis is None or texture_mm is None:
-            raise PhantomError("a heterogeneity model needs the necrotic fraction and the texture length")
-        (nlo, nhi), (tlo, thi) = self.necrosis_range, self.texture_range_mm
-        xn = (np.asarray(necrosis, float) - (nlo + nhi) / 2) / ((nhi - nlo) / np.sqrt(12.0))
-        xt = (np.asarray(texture_mm, float) - (tlo + thi) / 2) / ((thi - tlo) / np.sqrt(12.0))
-        return eta + self.beta_necrosis * xn + self.beta_texture * xt
+        if self.heterogeneity:
+            if necrosis is None or texture_mm is None:
+                raise PhantomError("a heterogeneity model needs the necrotic fraction and the texture length")
+            (nlo, nhi), (tlo, thi) = self.necrosis_range, self.texture_range_mm
+            xn = (np.asarray(necrosis, float) - (nlo + nhi) / 2) / ((nhi - nlo) / np.sqrt(12.0))
+            xt = (np.asarray(texture_mm, float) - (tlo + thi) / 2) / ((thi - tlo) / np.sqrt(12.0))
+            eta = eta + self.beta_necrosis * xn + self.beta_texture * xt
+        if self.regions:
+            if nodes_ml is None or calcium_mm3 is None:
+                raise PhantomError("a regions model needs the node volume and the coronary calcium volume")
+            nodes, cac = np.asarray(nodes_ml, float), np.asarray(calcium_mm3, float)
+            if np.any(~(nodes > 0)) or np.any(~(cac >= 0)):
+                raise PhantomError("node volumes must be positive and calcium volumes >= 0")
+            xn = (np.log(nodes) - self.node_log_mean) / self.node_log_sd
+            xc = (np.log1p(cac) - self.calcium_centre) / self.calcium_scale
+            eta = eta + self.beta_nodes * xn + self.beta_calcium * xc
+        return eta
 
     def sample_heterogeneity(self, *, rng: np.random.Generator) -> tuple[float, float]:
         """One tumour's ``(necrotic fraction, texture length in mm)``, uniform on the ranges."""
         return float(rng.uniform(*self.necrosis_range)), float(rng.uniform(*self.texture_range_mm))
+
+    def sample_regions(self, *, rng: np.random.Generator) -> tuple[float, float]:
+        """One patient's ``(node volume in mL, coronary calcium volume in mm^3)``."""
+        nodes = float(np.clip(np.exp(rng.normal(self.node_log_mean, self.node_log_sd)), *self.node_range_ml))
+        free = rng.uniform() < self.calcium_free_fraction
+        cac = float(np.clip(np.exp(rng.normal(self.calcium_log_mean, self.calcium_log_sd)), *self.calcium_range_mm3))
+        return nodes, 0.0 if free else cac
 
     def survival(self, t, eta) -> np.ndarray:
         """:math:`S(t \\mid \\eta)`; broadcasts ``t`` against ``eta``."""
@@ -206,13 +258,16 @@ def simulate_survival(n: int, *, rng: np.random.Generator, model: SurvivalModel 
     nec = tex = np.full(n, np.nan)
     if model.heterogeneity:
         nec, tex = rng.uniform(*model.necrosis_range, size=n), rng.uniform(*model.texture_range_mm, size=n)
-    eta = model.linear_predictor(vol, z, nec, tex)
+    nodes = cac = np.full(n, np.nan)
+    if model.regions:
+        nodes, cac = (np.array(a) for a in zip(*(model.sample_regions(rng=rng) for _ in range(n))))
+    eta = model.linear_predictor(vol, z, nec, tex, nodes, cac)
     out = model.sample_outcomes(eta, rng=rng)
     return pd.DataFrame({
         "PatientID": [f"SIM-{i + 1:05d}" for i in range(n)],
         "volume_ml": vol, "gtv_mask_ml": vol, "z_rel": z, "side": side, "eta": eta,
         "hazard_ratio": np.exp(eta), "surv_24m": model.survival(24.0, eta), **out,
-        "necrosis_fraction": nec, "texture_mm": tex,
+        "necrosis_fraction": nec, "texture_mm": tex, "node_volume_ml": nodes, "calcium_mm3": cac,
     })[list(TRUTH_COLUMNS)]
 
 
