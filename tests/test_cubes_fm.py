@@ -11,6 +11,7 @@ RTSTRUCT and caches them."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -149,29 +150,50 @@ def test_fmcib_weights_missing_or_mismatching_say_what_is_wrong(tmp_path):
     assert sorted(FMCIBResNet50._convert(None, sd)) == ["conv1.weight", "model.head.w"]
 
 
-def test_extract_features_runs_fm_features_from_dicom_and_caches_them(tmp_path, random_fmcib_file):
-    import pandas as pd
-
+def test_radiomics_extract_runs_every_region_with_fm_features_and_caches_them(tmp_path, random_fmcib_file):
+    """``ctsurv radiomics extract`` on DICOM + RTSTRUCT phantoms with nodes and coronary arteries:
+    tumour texture, node texture, coronary calcium, FM features of the GTV's cube and of a seed
+    point given in RAS at the GTV's centroid (the same cube, so the same features); a rerun is
+    served from the cache."""
+    from ctsurv.cli import main
+    from ctsurv.cubes import tumour_cubes
     from ctsurv.io import read_ct, read_roi_mask
-    from ctsurv.radiomics import extract_features
     from ctsurv.radiomics.foundation import fm_region_features, load_fm_encoder
-    from ctsurv.synthetic import write_phantom_cohort
+    from ctsurv.synthetic import SurvivalModel, write_phantom_cohort
 
+    pytest.importorskip("radiomics", reason="the texture regions come from PyRadiomics")
     path, _ = random_fmcib_file
-    write_phantom_cohort(tmp_path / "c", n_patients=2, seed=4)
+    write_phantom_cohort(tmp_path / "c", n_patients=2, seed=4, model=SurvivalModel(regions=True))
     images = tmp_path / "c" / "images"
-    out = tmp_path / "fm.csv"
-    with pytest.raises(CtsurvError, match="need fm_weights"):
-        extract_features(images, out, regions=(), fm_regions=("GTV-1",))
-    df = extract_features(images, out, regions=(), fm_regions=("GTV-1",), fm_weights=path)
-    cols = [c for c in df.columns if c != "patient_id"]
-    assert len(cols) == 4096 and cols[0] == "GTV-1:fm_0000" and cols[-1] == "GTV-1:fm_4095"
-    manifest = pd.read_csv(tmp_path / "fm.manifest.csv")
-    assert (manifest.status == "ok").all() and manifest.reason.str.contains("1 lesion").all()
-    pid = df.patient_id.iloc[0]
-    ct = read_ct(images / pid)
-    direct, lesions = fm_region_features(ct, read_roi_mask(images / pid, ct, "GTV-1"), load_fm_encoder(path))
-    np.testing.assert_allclose(df.iloc[0][cols].to_numpy(float), list(direct.values()), rtol=1e-5, atol=1e-6)
-    again = extract_features(images, out, regions=(), fm_regions=("GTV-1",), fm_weights=path)
-    assert (pd.read_csv(tmp_path / "fm.manifest.csv").status == "cached").all()
-    pd.testing.assert_frame_equal(again, df)
+    pids = sorted(p.name for p in images.iterdir())
+    seeds = []
+    for pid in pids:
+        ct = read_ct(images / pid)
+        x, y, z = tumour_cubes(ct, read_roi_mask(images / pid, ct, "GTV-1"), sizes_mm=(50.0,))[0].centre_lps
+        seeds.append({"patient_id": pid, "x": -x, "y": -y, "z": z, "space": "RAS"})
+    pd.DataFrame(seeds[:1]).to_csv(tmp_path / "seeds.csv", index=False)  # the second patient has none
+    out = tmp_path / "all.csv"
+    argv = ["radiomics", "extract", str(images), str(out), "--region", "GTV-1", "--region", "Lymph nodes",
+            "--calcium-region", "Coronary arteries", "--fm-region", "GTV-1", "--fm-weights", str(path),
+            "--fm-seeds", str(tmp_path / "seeds.csv")]
+    main(argv)
+    df = pd.read_csv(out, dtype={"patient_id": str}).set_index("patient_id")
+    fm = [c for c in df.columns if c.startswith("GTV-1:fm_")]
+    assert len(fm) == 4096 and fm[0] == "GTV-1:fm_0000" and fm[-1] == "GTV-1:fm_4095"
+    assert df.filter(like="GTV-1:glcm_").shape[1] > 10 and df.filter(like="Lymph nodes:shape_").shape[1] > 10
+    assert df["Coronary arteries:cac_agatston"].notna().all()
+    seed_cols = [c.replace("GTV-1:", "seed:") for c in fm]
+    np.testing.assert_allclose(df.loc[pids[0], seed_cols].to_numpy(float), df.loc[pids[0], fm].to_numpy(float),
+                               rtol=1e-5, atol=1e-6)
+    assert df.loc[pids[1], seed_cols].isna().all()
+    manifest = pd.read_csv(tmp_path / "all.manifest.csv", dtype={"patient_id": str})
+    assert manifest[manifest.region == "GTV-1"].reason.fillna("").str.contains("1 lesion").sum() == 2
+    miss = manifest[(manifest.patient_id == pids[1]) & (manifest.region == "seed")].iloc[0]
+    assert miss.status == "failed" and "no seed point" in miss.reason
+    ct = read_ct(images / pids[0])
+    direct, _ = fm_region_features(ct, read_roi_mask(images / pids[0], ct, "GTV-1"), load_fm_encoder(path))
+    np.testing.assert_allclose(df.loc[pids[0], fm].to_numpy(float), list(direct.values()), rtol=1e-5, atol=1e-6)
+    main(argv)
+    again = pd.read_csv(tmp_path / "all.manifest.csv")
+    assert set(again.status) == {"cached", "failed"}
+    pd.testing.assert_frame_equal(pd.read_csv(out, dtype={"patient_id": str}).set_index("patient_id"), df)

@@ -268,11 +268,11 @@ def _cmd_rad_extract(a) -> None:
 
     _use_synonyms(a)
     fm = tuple(a.fm_region or ())
-    regions = tuple(a.region) if a.region else (() if fm else ("GTV-1",))
+    regions = tuple(a.region) if a.region else (() if (fm or a.fm_seeds) else ("GTV-1",))
     df = extract_features(a.images, a.out_csv, regions=regions, cache_dir=a.cache_dir,
                           patients=a.patients, calcium_regions=tuple(a.calcium_region or ()),
                           fm_regions=fm, fm_weights=a.fm_weights, fm_encoder=a.fm_encoder,
-                          cube_mm=a.cube_mm, labels=a.labels)
+                          cube_mm=a.cube_mm, labels=a.labels, fm_seeds=a.fm_seeds)
     print(f"[ctsurv] {len(df)} patients x {df.shape[1] - 1} features written to {a.out_csv}")
 
 
@@ -318,6 +318,8 @@ def _add_radiomics(sub) -> None:
                    "'random' only to test the plumbing")
     s.add_argument("--fm-encoder", default="fmcib-resnet50", help="3D encoder of the registry for --fm-region")
     s.add_argument("--cube-mm", type=float, default=50.0, help="edge of the FM cube, mm (1 mm isotropic)")
+    s.add_argument("--fm-seeds", metavar="CSV", help="seed points for FM cubes instead of a mask: patient_id, "
+                   "x, y, z (mm) and optional space (LPS, default, or RAS); columns seed:fm_*")
     s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     s.add_argument("--roi-synonyms", metavar="FILE", help=SYNONYMS_HELP)
     s.add_argument("--cache-dir")

@@ -145,6 +145,30 @@ def extract_region(ct: CTVolume, mask: np.ndarray, *, region: str = "", settings
     return out
 
 
+def _read_seeds(fm_seeds) -> dict[str, list] | None:
+    """``patient_id -> [(x, y, z, space), ...]`` from a seed-point table (None when not given)."""
+    if fm_seeds is None:
+        return None
+    df = fm_seeds if isinstance(fm_seeds, pd.DataFrame) else pd.read_csv(fm_seeds, dtype={"patient_id": str})
+    missing = [c for c in ("patient_id", "x", "y", "z") if c not in df.columns]
+    if missing:
+        raise RadiomicsError(f"fm_seeds: missing columns {missing} (need patient_id, x, y, z; optional space)")
+    space = df["space"].astype(str).str.upper() if "space" in df.columns else pd.Series("LPS", index=df.index)
+    bad = sorted(set(space) - {"LPS", "RAS"})
+    if bad:
+        raise RadiomicsError(f"fm_seeds: space must be LPS or RAS, got {bad}")
+    xyz = df[["x", "y", "z"]].apply(pd.to_numeric, errors="coerce")
+    if xyz.isna().any().any():
+        row = int(np.flatnonzero(xyz.isna().any(axis=1).to_numpy())[0])
+        raise RadiomicsError(f"fm_seeds: patient {df['patient_id'].iloc[row]}: x, y, z must be numbers")
+    if (space.groupby(df["patient_id"].astype(str)).nunique() > 1).any():
+        raise RadiomicsError("fm_seeds: one patient's seed points must share one space")
+    out: dict[str, list] = {}
+    for pid, (x, y, z), s in zip(df["patient_id"].astype(str), xyz.to_numpy(float), space):
+        out.setdefault(pid, []).append((float(x), float(y), float(z), s))
+    return out
+
+
 def _cache_key(entry: Path, region: str, settings: dict, classes) -> str:
     radiomics, _ = _radiomics()
     return source_key(entry, {"region": region, "settings": settings, "classes": list(classes),
@@ -165,7 +189,7 @@ def calcium_features(ct: CTVolume, mask: np.ndarray) -> dict:
 def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None, patients=None,
                      settings: dict | None = None, classes=FEATURE_CLASSES,
                      calcium_regions=(), fm_regions=(), fm_weights=None, fm_encoder: str = "fmcib-resnet50",
-                     cube_mm: float = 50.0, labels=None) -> pd.DataFrame:
+                     cube_mm: float = 50.0, labels=None, fm_seeds=None) -> pd.DataFrame:
     """Extract PyRadiomics features for every patient folder of ``images_dir`` and region.
 
     Parameters
@@ -199,6 +223,10 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
         needed with ``fm_regions``; part of the cache key.
     fm_encoder : str
         A 3D encoder of :data:`ctsurv.models3d.VOLUME_ENCODERS` (default FMCIB's ResNet-50).
+    fm_seeds : path or DataFrame, optional
+        Seed points instead of a mask for FM cubes: columns ``patient_id, x, y, z`` (mm) and an
+        optional ``space`` (``LPS``, the default, or ``RAS``); a patient's first row centres its
+        cube (columns ``seed:fm_0000``...). A patient without a row is a ``failed`` manifest row.
     labels : path, optional
         Read the regions from label images ``<labels>/<ID>/<region>.nii.gz``
         (:mod:`ctsurv.io.label`) instead of RTSTRUCT / SEG (``"lungs"`` is still segmented).
@@ -217,7 +245,8 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
         if missing:
             raise RadiomicsError(f"patients {missing[:5]} have no entry in {images_dir}")
         entries = {p: entries[p] for p in patients}
-    if fm_regions and fm_weights is None:
+    seeds = _read_seeds(fm_seeds)
+    if (fm_regions or seeds is not None) and fm_weights is None:
         raise RadiomicsError("fm_regions need fm_weights: the weights file of the FM encoder (FMCIB's "
                              "model_weights.torch), or 'random' to say so")
     fm = {"encoder": fm_encoder, "weights": weights_identity(fm_weights), "cube_mm": float(cube_mm)}
@@ -228,9 +257,15 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
         ct = None
         label_files = {}
         jobs = ([(r, "radiomics") for r in regions] + [(r, "calcium") for r in calcium_regions]
-                + [(r, "fm") for r in fm_regions])
+                + [(r, "fm") for r in fm_regions] + ([("seed", "fm-seed")] if seeds is not None else []))
         for region, kind in jobs:
-            if labels is not None and region.lower() != "lungs":
+            points = None
+            if kind == "fm-seed":
+                points = seeds.get(pid)
+                if points is None:
+                    status.append((pid, region, "failed", f"patient {pid}: no seed point in fm_seeds"))
+                    continue
+            elif labels is not None and region.lower() != "lungs":
                 try:
                     label_files[region] = find_label_file(labels, pid, region)
                 except RoiError as exc:
@@ -238,7 +273,8 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
                     continue
             where = [entry, *([label_files[region]] if region in label_files else [])]
             synonyms = synonyms_fingerprint()  # a user's mapping can change which ROI a name finds
-            key = (source_key(where, {"region": region, "fm": fm, "code": CODE_VERSION}) if kind == "fm" else
+            key = (source_key(where, {"region": region, "fm": fm, "seeds": points, "code": CODE_VERSION})
+                   if kind.startswith("fm") else
                    _cache_key(where, region, settings, classes if kind == "radiomics" else ["calcium"]))
             key = key + (f"|synonyms {synonyms}" if synonyms else "")
             name = region if kind == "radiomics" else f"{kind}:{region}"  # radiomics keep their names
@@ -252,15 +288,21 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
             try:
                 if ct is None:
                     ct = read_ct(entry, patient_id=pid)
-                mask = (read_label_mask(label_files[region], ct, patient_id=pid) if region in label_files
+                mask = (None if points is not None else
+                        read_label_mask(label_files[region], ct, patient_id=pid) if region in label_files
                         else region_mask(entry, ct, region))
                 note, extra = "", {}
-                if kind == "fm":
+                if kind.startswith("fm"):
                     if encoder is None:
                         encoder = load_fm_encoder(fm_weights, fm_encoder)
-                    feats, lesions = fm_region_features(ct, mask, encoder, size_mm=cube_mm, patient_id=pid)
-                    note = (f"{len(lesions)} lesion(s), features of the largest ({lesions[0]['n_voxels']} voxels); "
-                            f"{100 * lesions[0]['outside_fraction']:.0f} % of its cube outside the CT")
+                    feats, lesions = fm_region_features(
+                        ct, mask, encoder, size_mm=cube_mm, patient_id=pid,
+                        seed_points=None if points is None else [p[:3] for p in points],
+                        coords="LPS" if points is None else points[0][3])
+                    what = ("the first seed point" if points is not None else
+                            f"the largest ({lesions[0]['n_voxels']} voxels)")
+                    note = (f"{len(lesions)} {'seed point' if points is not None else 'lesion'}(s), features of "
+                            f"{what}; {100 * lesions[0]['outside_fraction']:.0f} % of its cube outside the CT")
                     extra = {"lesions": lesions, "note": note}
                 else:
                     feats = (calcium_features(ct, mask) if kind == "calcium" else

@@ -72,13 +72,16 @@ def fm_features(cubes: Sequence[TumourCube], encoder, *, batch_size: int = 2) ->
     return np.concatenate(out).astype(np.float32)
 
 
-def fm_region_features(ct: CTVolume, mask: np.ndarray, encoder, *, size_mm: float = 50.0,
+def fm_region_features(ct: CTVolume, mask: np.ndarray | None, encoder, *, size_mm: float = 50.0,
+                       seed_points=None, coords: str = "LPS",
                        patient_id: str | None = None) -> tuple[dict[str, float], list[dict]]:
-    """FM features of the largest lesion of ``mask`` and a record per lesion.
+    """FM features of the largest lesion of ``mask`` (or of the first of ``seed_points``, in
+    ``coords``, when ``mask`` is None) and a record per lesion or seed point.
 
     Returns ``({"fm_0000": ..., ...}, [{"lesion", "n_voxels", "centre_lps", "outside_fraction"}])``.
     """
-    cubes = tumour_cubes(ct, mask, sizes_mm=(size_mm,), patient_id=patient_id)
+    cubes = tumour_cubes(ct, mask, seed_points=seed_points, coords=coords, sizes_mm=(size_mm,),
+                         patient_id=patient_id)
     feats = fm_features(cubes[:1], encoder)[0]
     width = max(4, len(str(len(feats) - 1)))
     lesions = [{"lesion": c.lesion, "n_voxels": c.n_voxels, "centre_lps": list(c.centre_lps),
