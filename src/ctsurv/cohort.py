@@ -565,7 +565,10 @@ def load_survival_table(clinical, horizon_months):
     clean, issues = validate_cohort(table, image_ids=None)
     if len(issues):
         issues = issues.rename(columns={"problem": "reason"})
-        issues = issues.groupby("patient_id", as_index=False)["reason"].agg("; ".join)
+        # one line per patient, each problem once (a duplicated ID reports on both rows), naming him
+        issues = issues.groupby("patient_id", as_index=False)["reason"].agg(lambda r: "; ".join(dict.fromkeys(r)))
+        issues["reason"] = [f"patient {p}: clinical table: {r}" if isinstance(p, str) and p.strip() else
+                            f"clinical table: {r}" for p, r in zip(issues["patient_id"], issues["reason"])]
     else:
         issues = empty
     clean = clean[~clean["patient_id"].isin(issues["patient_id"])]

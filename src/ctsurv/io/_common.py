@@ -52,3 +52,30 @@ def _scan_dicom(path: Path, who: str) -> list[tuple[Path, Dataset]]:
             raise DicomSeriesError(f"patient {who}: file {f} is corrupt DICOM ({type(exc).__name__}: {exc})") from exc
         found.append((f, ds))
     return found
+
+
+#: median HU a CT must have: air (-1000) up to dense soft tissue and bone; outside it the pixel
+#: data are not HU (a wrong RescaleIntercept / RescaleSlope, or another modality)
+HU_MEDIAN_RANGE = (-1100.0, 1500.0)
+
+
+def check_hu_values(hu, who: str) -> None:
+    """Refuse volumes that cannot be CT in HU: non-finite values, a constant image (blank or
+    wrongly rescaled pixel data), or a median outside :data:`HU_MEDIAN_RANGE`.
+
+    The median is robust to padding outside the field of view (-2048, -3024 HU) and to metal.
+    """
+    import numpy as np
+
+    a = np.asarray(hu)
+    if not np.isfinite(a).all():
+        raise DicomSeriesError(f"patient {who}: the image holds {int((~np.isfinite(a)).sum())} non-finite values")
+    lo, hi = float(a.min()), float(a.max())
+    if hi - lo < 1.0:
+        raise DicomSeriesError(f"patient {who}: the image is constant ({lo:g} HU everywhere): blank pixel data "
+                               "or a wrong rescale (e.g. RescaleSlope 0)")
+    med = float(np.median(a))
+    if not HU_MEDIAN_RANGE[0] <= med <= HU_MEDIAN_RANGE[1]:
+        raise DicomSeriesError(f"patient {who}: median intensity {med:g} lies outside the range of a CT in HU "
+                               f"({HU_MEDIAN_RANGE[0]:g} to {HU_MEDIAN_RANGE[1]:g}; air is -1000, water 0): a wrong "
+                               "RescaleIntercept / RescaleSlope, or not a CT")

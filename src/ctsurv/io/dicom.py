@@ -56,7 +56,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from ctsurv.exceptions import DicomSeriesError, GeometryError
-from ctsurv.io._common import CT_IMAGE_STORAGE, _scan_dicom
+from ctsurv.io._common import CT_IMAGE_STORAGE, _scan_dicom, check_hu_values
 from ctsurv.types import CTVolume
 
 #: tolerance on direction cosines and pixel spacing when checking that slices agree
@@ -64,6 +64,9 @@ _COS_TOL = 1e-4
 _SPACING_TOL = 1e-3
 #: positions closer than this (mm) along the slice normal are "the same position"
 _DUP_TOL = 1e-3
+#: multi-frame CT storage classes (one file holding the whole series), recognised to say so
+_MULTIFRAME_CT = {"1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+                  "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage"}
 #: a step larger than this factor times the median step is a missing slice
 _GAP_FACTOR = 1.5
 #: largest angle (degrees) between slice normal and stacking direction accepted as "no tilt"
@@ -149,6 +152,41 @@ def _get(ds: Dataset, keyword: str, path: Path, who: str, uid: str) -> Any:
     return value
 
 
+def _numbers(ds: Dataset, keyword: str, n: int, path: Path, who: str, uid: str) -> np.ndarray:
+    """``n`` finite numbers of a multi-valued tag, or a :class:`GeometryError` naming the file."""
+    value = _get(ds, keyword, path, who, uid)
+    try:
+        seq = value if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)) else [value]
+        a = np.asarray(list(seq), float).ravel()
+    except (TypeError, ValueError, OverflowError):
+        a = None
+    if a is None or a.shape != (n,) or not np.isfinite(a).all():
+        raise GeometryError(f"patient {who} (series {uid}): file {path.name} has a malformed {keyword} "
+                            f"{_short_value(value)} ({n} finite numbers expected)")
+    return a
+
+
+def _scalar(ds: Dataset, keyword: str, path: Path, who: str, uid: str, default=None):
+    """A finite number of a single-valued tag (``default`` when absent or blank), else a
+    :class:`GeometryError` naming the file."""
+    value = ds.get(keyword)
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return default
+    try:
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        v = float("nan")
+    if not np.isfinite(v):
+        raise GeometryError(f"patient {who} (series {uid}): file {path.name} has a malformed {keyword} "
+                            f"{_short_value(value)}")
+    return v
+
+
+def _short_value(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _transfer_syntax(ds: Dataset) -> UID:
     meta = getattr(ds, "file_meta", None)
     return UID(str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or "1.2.840.10008.1.2")
@@ -174,6 +212,14 @@ def _decoder_hint(ts: UID) -> str:
 def _short(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def _resample_positions(hu: np.ndarray, at: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Slices ``hu`` (k, y, x) at increasing positions ``at`` -> linear interpolation at ``grid``
+    (within ``[at[0], at[-1]]``): each output slice blends its two nearest input slices."""
+    j = np.clip(np.searchsorted(at, grid, side="right") - 1, 0, len(at) - 2)
+    w = ((grid - at[j]) / (at[j + 1] - at[j])).astype(np.float32)[:, None, None]
+    return ((1 - w) * hu[j] + w * hu[j + 1]).astype(np.float32)
 
 
 def _pixels(path: Path, ds: Dataset, who: str, uid: str) -> np.ndarray:
@@ -209,8 +255,15 @@ def _pixels(path: Path, ds: Dataset, who: str, uid: str) -> np.ndarray:
                     f"{_syntax_name(ts)}; {_decoder_hint(ts)} ({_short(exc)})") from None
             raise DicomSeriesError(f"patient {who} (series {uid}): cannot read pixel data of {path} "
                                    f"(transfer syntax {_syntax_name(ts)}; {_short(exc)})") from None
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    try:  # absent tags are the identity (documented); a present slope must be a finite non-zero number
+        slope = 1.0 if ds.get("RescaleSlope") in (None, "") else float(ds.RescaleSlope)
+        intercept = 0.0 if ds.get("RescaleIntercept") in (None, "") else float(ds.RescaleIntercept)
+    except (TypeError, ValueError) as exc:
+        raise DicomSeriesError(f"patient {who} (series {uid}): malformed RescaleSlope / RescaleIntercept in "
+                               f"{path.name} ({_short(exc)})") from None
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise DicomSeriesError(f"patient {who} (series {uid}): RescaleSlope {slope:g} / RescaleIntercept "
+                               f"{intercept:g} in {path.name} cannot map the stored values to HU")
     return (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
 
 
@@ -303,19 +356,28 @@ def _choose_series(
         uid = str(ds.get("SeriesInstanceUID", ""))
         if ds.get("Modality") == "CT" and str(ds.get("SOPClassUID", "")) == CT_IMAGE_STORAGE and uid:
             groups[uid].append((f, ds))
+        elif str(ds.get("SOPClassUID", "")) in _MULTIFRAME_CT:
+            others[f"{_MULTIFRAME_CT[str(ds.SOPClassUID)]} (multi-frame)"] += 1
         else:
             others[str(ds.get("Modality", "?"))] += 1
     if not groups:
         found = ", ".join(f"{m} x{n}" for m, n in sorted(others.items())) or "no DICOM files"
-        raise DicomSeriesError(f"patient {who}: no CT series (CT Image Storage) in {path} (found: {found})")
+        hint = ("; multi-frame CT objects are not read: convert them to one file per slice (e.g. dcm2niix to "
+                "NIfTI, or dicom3tools' dcuncat)" if any("multi-frame" in m for m in others) else "")
+        raise DicomSeriesError(f"patient {who}: no CT series (CT Image Storage) in {path} (found: {found}){hint}")
     candidates, ignored = {}, []
     for uid, items in groups.items():
         ds0 = items[0][1]
         image_type = [str(t).upper() for t in (ds0.get("ImageType") or [])]
-        iop = ds0.get("ImageOrientationPatient")
+        try:  # a malformed orientation is reported when the series is read, not here
+            iop = np.asarray(ds0.get("ImageOrientationPatient"), float).ravel()
+            iop = iop if iop.shape == (6,) and np.isfinite(iop).all() and np.linalg.norm(np.cross(iop[:3], iop[3:])) > 0 \
+                else None
+        except (TypeError, ValueError, OverflowError):
+            iop = None
         if "LOCALIZER" in image_type:
             ignored.append(f"{uid} (localizer, {len(items)} images)")
-        elif iop is not None and len(iop) == 6 and abs(_normal(np.asarray(iop, float))[2]) < _AXIAL_MIN_COS:
+        elif iop is not None and abs(_normal(iop)[2]) < _AXIAL_MIN_COS:
             ignored.append(f"{uid} (not axial, {len(items)} images)")
         else:
             candidates[uid] = items
@@ -408,20 +470,23 @@ def read_dicom_ct(
 
     ipp, iop, psp, size = [], [], [], []
     for f, ds in items:
-        iop.append(np.asarray(_get(ds, "ImageOrientationPatient", f, who, uid), float))
-        ipp.append(np.asarray(_get(ds, "ImagePositionPatient", f, who, uid), float))
-        psp.append(np.asarray(_get(ds, "PixelSpacing", f, who, uid), float))
+        iop.append(_numbers(ds, "ImageOrientationPatient", 6, f, who, uid))
+        ipp.append(_numbers(ds, "ImagePositionPatient", 3, f, who, uid))
+        psp.append(_numbers(ds, "PixelSpacing", 2, f, who, uid))
         # SliceThickness is optional (DICOM type 2) and never used: z spacing is measured
         # from the slice positions, so a blank thickness is fine, a non-positive one is not.
-        thick = ds.get("SliceThickness")
-        thick = 1.0 if thick in (None, "") else thick
-        size.append((int(_get(ds, "Rows", f, who, uid)), int(_get(ds, "Columns", f, who, uid))))
-        if iop[-1].shape != (6,) or ipp[-1].shape != (3,) or psp[-1].shape != (2,) or not np.all(psp[-1] > 0) or float(thick) <= 0:
+        thick = _scalar(ds, "SliceThickness", f, who, uid, default=1.0)
+        rows, cols = (_scalar(ds, k, f, who, uid) for k in ("Rows", "Columns"))
+        if rows is None or cols is None or rows != int(rows) or cols != int(cols) or rows < 1 or cols < 1:
+            raise GeometryError(f"patient {who} (series {uid}): file {f.name} lacks a valid Rows / Columns "
+                                f"({_short_value(ds.get('Rows'))} x {_short_value(ds.get('Columns'))})")
+        size.append((int(rows), int(cols)))
+        if not np.all(psp[-1] > 0) or float(thick) <= 0:
             raise GeometryError(f"patient {who} (series {uid}): file {f.name} has malformed geometry tags "
                                 f"(orientation {iop[-1].tolist()}, position {ipp[-1].tolist()}, "
                                 f"pixel spacing {psp[-1].tolist()}, thickness {thick})")
-        tilt = ds.get("GantryDetectorTilt")
-        if tilt not in (None, "") and abs(float(tilt)) > 1e-3:
+        tilt = _scalar(ds, "GantryDetectorTilt", f, who, uid)
+        if tilt is not None and abs(tilt) > 1e-3:
             raise GeometryError(f"patient {who} (series {uid}): gantry tilt of {float(tilt):g} degrees "
                                 f"(GantryDetectorTilt in {f.name}); tilted series are not supported")
     iop_a, ipp_a, psp_a = np.array(iop), np.array(ipp), np.array(psp)
@@ -479,7 +544,14 @@ def read_dicom_ct(
         raise GeometryError(f"patient {who} (series {uid}): missing slices: {gaps.size} gap(s), first of {steps[g]:.2f} mm "
                             f"between positions {proj[g]:.2f} and {proj[g + 1]:.2f} mm (median step {step:.2f} mm)")
     if np.abs(steps - step).max() > 0.01 * step:
-        notes.append(f"slice steps vary {steps.min():.3f}-{steps.max():.3f} mm; z spacing is the median step {step:.3f} mm")
+        # stacking unevenly spaced slices on one step would misplace them: resample along the
+        # normal onto as many slices at the mean step, linearly between the two nearest slices
+        mean_step = float((proj[-1] - proj[0]) / (len(proj) - 1))
+        grid = proj[0] + mean_step * np.arange(len(proj))
+        hu = _resample_positions(hu, proj, grid)
+        notes.append(f"slice steps vary {steps.min():.3f}-{steps.max():.3f} mm; resampled linearly along the slice "
+                     f"normal onto {len(grid)} slices at the mean step {mean_step:.3f} mm")
+        step = mean_step
 
     direction = np.stack([normal, col_dir, row_dir])
     spacing = (step, float(psp_a[0][0]), float(psp_a[0][1]))  # PixelSpacing = (row step, column step)
@@ -489,6 +561,7 @@ def read_dicom_ct(
         lossy_note = (f"lossy compression: {len(lossy)} of {len(items)} slices ({lossy[0]}); "
                       "HU are approximate")
         notes.append(lossy_note)
+    check_hu_values(hu, f"{who} (series {uid})")
     vol = CTVolume(hu=hu, spacing=spacing, origin=tuple(ipp_a[0]), direction=direction,
                    patient_id=pid, series_uid=uid, notes=tuple(notes))
     return DicomRead(vol, [ds for _, ds in items], choice, lossy_note)

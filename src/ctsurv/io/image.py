@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ctsurv.exceptions import DicomSeriesError, GeometryError
+from ctsurv.io._common import check_hu_values
 from ctsurv.io.dicom import _read_dicom_ct
 from ctsurv.types import CTVolume
 
@@ -39,9 +40,12 @@ def _read_image_file(path: Path, patient_id: str | None) -> CTVolume:
         import nibabel as nib
 
         try:
-            zooms = nib.load(str(path)).header.get_zooms()[:3]
+            header = nib.load(str(path)).header
+            zooms = header.get_zooms()[:3]
         except Exception as exc:
             raise DicomSeriesError(f"patient {pid}: cannot read NIfTI file {path} ({exc})") from exc
+        if len(header.get_data_shape()) != 3:
+            raise GeometryError(f"patient {pid}: {path} is not a 3-D scalar image (shape {header.get_data_shape()})")
         if len(zooms) < 3 or not all(z > 0 for z in zooms):
             raise GeometryError(f"patient {pid}: NIfTI file {path} has no positive voxel size (pixdim {zooms}); "
                                 "spacing is never guessed")
@@ -53,7 +57,9 @@ def _read_image_file(path: Path, patient_id: str | None) -> CTVolume:
         raise GeometryError(f"patient {pid}: {path} is not a 3-D scalar image (dimension {img.GetDimension()}, "
                             f"{img.GetNumberOfComponentsPerPixel()} components)")
     d = np.asarray(img.GetDirection(), float).reshape(3, 3)  # columns: LPS directions of x, y, z
-    return CTVolume(hu=sitk.GetArrayFromImage(img).astype(np.float32), spacing=tuple(img.GetSpacing()[::-1]),
+    hu = sitk.GetArrayFromImage(img).astype(np.float32)
+    check_hu_values(hu, pid)
+    return CTVolume(hu=hu, spacing=tuple(img.GetSpacing()[::-1]),
                     origin=tuple(img.GetOrigin()), direction=d.T[::-1].copy(), patient_id=pid, series_uid="")
 
 
