@@ -9,7 +9,9 @@ writing the same artifact never share a temporary file; its mode is set to what 
 give, ``0666 & ~umask``), flushed and ``fsync``-ed, then moved
 into place with ``os.replace`` (atomic on POSIX and Windows within one file system). A crash
 leaves either the old file or the new one, never a torn file; the temporary file is removed on
-any error.
+any error. A full disk (``ENOSPC``, ``EDQUOT``) raises :class:`~ctsurv.exceptions.DiskFullError`
+naming the file, so a long command stops with that reason instead of a traceback, and a rerun
+reuses what was finished.
 
 Hashes
 ------
@@ -29,7 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import errno
+
 import numpy as np
+
+from ctsurv.exceptions import DiskFullError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "atomic_save_npy", "atomic_savez", "atomic_to_csv", "json_safe", "json_hash", "file_sha256",
@@ -52,9 +58,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask)
         os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
@@ -62,8 +69,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"no space left on the device writing {path} ({exc.strerror}); nothing partial "
+                                "was kept under that name: free space (or write elsewhere) and run the command "
+                                "again, finished work is reused") from exc
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

@@ -11,6 +11,10 @@ class CtsurvError(ValueError):
     """Base class of every error ctsurv raises about its input."""
 
 
+class DiskFullError(CtsurvError):
+    """No space left on the device while writing an artifact; nothing partial is kept."""
+
+
 class DicomSeriesError(CtsurvError):
     """A DICOM folder holds no usable CT series, or the series is broken."""
 

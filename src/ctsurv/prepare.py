@@ -89,7 +89,7 @@ from ctsurv._util import atomic_to_csv, atomic_write_json, atomic_write_text
 from ctsurv.discover import (IMAGE_SUFFIXES, JUNK_NAMES, TOP_LEVEL_FILES, ImageSource,  # noqa: F401 (re-exported)
                              list_image_entries, scan_image_entries, scan_images)
 from ctsurv.duplicates import duplicate_of, find_duplicates, write_signature
-from ctsurv.exceptions import CohortError, CtsurvError
+from ctsurv.exceptions import CohortError, CtsurvError, DiskFullError
 from ctsurv.preprocess import PreprocessConfig, PreprocessedCT, preprocess_ct
 from ctsurv.tumour_input import TumourInputConfig, save_tumour_slices, tumour_input_settings, tumour_slices
 
@@ -198,6 +198,8 @@ def _prepare_one(pid: str, entries: list[str], dicom: bool, images_dir: str, out
         atomic_write_json(_artifact_meta_path(Path(out_dir), pid), meta)
         row.update(status="ok", reason="; ".join(meta["notes"]), n_slices=meta["n_slices"],
                    fingerprint=pre.fingerprint, **info)
+    except DiskFullError:  # not the patient's fault, and every later write would fail too
+        raise
     except CtsurvError as exc:
         row.update(status="excluded", reason=str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad patient never stops the rest
