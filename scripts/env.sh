@@ -19,7 +19,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "ctsurv: installing dependencies (CPU torch 2.13.0 first, so pip never picks a CUDA build)" >&2
   python -m pip install --quiet --upgrade pip >&2
   python -m pip install --quiet "torch==2.13.0" >&2
-  python -m pip install --quiet -e "$ROOT[test,radiomics]" >&2
+  python -m pip install --quiet -e "$ROOT[test,radiomics,ray]" >&2
   echo "$WANT" > "$STAMP"
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"

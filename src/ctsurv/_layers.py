@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "ctsurv._browser": 0,  # headless Chromium for report screenshots and the browser test
     "ctsurv.config": 0,  # run configuration dataclasses (imports only exceptions/types)
     "ctsurv.seeds": 0,  # one seed, separate random streams
+    "ctsurv.executor": 0,  # where per-patient tasks run: local processes or Ray
     # L1: reading, image processing, cohorts, metrics, statistics, synthetic data.
     "ctsurv.io": 1,
     "ctsurv.discover": 1,  # which image entries are which patient's (headers only)

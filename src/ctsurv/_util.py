@@ -118,11 +118,16 @@ SAVEZ_LEVEL = 1
 
 
 def _savez(fh, arrays: dict, level: int | None) -> None:
-    # np.savez's layout (one NAME.npy member per array; np.load reads it), with a chosen level
+    # np.savez's layout (one NAME.npy member per array; np.load reads it), with a chosen level;
+    # members carry a fixed date, so the same arrays give the same bytes (wherever they were made)
     method = zipfile.ZIP_STORED if level is None else zipfile.ZIP_DEFLATED
     with zipfile.ZipFile(fh, "w", method, compresslevel=level, allowZip64=True) as zf:
         for name, value in arrays.items():
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            # the member's deflate level (a slot named compress_level from Python 3.13, _compresslevel before)
+            setattr(info, "compress_level" if "compress_level" in zipfile.ZipInfo.__slots__ else "_compresslevel", level)
+            with zf.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 

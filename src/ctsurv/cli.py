@@ -58,6 +58,7 @@ def _cmd_prepare(a) -> None:
     manifest = prepare_cohort(a.images, a.clinical, a.out, workers=a.workers,
                               progress=not a.no_progress, horizon_months=a.horizon,
                               tumour_roi=a.tumour_roi, voxel_maps=voxel, labels=a.labels,
+                              executor=a.executor, address=a.address,
                               tumour_input=True if a.tumour_slices else None)
     print(f"[ctsurv] {summarize_manifest(manifest)}; manifest: {Path(a.out) / 'manifest.csv'}")
 
@@ -383,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "prepared grid, for tumour-focused 3D crops (model.volume_region: tumour)")
     s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     s.add_argument("--roi-synonyms", metavar="FILE", help=SYNONYMS_HELP)
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the per-patient tasks run: local processes (default) or Ray (pip install 'ctsurv[ray]')")
+    s.add_argument("--address", help="with --executor ray: the cluster to join (e.g. ray://head:10001 or auto); "
+                   "default a local Ray instance of --workers CPUs")
     s.add_argument("--voxel-maps", metavar="FEATURES", help="also compute voxel-level radiomics maps in "
                    "the tumour region: 'all', or comma-separated classes / class_Feature names (seed 002)")
     s.add_argument("--voxel-kernel-radius", type=int, default=1, help="kernel radius of the voxel maps")

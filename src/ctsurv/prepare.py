@@ -74,10 +74,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import time as _time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
@@ -90,6 +88,7 @@ from ctsurv.discover import (IMAGE_SUFFIXES, JUNK_NAMES, TOP_LEVEL_FILES, ImageS
                              list_image_entries, scan_image_entries, scan_images)
 from ctsurv.duplicates import duplicate_of, find_duplicates, write_signature
 from ctsurv.exceptions import CohortError, CtsurvError, DiskFullError
+from ctsurv.executor import check_executor, map_tasks
 from ctsurv.preprocess import PreprocessConfig, PreprocessedCT, preprocess_ct
 from ctsurv.tumour_input import TumourInputConfig, save_tumour_slices, tumour_input_settings, tumour_slices
 
@@ -242,11 +241,6 @@ def _label_file(labels, pid: str, name: str) -> Path:
     return find_label_file(labels, pid, name)
 
 
-def _init_worker() -> None:
-    # Preparation is numpy/scipy work: one thread per worker process, two processes.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
 def prepare_cohort(
     images_dir: str | Path,
     clinical: str | Path | pd.DataFrame | None,
@@ -261,6 +255,8 @@ def prepare_cohort(
     voxel_maps: dict | None = None,
     tumour_input: dict | bool | None = None,
     labels: str | Path | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> pd.DataFrame:
     """Ingest and preprocess a cohort; write ``manifest.csv``, ``cohort.csv`` and artifacts.
 
@@ -284,6 +280,10 @@ def prepare_cohort(
     workers : int
         Worker processes, started with ``spawn`` (2 uses both cores); with ``workers <= 1``
         or a single patient to compute, patients are prepared in this process.
+    executor, address : str
+        ``"local"`` (the default) or ``"ray"``: one Ray task per patient, on the cluster at
+        ``address`` or a local Ray instance of ``workers`` CPUs (:mod:`ctsurv.executor`); the
+        artifacts are the same bytes either way.
     progress : bool
         Show a progress bar over the patients to compute.
     horizon_months : float or None
@@ -323,6 +323,7 @@ def prepare_cohort(
         not a patient's (:func:`scan_images`).
     """
     config = config or PreprocessConfig()
+    check_executor(executor)
     if voxel_maps and not tumour_roi:
         raise CtsurvError("voxel maps are computed inside the tumour region: give tumour_roi (data.tumour_roi)")
     if voxel_maps:  # every default filled in: equal specifications share the artifact key
@@ -396,19 +397,9 @@ def prepare_cohort(
 
     if todo:
         bar = _progress(len(todo), progress, desc="prepare")
-        if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                     initializer=_init_worker) as pool:
-                futures = [pool.submit(_prepare_one, *args) for args in todo]
-                for fut in as_completed(futures):
-                    row = fut.result()
-                    rows[row["patient_id"]] = row
-                    bar.update(1)
-        else:
-            for args in todo:
-                row = _prepare_one(*args)
-                rows[row["patient_id"]] = row
-                bar.update(1)
+        for row in map_tasks(_prepare_one, todo, executor=executor, workers=workers, address=address):
+            rows[row["patient_id"]] = row
+            bar.update(1)
         bar.close()
 
     for pid, src in sources.items():

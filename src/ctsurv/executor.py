@@ -1,0 +1,100 @@
+"""Where per-patient tasks run: this machine's processes, or a Ray cluster (``--executor ray``).
+
+:func:`map_tasks` calls one module-level function on a list of argument tuples and yields the
+results as they complete. The function is the same under every executor, so the artifacts a
+task writes are the same bytes wherever it ran (each task writes its own files atomically,
+:mod:`ctsurv._util`, and depends only on its arguments); the caller assembles the results.
+
+* ``"local"`` (the default): in this process when ``workers <= 1`` or there is one task, else a
+  ``spawn`` process pool of ``workers`` processes.
+* ``"ray"``: one Ray task per item (``num_cpus=1`` each). With ``address`` (``ray://host:10001``,
+  ``host:6379`` or ``"auto"``) it joins that cluster, whose nodes must see the same file paths
+  (a shared file system) and have ctsurv installed; without it, it starts a local Ray instance
+  with ``workers`` CPUs and shuts it down afterwards. Ray is an optional extra
+  (``pip install 'ctsurv[ray]'``); asking for it without Ray installed is a clear error.
+
+A driver that dies loses only the tasks in flight: every finished task has written its
+artifacts, and the next run reuses them (the callers' resumability).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from ctsurv.exceptions import CtsurvError
+
+__all__ = ["EXECUTORS", "map_tasks", "check_executor"]
+
+#: the executors :func:`map_tasks` knows
+EXECUTORS = ("local", "ray")
+
+
+def check_executor(executor: str) -> None:
+    """Refuse an unknown executor, and Ray when it is not installed, before any work starts."""
+    if executor not in EXECUTORS:
+        raise CtsurvError(f"unknown executor {executor!r}; expected one of {EXECUTORS}")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise CtsurvError("executor 'ray' needs Ray, an optional extra: pip install 'ctsurv[ray]'") from exc
+
+
+def _one_thread_each() -> None:
+    # per-patient work is numpy/scipy: one thread per worker process, the workers in parallel
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def map_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], *, executor: str = "local", workers: int = 2,
+              address: str | None = None, initializer: Callable[[], None] | None = _one_thread_each) -> Iterator[Any]:
+    """Yield ``fn(*args)`` for every ``args`` of ``tasks``, in completion order.
+
+    ``fn`` must be importable by name (a module-level function) for the process pool and Ray.
+    An exception raised by a task is raised here, with the task's own traceback chained.
+    """
+    check_executor(executor)
+    tasks = list(tasks)
+    if not tasks:
+        return
+    if executor == "ray":
+        yield from _ray_map(fn, tasks, workers, address, initializer)
+    elif workers > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=initializer) as pool:
+            for fut in as_completed([pool.submit(fn, *args) for args in tasks]):
+                yield fut.result()
+    else:
+        for args in tasks:
+            yield fn(*args)
+
+
+def _ray_task(fn, initializer, args):
+    if initializer is not None:
+        initializer()
+    return fn(*args)
+
+
+def _ray_map(fn, tasks, workers: int, address: str | None, initializer) -> Iterator[Any]:
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        kw = {"address": address} if address else {"num_cpus": max(1, int(workers))}
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        pending = [remote.remote(fn, initializer, args) for args in tasks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                yield ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:  # the task's own exception, unwrapped
+                cause = exc.as_instanceof_cause()
+                raise cause from exc
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,84 @@
+"""Ray as an executor (issue 20 item 1, for ``prepare``): one task per patient gives the same
+bytes as the local processes, in a local Ray instance and on a Ray head started on loopback;
+a task's error reaches the caller as itself; an unknown executor is refused before any work.
+Ray is an optional extra: these tests skip, saying so, where it is not installed."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctsurv.exceptions import CtsurvError
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'ctsurv[ray]')")
+
+
+def _bytes(prepared: Path) -> dict[str, str]:
+    """sha256 of every artifact file of a prepared folder (the manifest's timings aside)."""
+    return {str(f.relative_to(prepared)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted((prepared / "patients").rglob("*")) if f.is_file()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_prepare_on_ray_writes_the_bytes_of_the_local_executor(tiny_cohort, tmp_path):
+    import pandas as pd
+
+    from ctsurv.prepare import prepare_cohort
+
+    args = (tiny_cohort / "images", tiny_cohort / "clinical.csv")
+    local = prepare_cohort(*args, tmp_path / "local", workers=2, progress=False)
+    on_ray = prepare_cohort(*args, tmp_path / "ray", workers=2, progress=False, executor="ray")
+    assert (local.status == "ok").all() and len(local) == 12
+    assert _bytes(tmp_path / "local") == _bytes(tmp_path / "ray")
+    pd.testing.assert_frame_equal(local.drop(columns="seconds"), on_ray.drop(columns="seconds"))
+
+
+def test_prepare_joins_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_path):
+    import pandas as pd
+
+    from ctsurv.cli import main
+
+    ray_bin = Path(sys.executable).with_name("ray")
+    if not ray_bin.exists():
+        pytest.skip(f"the ray command is not beside {sys.executable}")
+    port = _free_port()
+    start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                           capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        common = ["prepare", "--images", str(tiny_cohort / "images"), "--clinical", str(tiny_cohort / "clinical.csv"),
+                  "--workers", "2", "--no-progress"]
+        main([*common, "--out", str(tmp_path / "local")])
+        main([*common, "--out", str(tmp_path / "cluster"), "--executor", "ray", "--address", f"127.0.0.1:{port}"])
+        assert _bytes(tmp_path / "local") == _bytes(tmp_path / "cluster")
+        # a driver that died before one patient finished: the next run redoes that one only
+        lost = sorted((tmp_path / "cluster" / "patients").glob("*.json"))[0]
+        lost.unlink()
+        lost.with_suffix(".npz").unlink()
+        main([*common, "--out", str(tmp_path / "cluster"), "--executor", "ray", "--address", f"127.0.0.1:{port}"])
+        assert _bytes(tmp_path / "local") == _bytes(tmp_path / "cluster")
+        redone = pd.read_csv(tmp_path / "cluster" / "manifest.csv").set_index("patient_id")["seconds"]
+        assert redone[lost.stem] > 0 and (redone.drop(lost.stem) == 0).all()
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_a_task_error_reaches_the_caller_and_bad_executors_are_refused():
+    from ctsurv.executor import check_executor, map_tasks
+
+    with pytest.raises(CtsurvError, match="unknown executor 'dask'"):
+        list(map_tasks(check_executor, [("local",)], executor="dask"))
+    with pytest.raises(CtsurvError, match="unknown executor 'nope'"):  # raised inside a Ray task
+        list(map_tasks(check_executor, [("local",), ("nope",)], executor="ray", workers=1))
+    assert list(map_tasks(check_executor, [("local",), ("ray",)], executor="ray", workers=1)) == [None, None]
