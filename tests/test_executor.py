@@ -82,3 +82,23 @@ def test_a_task_error_reaches_the_caller_and_bad_executors_are_refused():
     with pytest.raises(CtsurvError, match="unknown executor 'nope'"):  # raised inside a Ray task
         list(map_tasks(check_executor, [("local",), ("nope",)], executor="ray", workers=1))
     assert list(map_tasks(check_executor, [("local",), ("ray",)], executor="ray", workers=1)) == [None, None]
+
+
+def test_radiomics_extract_gives_one_table_wherever_the_patients_ran(tiny_cohort, tmp_path):
+    pytest.importorskip("radiomics", reason="the features come from PyRadiomics")
+    import pandas as pd
+
+    from ctsurv.radiomics import extract_features
+
+    kw = {"regions": ("GTV-1", "Heart"), "calcium_regions": ("Lung L",), "classes": ("shape", "firstorder")}
+    tables = {}
+    for name, run in {"one process": {}, "two processes": {"workers": 2},
+                      "ray": {"workers": 2, "executor": "ray"}}.items():
+        out = tmp_path / name.replace(" ", "-") / "features.csv"
+        tables[name] = (extract_features(tiny_cohort / "images", out, **kw, **run),
+                        pd.read_csv(out.with_name("features.manifest.csv")))
+    first, manifest = tables["one process"]
+    assert len(first) == 12 and (manifest.status == "failed").sum() == 12  # no Heart ROI, each said so
+    for name, (table, man) in tables.items():
+        pd.testing.assert_frame_equal(table, first, obj=name)
+        pd.testing.assert_frame_equal(man, manifest, obj=name)

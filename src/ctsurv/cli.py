@@ -42,6 +42,11 @@ def _use_synonyms(a) -> None:
         os.environ[SYNONYMS_ENV] = str(Path(a.roi_synonyms).resolve())
 
 
+#: the --executor and --address options of prepare and radiomics extract
+EXECUTOR_HELP = "where the per-patient tasks run: local processes (default) or Ray (pip install 'ctsurv[ray]')"
+ADDRESS_HELP = ("with --executor ray: the cluster to join (e.g. ray://head:10001 or auto); default a local Ray "
+                "instance of --workers CPUs")
+
 #: the --roi-synonyms option of prepare and radiomics extract
 SYNONYMS_HELP = ("YAML of ROI-name synonym groups ('canonical: [aliases]'), merged with the packaged "
                  "configs/roi_synonyms.yaml (sets $CTSURV_ROI_SYNONYMS)")
@@ -273,7 +278,8 @@ def _cmd_rad_extract(a) -> None:
     df = extract_features(a.images, a.out_csv, regions=regions, cache_dir=a.cache_dir,
                           patients=a.patients, calcium_regions=tuple(a.calcium_region or ()),
                           fm_regions=fm, fm_weights=a.fm_weights, fm_encoder=a.fm_encoder,
-                          cube_mm=a.cube_mm, labels=a.labels, fm_seeds=a.fm_seeds)
+                          cube_mm=a.cube_mm, labels=a.labels, fm_seeds=a.fm_seeds, workers=a.workers,
+                          executor=a.executor, address=a.address)
     print(f"[ctsurv] {len(df)} patients x {df.shape[1] - 1} features written to {a.out_csv}")
 
 
@@ -325,6 +331,9 @@ def _add_radiomics(sub) -> None:
     s.add_argument("--roi-synonyms", metavar="FILE", help=SYNONYMS_HELP)
     s.add_argument("--cache-dir")
     s.add_argument("--patients", nargs="+")
+    s.add_argument("--workers", type=int, default=1, help="patients in parallel (processes, or Ray CPUs)")
+    s.add_argument("--executor", choices=("local", "ray"), default="local", help=EXECUTOR_HELP)
+    s.add_argument("--address", help=ADDRESS_HELP)
     s.set_defaults(func=_cmd_rad_extract)
     s = rs.add_parser("fit", help="feature table(s) + cohort -> cross-validated Cox run folder")
     s.add_argument("features", nargs="*", help="feature CSV(s), joined on patient ID")
@@ -384,10 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "prepared grid, for tumour-focused 3D crops (model.volume_region: tumour)")
     s.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     s.add_argument("--roi-synonyms", metavar="FILE", help=SYNONYMS_HELP)
-    s.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="where the per-patient tasks run: local processes (default) or Ray (pip install 'ctsurv[ray]')")
-    s.add_argument("--address", help="with --executor ray: the cluster to join (e.g. ray://head:10001 or auto); "
-                   "default a local Ray instance of --workers CPUs")
+    s.add_argument("--executor", choices=("local", "ray"), default="local", help=EXECUTOR_HELP)
+    s.add_argument("--address", help=ADDRESS_HELP)
     s.add_argument("--voxel-maps", metavar="FEATURES", help="also compute voxel-level radiomics maps in "
                    "the tumour region: 'all', or comma-separated classes / class_Feature names (seed 002)")
     s.add_argument("--voxel-kernel-radius", type=int, default=1, help="kernel radius of the voxel maps")

@@ -37,7 +37,9 @@ import SimpleITK as sitk
 
 from ctsurv._util import atomic_to_csv, atomic_write_text
 from ctsurv.exceptions import CtsurvError, RadiomicsError, RoiError
+from ctsurv.executor import check_executor, map_tasks
 from ctsurv.io import find_label_file, read_ct, read_label_mask, read_roi_mask, synonyms_fingerprint
+from ctsurv.io.seg import SYNONYMS_ENV
 from ctsurv.prepare import list_image_entries, source_key
 from ctsurv.radiomics.calcium import CAC_CATEGORIES, agatston_score, calcium_covariates
 from ctsurv.radiomics.foundation import fm_region_features, load_fm_encoder, weights_identity
@@ -145,6 +147,87 @@ def extract_region(ct: CTVolume, mask: np.ndarray, *, region: str = "", settings
     return out
 
 
+def _extract_patient(pid: str, entry: str, jobs, points_all, cache: str, o: dict):
+    """One patient's features of every job (region, kind): ``(row, manifest rows)``; cached per
+    patient and region, so a task is safe to run anywhere and to rerun (:mod:`ctsurv.executor`)."""
+    entry, cache = Path(entry), Path(cache)
+    if o["synonyms_file"]:  # a worker on another node sees the driver's synonym file too
+        os.environ[SYNONYMS_ENV] = o["synonyms_file"]
+    settings, classes, fm, labels = o["settings"], o["classes"], o["fm"], o["labels"]
+    synonyms, status = o["synonyms"], []
+    row = {"patient_id": pid}
+    ct = None
+    label_files = {}
+    for region, kind in jobs:
+        points = None
+        if kind == "fm-seed":
+            points = points_all
+            if points is None:
+                status.append((pid, region, "failed", f"patient {pid}: no seed point in fm_seeds"))
+                continue
+        elif labels is not None and region.lower() != "lungs":
+            try:
+                label_files[region] = find_label_file(labels, pid, region)
+            except RoiError as exc:
+                status.append((pid, region, "failed", str(exc)))
+                continue
+        where = [entry, *([label_files[region]] if region in label_files else [])]
+        key = (source_key(where, {"region": region, "fm": fm, "seeds": points, "code": CODE_VERSION})
+               if kind.startswith("fm") else
+               _cache_key(where, region, settings, classes if kind == "radiomics" else ["calcium"]))
+        key = key + (f"|synonyms {synonyms}" if synonyms else "")
+        name = region if kind == "radiomics" else f"{kind}:{region}"  # radiomics keep their names
+        path = cache / pid / (hashlib.sha1(name.encode()).hexdigest()[:12] + ".json")
+        if path.exists():
+            rec = json.loads(path.read_text())
+            if rec.get("key") == key:
+                row.update({f"{region}:{k}": v for k, v in rec["features"].items()})
+                status.append((pid, region, "cached", ""))
+                continue
+        try:
+            if ct is None:
+                ct = read_ct(entry, patient_id=pid)
+            mask = (None if points is not None else
+                    read_label_mask(label_files[region], ct, patient_id=pid) if region in label_files
+                    else region_mask(entry, ct, region))
+            note, extra = "", {}
+            if kind.startswith("fm"):
+                encoder = _fm_encoder(o["fm_weights"], o["fm_encoder"])
+                feats, lesions = fm_region_features(
+                    ct, mask, encoder, size_mm=o["cube_mm"], patient_id=pid,
+                    seed_points=None if points is None else [p[:3] for p in points],
+                    coords="LPS" if points is None else points[0][3])
+                what = ("the first seed point" if points is not None else
+                        f"the largest ({lesions[0]['n_voxels']} voxels)")
+                note = (f"{len(lesions)} {'seed point' if points is not None else 'lesion'}(s), features of "
+                        f"{what}; {100 * lesions[0]['outside_fraction']:.0f} % of its cube outside the CT")
+                extra = {"lesions": lesions, "note": note}
+            else:
+                feats = (calcium_features(ct, mask) if kind == "calcium" else
+                         extract_region(ct, mask, region=region, settings=settings, classes=classes))
+        except (CtsurvError, RoiError) as exc:
+            log.warning("%s", exc)
+            status.append((pid, region, "failed", str(exc)))
+            continue
+        atomic_write_text(path, json.dumps({"key": key, "patient_id": pid, "region": region,
+                                            "features": feats, **extra}))
+        row.update({f"{region}:{k}": v for k, v in feats.items()})
+        status.append((pid, region, "ok", note))
+    return row, status
+
+
+_ENCODERS: dict = {}
+
+
+def _fm_encoder(weights: str, name: str):
+    """The FM encoder, loaded once per process (a 740 MB network is not loaded per patient)."""
+    key = (name, weights_identity(weights))
+    if key not in _ENCODERS:
+        _ENCODERS.clear()
+        _ENCODERS[key] = load_fm_encoder(weights, name)
+    return _ENCODERS[key]
+
+
 def _read_seeds(fm_seeds) -> dict[str, list] | None:
     """``patient_id -> [(x, y, z, space), ...]`` from a seed-point table (None when not given)."""
     if fm_seeds is None:
@@ -189,7 +272,8 @@ def calcium_features(ct: CTVolume, mask: np.ndarray) -> dict:
 def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None, patients=None,
                      settings: dict | None = None, classes=FEATURE_CLASSES,
                      calcium_regions=(), fm_regions=(), fm_weights=None, fm_encoder: str = "fmcib-resnet50",
-                     cube_mm: float = 50.0, labels=None, fm_seeds=None) -> pd.DataFrame:
+                     cube_mm: float = 50.0, labels=None, fm_seeds=None, workers: int = 1,
+                     executor: str = "local", address: str | None = None) -> pd.DataFrame:
     """Extract PyRadiomics features for every patient folder of ``images_dir`` and region.
 
     Parameters
@@ -230,12 +314,17 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
     labels : path, optional
         Read the regions from label images ``<labels>/<ID>/<region>.nii.gz``
         (:mod:`ctsurv.io.label`) instead of RTSTRUCT / SEG (``"lungs"`` is still segmented).
+    workers, executor, address :
+        One task per patient (:func:`ctsurv.executor.map_tasks`): ``workers`` local processes
+        (1: this process), or Ray (``executor="ray"``, a local instance or the cluster at
+        ``address``). The table and manifest are the same wherever the patients ran.
 
     Returns
     -------
     DataFrame (the CSV content)
     """
     settings = dict(IBSI_SETTINGS if settings is None else settings)
+    check_executor(executor)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir else out_csv.parent / "radiomics_cache"
@@ -250,72 +339,17 @@ def extract_features(images_dir, out_csv, *, regions=("GTV-1",), cache_dir=None,
         raise RadiomicsError("fm_regions need fm_weights: the weights file of the FM encoder (FMCIB's "
                              "model_weights.torch), or 'random' to say so")
     fm = {"encoder": fm_encoder, "weights": weights_identity(fm_weights), "cube_mm": float(cube_mm)}
-    encoder = None
-    rows, status = [], []
-    for pid, entry in entries.items():
-        row = {"patient_id": pid}
-        ct = None
-        label_files = {}
-        jobs = ([(r, "radiomics") for r in regions] + [(r, "calcium") for r in calcium_regions]
-                + [(r, "fm") for r in fm_regions] + ([("seed", "fm-seed")] if seeds is not None else []))
-        for region, kind in jobs:
-            points = None
-            if kind == "fm-seed":
-                points = seeds.get(pid)
-                if points is None:
-                    status.append((pid, region, "failed", f"patient {pid}: no seed point in fm_seeds"))
-                    continue
-            elif labels is not None and region.lower() != "lungs":
-                try:
-                    label_files[region] = find_label_file(labels, pid, region)
-                except RoiError as exc:
-                    status.append((pid, region, "failed", str(exc)))
-                    continue
-            where = [entry, *([label_files[region]] if region in label_files else [])]
-            synonyms = synonyms_fingerprint()  # a user's mapping can change which ROI a name finds
-            key = (source_key(where, {"region": region, "fm": fm, "seeds": points, "code": CODE_VERSION})
-                   if kind.startswith("fm") else
-                   _cache_key(where, region, settings, classes if kind == "radiomics" else ["calcium"]))
-            key = key + (f"|synonyms {synonyms}" if synonyms else "")
-            name = region if kind == "radiomics" else f"{kind}:{region}"  # radiomics keep their names
-            path = cache / pid / (hashlib.sha1(name.encode()).hexdigest()[:12] + ".json")
-            if path.exists():
-                rec = json.loads(path.read_text())
-                if rec.get("key") == key:
-                    row.update({f"{region}:{k}": v for k, v in rec["features"].items()})
-                    status.append((pid, region, "cached", ""))
-                    continue
-            try:
-                if ct is None:
-                    ct = read_ct(entry, patient_id=pid)
-                mask = (None if points is not None else
-                        read_label_mask(label_files[region], ct, patient_id=pid) if region in label_files
-                        else region_mask(entry, ct, region))
-                note, extra = "", {}
-                if kind.startswith("fm"):
-                    if encoder is None:
-                        encoder = load_fm_encoder(fm_weights, fm_encoder)
-                    feats, lesions = fm_region_features(
-                        ct, mask, encoder, size_mm=cube_mm, patient_id=pid,
-                        seed_points=None if points is None else [p[:3] for p in points],
-                        coords="LPS" if points is None else points[0][3])
-                    what = ("the first seed point" if points is not None else
-                            f"the largest ({lesions[0]['n_voxels']} voxels)")
-                    note = (f"{len(lesions)} {'seed point' if points is not None else 'lesion'}(s), features of "
-                            f"{what}; {100 * lesions[0]['outside_fraction']:.0f} % of its cube outside the CT")
-                    extra = {"lesions": lesions, "note": note}
-                else:
-                    feats = (calcium_features(ct, mask) if kind == "calcium" else
-                             extract_region(ct, mask, region=region, settings=settings, classes=classes))
-            except (CtsurvError, RoiError) as exc:
-                log.warning("%s", exc)
-                status.append((pid, region, "failed", str(exc)))
-                continue
-            atomic_write_text(path, json.dumps({"key": key, "patient_id": pid, "region": region,
-                                                "features": feats, **extra}))
-            row.update({f"{region}:{k}": v for k, v in feats.items()})
-            status.append((pid, region, "ok", note))
-        rows.append(row)
+    jobs = ([(r, "radiomics") for r in regions] + [(r, "calcium") for r in calcium_regions]
+            + [(r, "fm") for r in fm_regions] + ([("seed", "fm-seed")] if seeds is not None else []))
+    options = {"settings": settings, "classes": tuple(classes), "fm": fm, "fm_weights": fm_weights and str(fm_weights),
+               "fm_encoder": fm_encoder, "cube_mm": float(cube_mm), "labels": labels and str(labels),
+               "synonyms": synonyms_fingerprint(), "synonyms_file": os.environ.get(SYNONYMS_ENV)}
+    tasks = [(pid, str(entry), jobs, None if seeds is None else seeds.get(pid), str(cache), options)
+             for pid, entry in entries.items()]
+    done = dict((r[0]["patient_id"], r) for r in map_tasks(_extract_patient, tasks, executor=executor,
+                                                           workers=workers, address=address))
+    rows = [done[pid][0] for pid in entries]  # the order of the images folder, wherever they ran
+    status = [s for pid in entries for s in done[pid][1]]
     df = pd.DataFrame(rows)
     atomic_to_csv(out_csv, df)
     atomic_to_csv(out_csv.with_name(out_csv.stem + ".manifest.csv"),
