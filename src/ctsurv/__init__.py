@@ -11,10 +11,12 @@ own package's ``__init__`` is an edge back to it). The map is data in
 
     L0  exceptions  types (CTVolume, TimeGrid, PatientFeatures)  _util (atomic writes, hashes)
         _checks (the survival-input check)  config (run configuration dataclasses; imports only
-        exceptions and types)  _layers (this map)  seeds (random streams)  ctsurv (this package: __version__)
-    L1  io/  segment  preprocess  cohort  validate  metrics/  stats/  synthetic/  dropout
-    L2  embed/ (backbones -> engine -> cache <- augment)  models  models3d  train  train_batched  plots
-        complexity  prepare  evaluate  radiomics.{features, harmonize, select, models}
+        exceptions and types)  _layers (this map)  seeds (random streams)  executor (local processes or Ray)
+        ctsurv (this package: __version__)
+    L1  io/  discover (image entries -> patients)  segment  preprocess  cohort  validate  metrics/  stats/
+        synthetic/  dropout  radiomics.voxel/  tumour_input  cubes (tumour-centred 1 mm cubes)
+    L2  embed/ (backbones -> engine -> cache <- augment)  models  models3d  ssm  tumour_net  train  train_batched  plots
+        complexity  prepare  evaluate  radiomics.{features, foundation, calcium, harmonize, select, models}
     L3  build (the registry of model kinds)  estimators (scikit-learn-style estimators)
         transfer (transfer learning's sources, checks and frozen parts)
     L4  pipeline  study  transfer_study  predict  demo  report  radiomics.track  radiomics (its __init__ re-exports track)
