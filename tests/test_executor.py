@@ -102,3 +102,30 @@ def test_radiomics_extract_gives_one_table_wherever_the_patients_ran(tiny_cohort
     for name, (table, man) in tables.items():
         pd.testing.assert_frame_equal(table, first, obj=name)
         pd.testing.assert_frame_equal(man, manifest, obj=name)
+
+
+def test_a_study_on_ray_compares_as_the_sequential_study_does(tiny_cohort, tmp_path):
+    import pandas as pd
+
+    from ctsurv.study import run_study
+
+    def spec(root):
+        return {"name": "tiny",
+                "base": {"seed": 11,
+                         "data": {"images": str(tiny_cohort / "images"), "clinical": str(tiny_cohort / "clinical.csv"),
+                                  "prepared": str(root / "prepared")},
+                         "preprocess": {"size": 64}, "embed": {"backbone": "efficientnet-lite0", "augment": False},
+                         "train": {"epochs": 2, "threads": 1}, "cv": {"n_folds": 3, "val_fraction": 0.2}},
+                "reference": "soft",
+                "configs": [{"name": "soft", "kind": "2d"},
+                            {"name": "mean", "kind": "2d", "overrides": {"model": {"aggregator": "mean"}}}],
+                "tables": [{"title": "Aggregators", "configs": ["mean", "soft"]}],
+                "compare": {"n_permutations": 50, "n_bootstrap": 20}}
+
+    sequential = run_study(spec(tmp_path / "a"), tmp_path / "a" / "out", progress=False)
+    on_ray = run_study(spec(tmp_path / "b"), tmp_path / "b" / "out", progress=False, executor="ray", workers=2)
+    for name in ("soft", "mean"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "out" / name / "predictions.csv"),
+                                      pd.read_csv(tmp_path / "b" / "out" / name / "predictions.csv"), obj=name)
+    cols = ["name", "ctd_fold_mean", "ctd_pooled", "p_vs_reference"]
+    pd.testing.assert_frame_equal(sequential[cols], on_ray[cols])

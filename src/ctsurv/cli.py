@@ -263,7 +263,8 @@ def _cmd_study(a) -> None:
     data = {k: v for k, v in (("images", a.images), ("clinical", a.clinical),
                               ("prepared", a.prepared)) if v}
     table = run_study(a.study, a.out, progress=not a.no_progress,
-                      overrides={"data": data} if data else None, only=a.only)
+                      overrides={"data": data} if data else None, only=a.only, executor=a.executor,
+                      workers=a.workers, address=a.address)
     print(table[["name", "kind", "ctd_fold_mean", "ctd_fold_std", "ctd_pooled", "p_vs_reference",
                  "params_trainable", "gflops"]].to_string(index=False))
     print(f"[ctsurv] tables: {Path(a.out) / 'comparison.md'}; chart: {Path(a.out) / 'bubble.png'}")
@@ -576,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clinical", help="overrides base.data.clinical of the study")
     s.add_argument("--prepared", help="prepared cohort folder shared by every configuration")
     s.add_argument("--only", nargs="+", help="run only these configurations (and the reference)")
+    s.add_argument("--workers", type=int, default=1, help="configurations in parallel (processes, or Ray CPUs)")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where configurations run: this process / local processes (default) or Ray tasks")
+    s.add_argument("--address", help=ADDRESS_HELP)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_study)
     _add_radiomics(sub)

@@ -50,10 +50,13 @@ def _one_thread_each() -> None:
 
 
 def map_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], *, executor: str = "local", workers: int = 2,
-              address: str | None = None, initializer: Callable[[], None] | None = _one_thread_each) -> Iterator[Any]:
+              address: str | None = None, initializer: Callable[[], None] | None = _one_thread_each,
+              cpus_per_task: int = 1) -> Iterator[Any]:
     """Yield ``fn(*args)`` for every ``args`` of ``tasks``, in completion order.
 
     ``fn`` must be importable by name (a module-level function) for the process pool and Ray.
+    ``cpus_per_task`` is what Ray reserves per task (a task that trains with 2 threads asks 2);
+    the local pool runs ``workers`` tasks at a time whatever it is.
     An exception raised by a task is raised here, with the task's own traceback chained.
     """
     check_executor(executor)
@@ -61,7 +64,7 @@ def map_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], *, executor: str =
     if not tasks:
         return
     if executor == "ray":
-        yield from _ray_map(fn, tasks, workers, address, initializer)
+        yield from _ray_map(fn, tasks, workers, address, initializer, cpus_per_task)
     elif workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=initializer) as pool:
@@ -78,15 +81,15 @@ def _ray_task(fn, initializer, args):
     return fn(*args)
 
 
-def _ray_map(fn, tasks, workers: int, address: str | None, initializer) -> Iterator[Any]:
+def _ray_map(fn, tasks, workers: int, address: str | None, initializer, cpus_per_task: int = 1) -> Iterator[Any]:
     import ray
 
     started = not ray.is_initialized()
     if started:
-        kw = {"address": address} if address else {"num_cpus": max(1, int(workers))}
+        kw = {"address": address} if address else {"num_cpus": max(1, int(workers), int(cpus_per_task))}
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        remote = ray.remote(num_cpus=max(1, int(cpus_per_task)), max_retries=0)(_ray_task)
         pending = [remote.remote(fn, initializer, args) for args in tasks]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

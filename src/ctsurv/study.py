@@ -94,6 +94,7 @@ from ctsurv.config import RunConfig, _merge, from_dict
 from ctsurv.embed import BACKBONES, build_backbone
 from ctsurv.evaluate import compare_runs
 from ctsurv.exceptions import CtsurvError, StudyError
+from ctsurv.executor import check_executor, map_tasks
 from ctsurv.models import AGGREGATORS, make_aggregator
 from ctsurv.models3d import STRATEGIES_3D, VOLUME_ENCODERS, Volume3DNet
 from ctsurv.pipeline import cohort_arrays, config_hash, fold_plan, prepare_step, run_cv
@@ -322,7 +323,8 @@ def _log(msg: str) -> None:
 
 
 def run_study(study, out: str | Path, *, progress: bool = True, overrides: Mapping | None = None,
-              only: Sequence[str] | None = None) -> pd.DataFrame:
+              only: Sequence[str] | None = None, executor: str = "local", workers: int = 1,
+              address: str | None = None) -> pd.DataFrame:
     """Run every configuration of a study on identical folds and write the comparison.
 
     Parameters
@@ -336,6 +338,13 @@ def run_study(study, out: str | Path, *, progress: bool = True, overrides: Mappi
         Merged into the study's base (e.g. the cohort's ``data`` paths).
     only : sequence of str, optional
         Run and compare only these configurations (the reference is always included).
+    executor, workers, address :
+        Configurations one after another in this process (the default, ``workers=1``), or as
+        tasks (:func:`ctsurv.executor.map_tasks`): ``workers`` local processes, or Ray
+        (``executor="ray"``: a local instance of ``workers`` CPUs or the cluster at ``address``),
+        each task taking ``train.threads`` CPUs. Every configuration writes its own run folder on
+        the shared fold plan, and the trunk cache is shared safely (content-addressed atomic
+        writes), so the comparison is the same wherever they ran.
 
     Returns
     -------
@@ -343,6 +352,7 @@ def run_study(study, out: str | Path, *, progress: bool = True, overrides: Mappi
         One row per configuration (``out/comparison.csv`` lists it once per table).
     """
 
+    check_executor(executor)
     st = study if isinstance(study, Study) else load_study(study, overrides=overrides)
     if isinstance(study, Study) and overrides:
         raise StudyError("pass overrides to load_study, not with a Study object")
@@ -373,21 +383,34 @@ def run_study(study, out: str | Path, *, progress: bool = True, overrides: Mappi
          f"(plan {plan_sha[:12]})")
 
     failed = []
-    for it in items:
-        try:
-            run_item(it, out, plan, prepared, progress=progress)
-        except CtsurvError as exc:
-            if it.name == st.reference:  # every comparison needs it
-                raise
-            failed.append(it.name)
-            _log(f"{it.name}: FAILED ({type(exc).__name__}: {exc}); the study goes on without it "
-                 f"(recorded in {out / it.name / FAILED_FILE})")
+    if executor == "local" and workers <= 1:
+        outcomes = (_run_item_task(it, out, plan, prepared, progress) for it in items)
+    else:
+        tasks = [(it, out, plan, prepared, False) for it in items]
+        outcomes = map_tasks(_run_item_task, tasks, executor=executor, workers=workers, address=address,
+                             cpus_per_task=max(1, base.train.threads))
+    for name, error in outcomes:
+        if error is None:
+            continue
+        if name == st.reference:  # every comparison needs it
+            raise StudyError(f"the reference configuration {name} failed: {error}")
+        failed.append(name)
+        _log(f"{name}: FAILED ({error}); the study goes on without it (recorded in {out / name / FAILED_FILE})")
     done = [i for i in items if i.name not in failed]
     table = _comparison(st, done, out)
     write_comparison(st, table, out)
     if failed:
         _log(f"{len(failed)} configuration(s) failed and are not compared: {', '.join(failed)}")
     return table
+
+
+def _run_item_task(item: StudyItem, out: Path, plan, prepared: Path, progress: bool) -> tuple[str, str | None]:
+    """A configuration as a task: ``(name, None)``, or ``(name, error)`` when it failed."""
+    try:
+        run_item(item, out, plan, prepared, progress=progress)
+    except CtsurvError as exc:
+        return item.name, f"{type(exc).__name__}: {exc}"
+    return item.name, None
 
 
 def run_item(item: StudyItem, out: str | Path, plan, prepared: str | Path, *,
