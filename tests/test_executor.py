@@ -129,3 +129,21 @@ def test_a_study_on_ray_compares_as_the_sequential_study_does(tiny_cohort, tmp_p
                                       pd.read_csv(tmp_path / "b" / "out" / name / "predictions.csv"), obj=name)
     cols = ["name", "ctd_fold_mean", "ctd_pooled", "p_vs_reference"]
     pd.testing.assert_frame_equal(sequential[cols], on_ray[cols])
+
+
+def test_a_run_whose_replica_groups_train_on_ray_is_the_local_run(tiny_cohort, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from conftest import tiny_config
+    from ctsurv.pipeline import run_cv
+
+    cfg = tiny_config(tiny_cohort, tmp_path / "prepared", cv={"n_folds": 3, "null_replicas": 3},
+                      train={"epochs": 3, "threads": 2})  # 3 folds x 4 arms = 12 models = 2 groups
+    run_cv(cfg, tmp_path / "local", progress=False)
+    run_cv(cfg, tmp_path / "ray", progress=False, executor="ray")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local" / "predictions.csv"),
+                                  pd.read_csv(tmp_path / "ray" / "predictions.csv"))
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("local", "ray"))
+    assert a["ctd_mean"] == b["ctd_mean"] and a["null"] == b["null"] and a["per_fold"] == b["per_fold"]

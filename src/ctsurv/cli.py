@@ -81,7 +81,7 @@ def _cmd_run(a) -> None:
     if a.protocol is not None:
         cfg = cfg.replace(train={"protocol": a.protocol})
     out = a.out or Path(a.config).with_suffix("")
-    run_cv(cfg, out, progress=not a.no_progress)
+    run_cv(cfg, out, progress=not a.no_progress, executor=a.executor, address=a.address)
 
 
 def _cmd_demo(a) -> None:
@@ -416,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeated cross-validation with R fold assignments (cv.repeats)")
     s.add_argument("--protocol", choices=sorted(PROTOCOLS),
                    help="a named training protocol (train.protocol; default: the config's, 'paper')")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the replica groups train: threads here (default) or one Ray task per group")
+    s.add_argument("--address", help=ADDRESS_HELP)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_run)
 

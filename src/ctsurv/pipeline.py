@@ -43,6 +43,7 @@ from ctsurv.config import RunConfig
 from ctsurv.duplicates import check_duplicate_split, duplicate_pairs
 from ctsurv.evaluate import calibration_horizons, calibration_report, ctd_ascent, plausibility
 from ctsurv.exceptions import CtsurvError
+from ctsurv.executor import check_executor
 from ctsurv.metrics import concordance_index, concordance_td
 from ctsurv.prepare import prepare_cohort, summarize_manifest
 from ctsurv.probe import pool_features, probe_cv
@@ -159,7 +160,7 @@ def _check_plan(plan, cfg: RunConfig, ids: list[str]) -> None:
 
 
 def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
-           model_builder=None, features=None) -> dict:
+           model_builder=None, features=None, executor: str = "local", address: str | None = None) -> dict:
     """Prepare, embed, cross-validate and evaluate; write the run folder. Returns metrics.
 
     Parameters
@@ -176,11 +177,17 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
     features : mapping, optional
         ``patient_id -> ctsurv.train.PatientFeatures`` for every prepared patient, instead of
         the embedding step.
+    executor, address : str
+        Where the replica groups (folds x repeats x null replicas, :data:`REPLICAS_PER_GROUP`
+        at a time) train: threads of this process (``"local"``), or one Ray task per group
+        (``"ray"``: a local instance of ``train.threads`` CPUs, or the cluster at ``address``).
+        A group's models do not depend on where it trained, so the run is the same bit for bit.
 
     Finished folds are recognised by the configuration hash only: a run with another
     ``model_builder`` or ``features`` needs its own run folder.
     """
     t_start = _time.perf_counter()
+    check_executor(executor)
     torch.set_num_threads(max(1, cfg.train.threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,9 +275,8 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
                                     arm.model_seed(cfg.seed, k),
                                     None if source is None else source.state_for_fold(k)))
         cohort = CohortTensors.from_features([feats[p] for p in ids])
-        results = train_replicas(build, cohort, replicas, tcfg, progress=bar,
-                                 sequential=cfg.train.trainer == "sequential",
-                                 workers=cfg.train.threads)
+        results = train_replicas(build, cohort, replicas, tcfg, progress=bar, workers=cfg.train.threads,
+                                 sequential=cfg.train.trainer == "sequential", executor=executor, address=address)
         for (arm, k), res in zip(todo, results):
             sel = sels[arm.key, k]
             test_ids = [ids[i] for i in sel["test"]]

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from ctsurv.dropout import MaskStream
 from ctsurv.embed.augment import sample_views
 from ctsurv.exceptions import CtsurvError
+from ctsurv.executor import map_tasks
 from ctsurv.metrics import concordance_td
 from ctsurv.models import BinaryHead, DeepHit, MeanPool, SoftAttention, SurvivalNet, month_bins, survival
 from ctsurv.seeds import model_streams
@@ -489,7 +490,8 @@ def _labels(times, events, grid, K, B):
 def train_replicas(build_model, cohort: CohortTensors | Sequence[PatientFeatures],
                    replicas: Sequence[Replica], config: TrainConfig | None = None, *,
                    progress=None, sequential: bool = False,
-                   group_size: int = REPLICAS_PER_GROUP, workers: int = 1) -> list[TrainResult]:
+                   group_size: int = REPLICAS_PER_GROUP, workers: int = 1, executor: str = "local",
+                   address: str | None = None) -> list[TrainResult]:
     """Train every replica (see the module docstring); returns one :class:`TrainResult` each.
 
     Replicas are trained ``group_size`` at a time (:data:`REPLICAS_PER_GROUP`); the grouping
@@ -498,7 +500,10 @@ def train_replicas(build_model, cohort: CohortTensors | Sequence[PatientFeatures
     2 groups): the grouping does not depend on ``workers`` and every group still runs its
     operations on one intra-op thread, so the results are those of ``workers=1``, bit for bit
     (the pipeline passes ``train.threads``). ``config.seed`` is ignored: each replica
-    has its own. Networks that are not :func:`fast_path_supported`, or ``sequential=True``
+    has its own. ``executor="ray"`` trains each group as a Ray task instead (a local instance of
+    ``workers`` CPUs, or the cluster at ``address``; :mod:`ctsurv.executor`), with the same
+    results; the progress bar then advances when a group finishes. Networks that are not
+    :func:`fast_path_supported`, or ``sequential=True``
     (``train.trainer: sequential``), are trained one after another by
     :func:`ctsurv.train.train_model`, the reference.
     """
@@ -507,6 +512,15 @@ def train_replicas(build_model, cohort: CohortTensors | Sequence[PatientFeatures
         cohort = CohortTensors.from_features(list(cohort))
     if not replicas:
         return []
+    if executor != "local":  # one task per group: the grouping below, so the same models
+        tasks = [(i, build_model, cohort, list(replicas[g:g + group_size]), cfg, sequential, group_size)
+                 for i, g in enumerate(range(0, len(replicas), max(1, group_size)))]
+        parts = {}
+        for i, res in map_tasks(_group_task, tasks, executor=executor, workers=workers, address=address):
+            parts[i] = res
+            if progress is not None:
+                progress.update(len(res) * cfg.epochs)
+        return [res for i in sorted(parts) for res in parts[i]]
     with training_threads():
         builders = [_starting_from(build_model, r.init_state) for r in replicas]
         nets = []
@@ -532,6 +546,11 @@ def train_replicas(build_model, cohort: CohortTensors | Sequence[PatientFeatures
         with ThreadPoolExecutor(max_workers=workers) as pool:
             done = list(pool.map(one_group, groups))
         return [res for part in done for res in part]
+
+
+def _group_task(index: int, build_model, cohort, replicas, cfg, sequential: bool, group_size: int):
+    """One replica group as a task (:mod:`ctsurv.executor`): ``(index, results)``."""
+    return index, train_replicas(build_model, cohort, replicas, cfg, sequential=sequential, group_size=group_size)
 
 
 def _starting_from(build_model, state: dict | None):
