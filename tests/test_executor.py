@@ -131,7 +131,7 @@ def test_a_study_on_ray_compares_as_the_sequential_study_does(tiny_cohort, tmp_p
     pd.testing.assert_frame_equal(sequential[cols], on_ray[cols])
 
 
-def test_a_run_whose_replica_groups_train_on_ray_is_the_local_run(tiny_cohort, tmp_path):
+def test_a_run_embedded_and_trained_on_ray_is_the_local_run(tiny_cohort, tmp_path):
     import json
 
     import pandas as pd
@@ -142,7 +142,10 @@ def test_a_run_whose_replica_groups_train_on_ray_is_the_local_run(tiny_cohort, t
     cfg = tiny_config(tiny_cohort, tmp_path / "prepared", cv={"n_folds": 3, "null_replicas": 3},
                       train={"epochs": 3, "threads": 2})  # 3 folds x 4 arms = 12 models = 2 groups
     run_cv(cfg, tmp_path / "local", progress=False)
-    run_cv(cfg, tmp_path / "ray", progress=False, executor="ray")
+    # its own prepared folder: the Ray run embeds every patient in Ray tasks, then trains there
+    run_cv(cfg.replace(data={"prepared": str(tmp_path / "ray-prepared")}), tmp_path / "ray", progress=False,
+           executor="ray")
+    assert any((tmp_path / "ray-prepared" / "trunk-cache").rglob("*.npy"))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local" / "predictions.csv"),
                                   pd.read_csv(tmp_path / "ray" / "predictions.csv"))
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("local", "ray"))

@@ -47,6 +47,7 @@ from ctsurv._util import atomic_save_npy, atomic_save_safetensors, atomic_write_
 from ctsurv.config import RunConfig, from_dict
 from ctsurv.embed import ViewSet, build_backbone, trunk_features
 from ctsurv.exceptions import CtsurvError, ModelMismatchError, StudyError
+from ctsurv.executor import map_tasks
 from ctsurv.models import BinaryHead, CoxHead, DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, make_aggregator
 from ctsurv.models3d import build_volume_encoder, tumour_crop, volume_input
 from ctsurv.prepare import artifact_path
@@ -484,19 +485,34 @@ register_kind(ModelKind("tumour", "seed 002: tumour-centred CT + voxel-map slice
 # ----------------------------------------------------------------------------- through the registry
 def compute_features(cfg: RunConfig, encoder, prepared_dir: str | Path, patient_ids: Sequence[str],
                      cache_dir: str | Path | None = None, *, augment: bool | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, executor: str = "local", address: str | None = None) -> dict:
     """Cached features of prepared patients for the configuration's kind.
 
     ``cache_dir`` defaults to ``<prepared>/trunk-cache`` (2D kinds) or ``<prepared>/volume-cache``
-    (3D); ``augment`` defaults to ``embed.augment`` where the kind has views.
+    (3D); ``augment`` defaults to ``embed.augment`` where the kind has views. With
+    ``executor="ray"`` the cache is first filled by Ray tasks (the patients split into
+    ``train.threads`` shares, each task building the encoder once and computing with the same
+    engine and thread count as here), then read here: the same features, wherever computed.
     """
     kind = get_kind(cfg)
     prepared_dir = Path(prepared_dir)
     if cache_dir is None:
         cache_dir = prepared_dir / ("trunk-cache" if kind.augmentable else "volume-cache")
     aug = (cfg.embed.augment if augment is None else augment) and kind.augmentable
-    return kind.features(cfg, encoder, prepared_dir, list(patient_ids), Path(cache_dir),
-                         augment=aug, progress=progress)
+    ids = list(patient_ids)
+    if executor != "local" and ids:
+        n = max(1, cfg.train.threads)
+        shares = [(cfg, prepared_dir, ids[i::n], Path(cache_dir), aug) for i in range(n) if ids[i::n]]
+        for _ in map_tasks(_fill_cache, shares, executor=executor, workers=n, address=address,
+                           cpus_per_task=cfg.train.threads):
+            pass
+    return kind.features(cfg, encoder, prepared_dir, ids, Path(cache_dir), augment=aug, progress=progress)
+
+
+def _fill_cache(cfg: RunConfig, prepared_dir: Path, ids: list[str], cache_dir: Path, augment: bool) -> None:
+    """A task of :func:`compute_features`: compute (and so cache) the features of ``ids``."""
+    kind = get_kind(cfg)
+    kind.features(cfg, kind.build_encoder(cfg), prepared_dir, ids, cache_dir, augment=augment, progress=False)
 
 
 def network_factory(cfg: RunConfig, encoder=None) -> Callable[[], nn.Module]:

@@ -233,7 +233,7 @@ def run_cv(cfg: RunConfig, out: str | Path, *, progress: bool = True, plan=None,
             raise CtsurvError(f"features missing for patients {missing[:5]}")
     else:
         encoder = kind.build_encoder(cfg)
-        feats = compute_features(cfg, encoder, prepared, ids, progress=progress)
+        feats = compute_features(cfg, encoder, prepared, ids, progress=progress, executor=executor, address=address)
     timings["embed_s"] = round(_time.perf_counter() - t0, 1)
     t0 = _time.perf_counter()
     build = model_builder if model_builder is not None else network_factory(cfg, encoder)
