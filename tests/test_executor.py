@@ -6,6 +6,7 @@ Ray is an optional extra: these tests skip, saying so, where it is not installed
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def test_prepare_on_ray_writes_the_bytes_of_the_local_executor(tiny_cohort, tmp_
     pd.testing.assert_frame_equal(local.drop(columns="seconds"), on_ray.drop(columns="seconds"))
 
 
-def test_prepare_joins_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_path):
+def test_commands_join_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_path, monkeypatch):
     import pandas as pd
 
     from ctsurv.cli import main
@@ -52,6 +53,9 @@ def test_prepare_joins_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_p
     if not ray_bin.exists():
         pytest.skip(f"the ray command is not beside {sys.executable}")
     port = _free_port()
+    # Ray 2.60 enables token authentication for `ray start`; on loopback in a test it is off
+    # (a real cluster keeps it and gives every node the token: RAY_AUTH_TOKEN or ~/.ray/auth_token)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
                            capture_output=True, text=True, timeout=180)
@@ -70,6 +74,31 @@ def test_prepare_joins_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_p
         assert _bytes(tmp_path / "local") == _bytes(tmp_path / "cluster")
         redone = pd.read_csv(tmp_path / "cluster" / "manifest.csv").set_index("patient_id")["seconds"]
         assert redone[lost.stem] > 0 and (redone.drop(lost.stem) == 0).all()
+        # the other commands on the same head: run (embed + train), radiomics extract, study
+        import yaml
+
+        address = ["--executor", "ray", "--address", f"127.0.0.1:{port}"]
+        base = {"seed": 11, "data": {"images": str(tiny_cohort / "images"), "clinical": str(tiny_cohort / "clinical.csv"),
+                                     "prepared": str(tmp_path / "run-prepared")},
+                "preprocess": {"size": 64}, "embed": {"backbone": "efficientnet-lite0", "augment": False},
+                "train": {"epochs": 2, "threads": 1}, "cv": {"n_folds": 3, "val_fraction": 0.2}}
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(base))
+        main(["run", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"), "--no-progress", *address])
+        assert (tmp_path / "run" / "metrics.json").is_file()
+        if importlib.util.find_spec("radiomics") is not None:
+            main(["radiomics", "extract", str(tiny_cohort / "images"), str(tmp_path / "rad.csv"), "--region", "GTV-1",
+                  "--workers", "2", *address])
+            assert len(pd.read_csv(tmp_path / "rad.csv")) == 12
+        study = {"name": "loopback", "base": {**base, "data": {**base["data"], "prepared": str(tmp_path / "st-prep")}},
+                 "reference": "soft", "configs": [{"name": "soft", "kind": "2d"},
+                                                  {"name": "mean", "kind": "2d",
+                                                   "overrides": {"model": {"aggregator": "mean"}}}],
+                 "tables": [{"title": "Aggregators", "configs": ["mean", "soft"]}],
+                 "compare": {"n_permutations": 20, "n_bootstrap": 10}}
+        (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+        main(["study", "--study", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "study"), "--workers", "2",
+              "--no-progress", *address])
+        assert (tmp_path / "study" / "comparison.csv").is_file()
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
 
