@@ -137,8 +137,7 @@ def test_prepare_reads_the_tumour_from_labels_as_from_the_rtstruct(tmp_path):
     label file is excluded with the reason, not dropped."""
     import SimpleITK as sitk
 
-    from ctsurv.io import read_ct, read_roi_mask
-    from ctsurv.io.label import _reference
+    from ctsurv.io import read_ct, read_roi_mask, to_sitk
     from ctsurv.preprocess import PreprocessedCT
     from ctsurv.prepare import artifact_path, prepare_cohort
     from ctsurv.synthetic import write_phantom_cohort
@@ -150,8 +149,7 @@ def test_prepare_reads_the_tumour_from_labels_as_from_the_rtstruct(tmp_path):
     for pid in pids[:2]:
         ct = read_ct(images / pid)
         mask = read_roi_mask(images / pid, ct, "GTV-1")
-        img = sitk.GetImageFromArray(mask.astype(np.uint8))
-        img.CopyInformation(_reference(ct))
+        img = to_sitk(mask.astype(np.uint8), ct)
         (labels / pid).mkdir(parents=True)
         sitk.WriteImage(img, str(labels / pid / "GTV-1.nii.gz"))
     by_rt = prepare_cohort(images, clin, tmp_path / "rt", tumour_roi="GTV-1", workers=1, progress=False)
@@ -172,9 +170,7 @@ def test_prepare_reads_the_tumour_from_labels_as_from_the_rtstruct(tmp_path):
     vol = tmp_path / "vol"
     vol.mkdir()
     ct = read_ct(images / pids[0])
-    ref = _reference(ct)
-    img = sitk.GetImageFromArray(ct.hu)
-    img.CopyInformation(ref)
+    img = to_sitk(ct.hu, ct)
     sitk.WriteImage(img, str(vol / f"{pids[0]}.nii.gz"))
     clin_one = tmp_path / "one.csv"
     import pandas as pd
@@ -200,3 +196,28 @@ def test_prepare_reads_the_tumour_from_labels_as_from_the_rtstruct(tmp_path):
     changed = prepare_cohort(vol, clin_one, tmp_path / "v1", tumour_roi="GTV-1", labels=labels,
                              workers=1, progress=False)
     assert changed.seconds.iloc[0] > 0
+
+
+def test_to_sitk_places_every_voxel_where_the_ct_geometry_says():
+    """The one CT -> SimpleITK conversion (labels, radiomics, lungmask use it): for an oblique,
+    anisotropic grid, SimpleITK's index -> world map equals origin + sum_a index_a spacing_a
+    direction_a written out by hand from the CTVolume convention (rows of ``direction`` are the
+    world unit vectors of array axes z, y, x); an array off the grid is refused."""
+    from scipy.spatial.transform import Rotation
+
+    from ctsurv.exceptions import GeometryError
+    from ctsurv.io import to_sitk
+    from ctsurv.types import CTVolume
+
+    rot = Rotation.from_euler("xyz", [12.0, -7.0, 25.0], degrees=True).as_matrix()
+    direction = rot[:, ::-1].T  # rows: the z, y, x axes' world directions
+    ct = CTVolume(hu=np.zeros((4, 5, 6), np.float32), spacing=(2.5, 0.8, 0.7),
+                  origin=(-10.0, 4.0, 33.0), direction=direction, patient_id="P1")
+    img = to_sitk(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), ct)
+    for z, y, x in [(0, 0, 0), (3, 4, 5), (1, 2, 3), (2, 0, 5)]:
+        by_hand = (np.asarray(ct.origin) + z * 2.5 * direction[0] + y * 0.8 * direction[1]
+                   + x * 0.7 * direction[2])
+        assert np.allclose(img.TransformIndexToPhysicalPoint((x, y, z)), by_hand, atol=1e-9)
+        assert img[x, y, z] == (z * 5 + y) * 6 + x  # the value at array index (z, y, x)
+    with pytest.raises(GeometryError, match="patient P1"):
+        to_sitk(np.zeros((4, 5, 5)), ct)

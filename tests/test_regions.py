@@ -58,15 +58,14 @@ def test_regions_from_label_images(tmp_path):
     import SimpleITK as sitk
 
     from ctsurv.io import read_ct
-    from ctsurv.io.label import _reference
+    from ctsurv.io import to_sitk
     from ctsurv.radiomics import extract_features
 
     nodes = np.zeros((6, 40, 40), bool)
     nodes[1:5, 8:16, 8:16] = True
     _patient(tmp_path / "images" / "P1", "P1", {"GTV-N": nodes}, 1)
     ct = read_ct(tmp_path / "images" / "P1")
-    img = sitk.GetImageFromArray(nodes.astype(np.uint8))
-    img.CopyInformation(_reference(ct))
+    img = to_sitk(nodes.astype(np.uint8), ct)
     (tmp_path / "labels" / "P1").mkdir(parents=True)
     sitk.WriteImage(img, str(tmp_path / "labels" / "P1" / "mediastinal nodes.nii.gz"))
     from_rt = extract_features(tmp_path / "images", tmp_path / "a.csv", regions=("Lymph nodes",))

@@ -621,14 +621,11 @@ def _lungmask_backend(ct: CTVolume, *, weights: str | Path | None = None, modeln
     path = Path(weights)
     if not path.is_file():
         raise SegmentationError(f"patient {pid}: lungmask weights file not found: {path}")
-    import SimpleITK as sitk
     from lungmask import LMInferer
 
-    img = sitk.GetImageFromArray(np.asarray(ct.hu, dtype=np.float32))
-    img.SetSpacing(tuple(float(s) for s in ct.spacing[::-1]))
-    img.SetOrigin(tuple(float(o) for o in ct.origin))
-    # sitk direction: column j = world direction of index axis j (x, y, z)
-    img.SetDirection(tuple(np.asarray(ct.direction)[::-1].T.ravel().tolist()))
+    from ctsurv.io import to_sitk
+
+    img = to_sitk(np.asarray(ct.hu, dtype=np.float32), ct)
     inferer = LMInferer(modelname=modelname, modelpath=str(path), batch_size=batch_size, tqdm_disable=True)
     labels = np.asarray(inferer.apply(img))
     if labels.shape != ct.hu.shape:

@@ -83,7 +83,7 @@ from ctsurv.io.dicom import (
     _read_dicom_ct,
     read_dicom_ct,
 )
-from ctsurv.io.image import _read_image_file, read_ct
+from ctsurv.io.image import _read_image_file, read_ct, to_sitk
 from ctsurv.io.rtstruct import (
     _contour_points,
     _fill_even_odd,
@@ -125,6 +125,7 @@ __all__ = [
     "list_rtstruct_rois",
     "list_seg_segments",
     "read_ct",
+    "to_sitk",
     "read_dicom_ct",
     "read_roi_mask",
     "read_rtstruct_mask", "roi_z_centre",

@@ -20,6 +20,25 @@ from ctsurv.io.dicom import _read_dicom_ct
 from ctsurv.types import CTVolume
 
 
+def to_sitk(array: np.ndarray, ct: CTVolume):
+    """A SimpleITK image of ``array`` (z, y, x, on the grid of ``ct``) with the geometry of ``ct``.
+
+    The one place that turns a :class:`~ctsurv.types.CTVolume`'s LPS geometry into SimpleITK's
+    convention: index order x, y, z (so spacing reversed), and a direction matrix whose column
+    ``j`` is the world direction of index axis ``j``.
+    """
+    import SimpleITK as sitk
+
+    if tuple(array.shape) != tuple(ct.hu.shape):
+        raise GeometryError(f"patient {ct.patient_id}: array of shape {tuple(array.shape)} is not on "
+                            f"the CT grid {tuple(ct.hu.shape)}")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    img.SetSpacing(tuple(float(s) for s in ct.spacing[::-1]))
+    img.SetOrigin(tuple(float(o) for o in ct.origin))
+    img.SetDirection(tuple(float(v) for v in np.asarray(ct.direction, float)[::-1].T.ravel()))
+    return img
+
+
 def _read_image_file(path: Path, patient_id: str | None) -> CTVolume:
     import SimpleITK as sitk
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ctsurv.exceptions import RoiError
+from ctsurv.io.image import to_sitk
 from ctsurv.io.seg import RoiSource, _find
 from ctsurv.types import CTVolume
 
@@ -80,18 +81,6 @@ def find_label_file(labels_dir: str | os.PathLike, patient_id: str, name: str) -
     return _find(entries, name, str(patient_id), None).file
 
 
-def _reference(ct: CTVolume):
-    """An empty SimpleITK image on the CT's grid (x, y, z index order, LPS geometry)."""
-    import SimpleITK as sitk
-
-    nz, ny, nx = ct.hu.shape
-    ref = sitk.Image(int(nx), int(ny), int(nz), sitk.sitkUInt8)
-    ref.SetSpacing(tuple(float(s) for s in ct.spacing[::-1]))
-    ref.SetOrigin(tuple(float(o) for o in ct.origin))
-    ref.SetDirection(tuple(np.asarray(ct.direction, float)[::-1].T.ravel()))
-    return ref
-
-
 def read_label_mask(path: str | os.PathLike, ct: CTVolume, *, patient_id: str | None = None) -> np.ndarray:
     """The region of the label image ``path`` on the grid of ``ct``.
 
@@ -128,7 +117,7 @@ def read_label_mask(path: str | os.PathLike, ct: CTVolume, *, patient_id: str | 
     inside = values >= 0.5 if np.issubdtype(values.dtype, np.floating) else values != 0
     if not inside.any():
         raise RoiError(f"patient {who}: label image {path} is empty (no voxel in the region)")
-    ref = _reference(ct)
+    ref = to_sitk(np.zeros(ct.hu.shape, np.uint8), ct)
     same = (img.GetSize() == ref.GetSize()
             and np.allclose(img.GetSpacing(), ref.GetSpacing(), atol=1e-3)
             and np.allclose(img.GetOrigin(), ref.GetOrigin(), atol=1e-3)

@@ -33,12 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 
 from ctsurv._util import atomic_to_csv, atomic_write_text
 from ctsurv.exceptions import CtsurvError, RadiomicsError, RoiError
 from ctsurv.executor import check_executor, map_tasks
-from ctsurv.io import find_label_file, read_ct, read_label_mask, read_roi_mask, synonyms_fingerprint
+from ctsurv.io import find_label_file, read_ct, read_label_mask, read_roi_mask, synonyms_fingerprint, to_sitk
 from ctsurv.io.seg import SYNONYMS_ENV
 from ctsurv.prepare import list_image_entries, source_key
 from ctsurv.radiomics.calcium import CAC_CATEGORIES, agatston_score, calcium_covariates
@@ -82,16 +81,6 @@ def _radiomics():
                              "(package pyradiomics-bhklab)") from exc
     radiomics.setVerbosity(logging.ERROR)
     return radiomics, featureextractor
-
-
-def to_sitk(array: np.ndarray, ct: CTVolume):
-    """A SimpleITK image of ``array`` (z, y, x) with the geometry of ``ct``."""
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(tuple(float(s) for s in ct.spacing[::-1]))
-    img.SetOrigin(tuple(float(o) for o in ct.origin))
-    d = np.asarray(ct.direction, float)
-    img.SetDirection(tuple(np.stack([d[2], d[1], d[0]], axis=1).ravel()))
-    return img
 
 
 def region_mask(entry: str | os.PathLike, ct: CTVolume, region: str, **lung_options) -> np.ndarray:
