@@ -1,5 +1,5 @@
 """Record the demo's numbers: copy ``summary.json`` of a finished ``bash scripts/demo.sh`` run to
-``bench/results/demo.json`` (with the CPU it ran on) and print the lines the README quotes.
+``bench/results/demo.json`` (with the CPU, its instruction-set flags and the commit) and print the lines the README quotes.
 
 Usage::
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
+
+from _machine import cpu_flags, cpu_name, git_commit  # bench/ is the script's folder
 
 
 def main() -> None:
@@ -24,9 +25,9 @@ def main() -> None:
     a = ap.parse_args()
     run = Path(a.demo) / "run"
     s = json.loads((run / "summary.json").read_text())
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else ""
-    s["cpu"] = cpu
+    s["cpu"] = cpu_name()
+    s["cpu_flags"] = cpu_flags()  # float kernels, hence kept epochs, depend on these
+    s["commit"] = git_commit()
     if a.wall_s is not None:
         s["demo_sh_wall_s"] = a.wall_s
     Path(a.out).write_text(json.dumps(s, indent=2) + "\n")
