@@ -517,3 +517,24 @@ def test_stale_onnx_file_is_detected(lite0_fe, tmp_path):
         TrunkRunner(lite0_fe, engine="onnx", cache_dir=tmp_path, threads=1)
     with pytest.raises(EmbedError, match="unknown engine 'tensorrt'"):
         TrunkRunner(lite0_fe, engine="tensorrt")
+
+
+def test_trunk_device_gpu_or_a_clear_refusal(lite0_fe):
+    """``device="cuda"`` runs the torch trunk on a GPU, giving the CPU's features to float
+    rounding; where no GPU exists (this project's CI) it is refused with the reason, as are an
+    unknown device and a GPU asked of ONNX Runtime's CPU build."""
+    from ctsurv.embed import check_device
+
+    with pytest.raises(EmbedError, match="set embed.engine to 'torch'"):
+        TrunkRunner(lite0_fe, engine="onnx", device="cuda")
+    with pytest.raises(EmbedError, match="unknown embed.device 'tpu'"):
+        TrunkRunner(lite0_fe, engine="torch", device="tpu")
+    check_device("cuda", "torch", here=False)  # a driver whose tasks embed elsewhere: no GPU needed here
+    if not torch.cuda.is_available():
+        with pytest.raises(EmbedError, match="sees no CUDA device"):
+            TrunkRunner(lite0_fe, engine="torch", device="cuda")
+        return
+    x = _slices(5)
+    cpu = TrunkRunner(lite0_fe, engine="torch", threads=1)(x)
+    gpu = TrunkRunner(lite0_fe, engine="torch", device="cuda", batch_size=2)(x)
+    assert gpu.dtype == np.float32 and np.abs(gpu - cpu).max() <= 1e-3 * max(1.0, np.abs(cpu).max())

@@ -1,5 +1,6 @@
 """Ray as an executor (issue 20 item 1): ``prepare`` on a Ray head started on loopback writes
-the local executor's bytes and redoes only a patient lost with the driver; ``run`` and
+the local executor's bytes, finishes to the same bytes after its driver is killed half-way, and
+redoes only a patient lost with the driver; ``run`` and
 ``radiomics extract`` go through the CLI on that head; on a local Ray instance, extraction,
 a study and a run give the local results exactly; a task's error reaches the caller as itself;
 an unknown executor is refused before any work.
@@ -10,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,9 +40,11 @@ def _no_ray_tokens():
 
 
 def _bytes(prepared: Path) -> dict[str, str]:
-    """sha256 of every artifact file of a prepared folder (the manifest's timings aside)."""
+    """sha256 of every artifact file of a prepared folder (the manifest's timings aside; a killed
+    writer's uniquely named ``.*.tmp`` temporaries, which nothing reads, are not artifacts)."""
     return {str(f.relative_to(prepared)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted((prepared / "patients").rglob("*")) if f.is_file()}
+            for f in sorted((prepared / "patients").rglob("*"))
+            if f.is_file() and not (f.name.startswith(".") and f.name.endswith(".tmp"))}
 
 
 def _free_port() -> int:
@@ -65,8 +70,24 @@ def test_commands_join_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_p
         common = ["prepare", "--images", str(tiny_cohort / "images"), "--clinical", str(tiny_cohort / "clinical.csv"),
                   "--workers", "2", "--no-progress"]
         main([*common, "--out", str(tmp_path / "local")])
+        t0 = time.perf_counter()
         main([*common, "--out", str(tmp_path / "cluster"), "--executor", "ray", "--address", f"127.0.0.1:{port}"])
+        span = time.perf_counter() - t0
         assert _bytes(tmp_path / "local") == _bytes(tmp_path / "cluster")
+        # a driver killed (SIGKILL) half-way, its tasks in flight on the head: the rerun completes
+        # to the same bytes, and the killed run left no torn file under a real name
+        killed = tmp_path / "killed"
+        driver = subprocess.Popen([sys.executable, "-m", "ctsurv.cli", *common, "--out", str(killed), "--executor",
+                                   "ray", "--address", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            driver.wait(timeout=0.5 * span + 5)  # its interpreter start-up is not in span
+        except subprocess.TimeoutExpired:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        left = sorted(f.name for f in (killed / "patients").glob("*") if f.is_file()) if killed.exists() else []
+        main([*common, "--out", str(killed), "--executor", "ray", "--address", f"127.0.0.1:{port}"])
+        assert _bytes(tmp_path / "local") == _bytes(killed), f"the killed driver had left {left}"
         # a driver that died before one patient finished: the next run redoes that one only
         lost = sorted((tmp_path / "cluster" / "patients").glob("*.json"))[0]
         lost.unlink()
@@ -94,6 +115,27 @@ def test_commands_join_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_p
 
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_gpu_embedding_asks_ray_for_a_gpu_and_a_cluster_without_one_is_refused(tmp_path):
+    """``embed.device: cuda`` on Ray: every embedding task reserves one GPU; a cluster with none
+    (this CPU-only local instance) is refused before any task is submitted (Ray would otherwise
+    wait for a GPU forever), and a kind that embeds on the CPU is refused at once."""
+    import torch
+
+    from ctsurv.build import compute_features
+    from ctsurv.config import from_dict
+    from ctsurv.exceptions import EmbedError
+
+    cfg = from_dict({"embed": {"engine": "torch", "device": "cuda", "augment": False}, "train": {"threads": 1}})
+    with pytest.raises(EmbedError, match="embed.kind '3d' embeds on the CPU"):
+        compute_features(cfg.replace(embed={"kind": "3d"}), None, tmp_path, ["P1"], executor="ray")
+    with pytest.raises(EmbedError, match="set embed.engine to 'torch'"):
+        compute_features(cfg.replace(embed={"engine": "onnx"}), None, tmp_path, ["P1"], executor="ray")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal of a GPU-less cluster is not observable here")
+    with pytest.raises(CtsurvError, match="each task needs 1 GPU and the local Ray instance has 0"):
+        compute_features(cfg, None, tmp_path, ["P1"], executor="ray")
 
 
 def test_a_task_error_reaches_the_caller_and_bad_executors_are_refused():

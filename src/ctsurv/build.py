@@ -45,8 +45,8 @@ from tqdm.auto import tqdm
 from ctsurv import __version__
 from ctsurv._util import atomic_save_npy, atomic_save_safetensors, atomic_write_json, file_sha256, json_hash
 from ctsurv.config import RunConfig, from_dict
-from ctsurv.embed import ViewSet, build_backbone, trunk_features
-from ctsurv.exceptions import CtsurvError, ModelMismatchError, StudyError
+from ctsurv.embed import ViewSet, build_backbone, check_device, trunk_features
+from ctsurv.exceptions import CtsurvError, EmbedError, ModelMismatchError, StudyError
 from ctsurv.executor import map_tasks
 from ctsurv.models import BinaryHead, CoxHead, DeepHit, MeanPool, SelfAttentionCLS, SurvivalNet, make_aggregator
 from ctsurv.models3d import build_volume_encoder, tumour_crop, volume_input
@@ -204,7 +204,7 @@ def _slice_features(cfg: RunConfig, encoder, prepared_dir: Path, patient_ids: Se
         pre = PreprocessedCT.load(artifact_path(prepared_dir, pid))
         f = trunk_features(pre.slices, encoder, cache_dir=cache_dir,
                            fingerprint=pre.fingerprint, augment=augment,
-                           engine=cfg.embed.engine, threads=cfg.train.threads,
+                           engine=cfg.embed.engine, threads=cfg.train.threads, device=cfg.embed.device,
                            patient_id=pid, views=views)
         feats[pid] = PatientFeatures(pid, f, np.asarray(pre.rel_pos, dtype=np.float32))
     return feats
@@ -493,6 +493,8 @@ def compute_features(cfg: RunConfig, encoder, prepared_dir: str | Path, patient_
     ``executor="ray"`` the cache is first filled by Ray tasks (the patients split into
     ``train.threads`` shares, each task building the encoder once and computing with the same
     engine and thread count as here), then read here: the same features, wherever computed.
+    ``embed.device: cuda`` (slice kinds, engine torch) runs the trunk on a GPU: here, or in Ray
+    tasks that each reserve one GPU (a cluster without one is refused before any task).
     """
     kind = get_kind(cfg)
     prepared_dir = Path(prepared_dir)
@@ -500,11 +502,18 @@ def compute_features(cfg: RunConfig, encoder, prepared_dir: str | Path, patient_
         cache_dir = prepared_dir / ("trunk-cache" if kind.augmentable else "volume-cache")
     aug = (cfg.embed.augment if augment is None else augment) and kind.augmentable
     ids = list(patient_ids)
+    device = cfg.embed.device
+    if device != "cpu" and cfg.embed.kind not in ("2d", "mst"):
+        raise EmbedError(f"embed.device {device!r} runs the slice trunks (embed.kind 2d, mst); "
+                         f"embed.kind {cfg.embed.kind!r} embeds on the CPU")
+    # before any patient; a CUDA device must exist here only when this machine embeds
+    check_device(device, cfg.embed.engine, here=executor == "local")
     if executor != "local" and ids:
         n = max(1, cfg.train.threads)
         shares = [(cfg, prepared_dir, ids[i::n], Path(cache_dir), aug) for i in range(n) if ids[i::n]]
+        # on a GPU device each share asks Ray for one GPU; its node checks it has one
         for _ in map_tasks(_fill_cache, shares, executor=executor, workers=n, address=address,
-                           cpus_per_task=cfg.train.threads):
+                           cpus_per_task=cfg.train.threads, gpus_per_task=1 if device == "cuda" else 0):
             pass
     return kind.features(cfg, encoder, prepared_dir, ids, Path(cache_dir), augment=aug, progress=progress)
 

@@ -62,6 +62,9 @@ class EmbedSection:
     strategy: str = "feature-extractor"  #: or "last-block"
     embedding_dim: int = 256
     engine: str = "onnx"  #: frozen trunk engine: "onnx" or "torch"
+    #: where the frozen slice trunk runs: "cpu", or "cuda" (a GPU node; needs engine "torch").
+    #: With ``--executor ray`` each embedding task then asks Ray for one GPU.
+    device: str = "cpu"
     augment: bool = True  #: rotation <= 20 deg and flips, each p = 0.2 (precomputed views)
     #: rotation angles of the precomputed views: midpoints of equal bins of U(-20, 20) deg;
     #: 2 gives +-10 deg and 6 views (2 flips x 3 angles), the trunk runs once per view

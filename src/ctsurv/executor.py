@@ -7,7 +7,8 @@ task writes are the same bytes wherever it ran (each task writes its own files a
 
 * ``"local"`` (the default): in this process when ``workers <= 1`` or there is one task, else a
   ``spawn`` process pool of ``workers`` processes.
-* ``"ray"``: one Ray task per item (``num_cpus=1`` each). With ``address`` (``ray://host:10001``,
+* ``"ray"``: one Ray task per item (``num_cpus=1`` each unless told more; ``num_gpus`` where a
+  task runs on a GPU). With ``address`` (``ray://host:10001``,
   ``host:6379`` or ``"auto"``) it joins that cluster, whose nodes must see the same file paths
   (a shared file system) and have ctsurv installed; without it, it starts a local Ray instance
   with ``workers`` CPUs and shuts it down afterwards. Ray is an optional extra
@@ -51,12 +52,14 @@ def _one_thread_each() -> None:
 
 def map_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], *, executor: str = "local", workers: int = 2,
               address: str | None = None, initializer: Callable[[], None] | None = _one_thread_each,
-              cpus_per_task: int = 1) -> Iterator[Any]:
+              cpus_per_task: int = 1, gpus_per_task: float = 0) -> Iterator[Any]:
     """Yield ``fn(*args)`` for every ``args`` of ``tasks``, in completion order.
 
     ``fn`` must be importable by name (a module-level function) for the process pool and Ray.
     ``cpus_per_task`` is what Ray reserves per task (a task that trains with 2 threads asks 2);
-    the local pool runs ``workers`` tasks at a time whatever it is.
+    the local pool runs ``workers`` tasks at a time whatever it is. ``gpus_per_task`` (Ray only)
+    places each task on a node with that many free GPUs; a cluster with fewer GPUs than one task
+    needs is refused before any task is submitted (Ray would wait for them forever).
     An exception raised by a task is raised here, with the task's own traceback chained.
     """
     check_executor(executor)
@@ -64,7 +67,7 @@ def map_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], *, executor: str =
     if not tasks:
         return
     if executor == "ray":
-        yield from _ray_map(fn, tasks, workers, address, initializer, cpus_per_task)
+        yield from _ray_map(fn, tasks, workers, address, initializer, cpus_per_task, gpus_per_task)
     elif workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=initializer) as pool:
@@ -81,7 +84,8 @@ def _ray_task(fn, initializer, args):
     return fn(*args)
 
 
-def _ray_map(fn, tasks, workers: int, address: str | None, initializer, cpus_per_task: int = 1) -> Iterator[Any]:
+def _ray_map(fn, tasks, workers: int, address: str | None, initializer, cpus_per_task: int = 1,
+             gpus_per_task: float = 0) -> Iterator[Any]:
     import ray
 
     started = not ray.is_initialized()
@@ -89,7 +93,14 @@ def _ray_map(fn, tasks, workers: int, address: str | None, initializer, cpus_per
         kw = {"address": address} if address else {"num_cpus": max(1, int(workers), int(cpus_per_task))}
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
     try:
-        remote = ray.remote(num_cpus=max(1, int(cpus_per_task)), max_retries=0)(_ray_task)
+        if gpus_per_task > 0:
+            have = float(ray.cluster_resources().get("GPU", 0))
+            if have < gpus_per_task:
+                where = f"the Ray cluster at {address}" if address else "the local Ray instance"
+                raise CtsurvError(f"each task needs {gpus_per_task:g} GPU and {where} has {have:g}; "
+                                  "start Ray on GPU nodes, or embed on the CPU (embed.device: cpu)")
+        remote = ray.remote(num_cpus=max(1, int(cpus_per_task)), num_gpus=gpus_per_task,
+                            max_retries=0)(_ray_task)
         pending = [remote.remote(fn, initializer, args) for args in tasks]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -90,7 +90,7 @@ _LATE_DEFAULTS = {("embed", "kind"): "2d", ("model", "volume_depth"): 72,
                   ("data", "tumour_roi"): None, ("data", "labels"): None, ("model", "volume_region"): "lung",
                   ("model", "volume_margin"): 10, ("train", "cox_ties"): "efron",
                   ("model", "channels"): ["ct"], ("model", "ssm_dim"): 64, ("model", "ssm_depth"): 4,
-                  ("model", "ssm_patch"): 8, ("model", "ssm_state"): 16}
+                  ("model", "ssm_patch"): 8, ("model", "ssm_state"): 16, ("embed", "device"): "cpu"}
 
 
 #: Settings that change only how finished folds are assembled (every fold record holds both

@@ -40,11 +40,11 @@ from .cache import (
     file_sha256,
     trunk_features,
 )
-from .engine import ENGINES, OnnxMismatchError, TrunkRunner, export_trunk_onnx, get_runner
+from .engine import DEVICES, ENGINES, OnnxMismatchError, TrunkRunner, check_device, export_trunk_onnx, get_runner
 from .lite0 import EfficientNetLite0
 
 __all__ = [
-    "AUGMENT_VIEWS", "BACKBONES", "EMBED_CODE_VERSION", "ENGINES", "STRATEGIES",
+    "AUGMENT_VIEWS", "BACKBONES", "DEVICES", "EMBED_CODE_VERSION", "ENGINES", "check_device", "STRATEGIES",
     "BackboneSpec", "EfficientNetLite0", "EmbedError", "OnnxMismatchError", "SliceEncoder",
     "Stage", "TrunkCache", "TrunkRunner", "View", "ViewSet", "apply_view", "build_backbone",
     "compute_trunk_features", "compute_trunk_views", "export_trunk_onnx", "file_sha256",

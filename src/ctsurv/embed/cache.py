@@ -137,7 +137,8 @@ def compute_trunk_features(slices: np.ndarray, encoder: SliceEncoder, *,
                            view: int = 0, views: ViewSet = AUGMENT_VIEWS,
                            engine: str = "onnx", runner: TrunkRunner | None = None,
                            storage: str = "float32", threads: int | None = None,
-                           batch_size: int = 32, cache: TrunkCache | None = None) -> np.ndarray:
+                           batch_size: int = 32, cache: TrunkCache | None = None,
+                           device: str = "cpu") -> np.ndarray:
     """Trunk outputs of one patient's slices under one augmentation view, cached on disk.
 
     Parameters
@@ -159,6 +160,9 @@ def compute_trunk_features(slices: np.ndarray, encoder: SliceEncoder, *,
     storage : {"float32", "float16"}
     threads, batch_size : int
         Passed to the runner (see :class:`~ctsurv.embed.engine.TrunkRunner`).
+    device : {"cpu", "cuda"}
+        Where the runner computes what the cache does not hold (the cache key does not depend on
+        it: like the two engines, devices give the same features up to float rounding).
     cache : TrunkCache, optional
         Use this cache object (e.g. to read its hit/miss counters) instead of ``cache_dir``.
 
@@ -185,7 +189,7 @@ def compute_trunk_features(slices: np.ndarray, encoder: SliceEncoder, *,
             return hit
     if runner is None:
         runner = get_runner(encoder, engine=engine, threads=threads, batch_size=batch_size,
-                            cache_dir=None if cache is None else cache.root)
+                            cache_dir=None if cache is None else cache.root, device=device)
     out = runner(apply_view(slices, v))
     if cache is not None:
         cache.save(parts, out)

@@ -34,9 +34,27 @@ from ctsurv.exceptions import EmbedError, OnnxMismatchError
 
 from .backbones import SliceEncoder
 
-__all__ = ["ENGINES", "OnnxMismatchError", "TrunkRunner", "export_trunk_onnx", "get_runner"]
+__all__ = ["DEVICES", "ENGINES", "OnnxMismatchError", "TrunkRunner", "check_device", "export_trunk_onnx",
+           "get_runner"]
 
 ENGINES: tuple[str, ...] = ("onnx", "torch")
+#: where the frozen trunk runs: the CPU, or a CUDA GPU (PyTorch eager only: the ONNX Runtime
+#: ctsurv installs is the CPU build)
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+
+
+def check_device(device: str, engine: str, *, here: bool = True) -> None:
+    """Refuse a device this engine (and, with ``here``, this machine) cannot run, with the reason
+    (:class:`EmbedError`). A driver whose tasks embed on other nodes passes ``here=False``."""
+    if device not in DEVICES:
+        raise EmbedError(f"unknown embed.device {device!r}; expected one of {DEVICES}")
+    if device == "cuda":
+        if engine != "torch":
+            raise EmbedError("embed.device 'cuda' runs the trunk in PyTorch: set embed.engine to 'torch' "
+                             f"(engine {engine!r} runs on the CPU)")
+        if here and not torch.cuda.is_available():
+            raise EmbedError(f"embed.device 'cuda': PyTorch {torch.__version__} sees no CUDA device on "
+                             f"{os.uname().nodename}; embed on a GPU node or use embed.device 'cpu'")
 ONNX_ATOL = 1e-4
 #: Bump when the exported graph for the same fingerprint would change.
 ENGINE_CODE_VERSION = "1"
@@ -108,13 +126,18 @@ class TrunkRunner:
         default all cores for ONNX Runtime and torch's current setting for torch.
     batch_size : int
         Slices per forward pass (default 32).
+    device : {"cpu", "cuda"}
+        Where the trunk runs (:func:`check_device`); ``"cuda"`` needs ``engine="torch"`` and a
+        CUDA device. Outputs come back to the CPU as float32. A GPU's float kernels differ from
+        the CPU's in the last bits, as the two engines do (see :data:`ONNX_ATOL`).
     """
 
     def __init__(self, encoder: SliceEncoder, *, engine: str = "onnx",
                  cache_dir: str | Path | None = None, threads: int | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, device: str = "cpu") -> None:
         if engine not in ENGINES:
             raise EmbedError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+        check_device(device, engine)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise EmbedError(f"batch_size must be a positive integer, got {batch_size!r}")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -123,12 +146,13 @@ class TrunkRunner:
         self.engine = engine                            # so get_runner's memo can release it
         self.threads = threads
         self.batch_size = batch_size
+        self.device = device
         self.onnx_path: Path | None = None
         self.max_abs_diff: float | None = None
         if engine == "onnx":
             self._open_onnx(encoder, cache_dir)
         else:
-            self._trunk = copy.deepcopy(encoder.trunk).eval().to(memory_format=torch.channels_last)
+            self._trunk = copy.deepcopy(encoder.trunk).eval().to(device=device, memory_format=torch.channels_last)
 
     def _open_onnx(self, encoder: SliceEncoder, cache_dir: str | Path | None) -> None:
         if cache_dir is None:
@@ -173,8 +197,8 @@ class TrunkRunner:
                                                                   {"slices": batch})[0]
             else:
                 with torch_threads(self.threads), torch.inference_mode():
-                    x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-                    out[start:start + len(batch)] = self._trunk(x).float().numpy()
+                    x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
+                    out[start:start + len(batch)] = self._trunk(x).float().cpu().numpy()
         return out
 
 
@@ -183,12 +207,12 @@ _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def get_runner(encoder: SliceEncoder, *, engine: str = "onnx",
                cache_dir: str | Path | None = None, threads: int | None = None,
-               batch_size: int = 32) -> TrunkRunner:
+               batch_size: int = 32, device: str = "cpu") -> TrunkRunner:
     """A :class:`TrunkRunner` memoised per encoder and settings (no re-export per patient)."""
     per_encoder = _RUNNERS.setdefault(encoder, {})
     key = (engine, None if cache_dir is None else str(Path(cache_dir).resolve()), threads,
-           batch_size)
+           batch_size, device)
     if key not in per_encoder:
         per_encoder[key] = TrunkRunner(encoder, engine=engine, cache_dir=cache_dir,
-                                       threads=threads, batch_size=batch_size)
+                                       threads=threads, batch_size=batch_size, device=device)
     return per_encoder[key]
