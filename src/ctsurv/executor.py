@@ -98,7 +98,7 @@ def _ray_map(fn, tasks, workers: int, address: str | None, initializer, cpus_per
             if have < gpus_per_task:
                 where = f"the Ray cluster at {address}" if address else "the local Ray instance"
                 raise CtsurvError(f"each task needs {gpus_per_task:g} GPU and {where} has {have:g}; "
-                                  "start Ray on GPU nodes, or embed on the CPU (embed.device: cpu)")
+                                  "start Ray on GPU nodes, or run these tasks on the CPU")
         remote = ray.remote(num_cpus=max(1, int(cpus_per_task)), num_gpus=gpus_per_task,
                             max_retries=0)(_ray_task)
         pending = [remote.remote(fn, initializer, args) for args in tasks]
