@@ -46,6 +46,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +55,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _machine import cpu_name  # bench/ is the script's folder
 from ctsurv.build import compute_features, get_kind, network_factory
 from ctsurv.demo import DEMO_N_PATIENTS, demo_config
 from ctsurv.metrics import concordance_index, concordance_td
@@ -164,7 +167,8 @@ def main() -> None:
             print(f"{fam:<10} {n:>4} {row['deaths_24m']:>10} {row['oracle_c']:7.3f} {row['probe']:7.3f} "
                   f"{row['paper']:6.3f} ± {row['paper_sd']:.3f} {row['paper_train_ctd_kept']:9.3f} {perm_txt}"
                   + "".join(f" {row[v]:6.3f} ± {row[v + '_sd']:.3f}" for v in variants), flush=True)
-    res = {"what": "oracle C, in-fold linear probe and seed 000's protocol (mean fold Ctd, 10 folds) per "
+    res = {"command": "python bench/learning.py " + shlex.join(sys.argv[1:]), "cpu": cpu_name(),
+           "what": "oracle C, in-fold linear probe and seed 000's protocol (mean fold Ctd, 10 folds) per "
                    "hazard family and cohort size on the demo's phantom images",
            "epochs": a.epochs, "folds": cfg.cv.n_folds, "variants": variants, "rows": rows,
            "machine": {"platform": platform.platform(), "cpu_count": __import__("os").cpu_count()},
