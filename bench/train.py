@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _machine import cpu_flags, cpu_name  # bench/ is the script's folder
 from ctsurv.build import compute_features, get_kind, network_factory
 from ctsurv.cli import DEMO_N_PATIENTS, demo_config
 from ctsurv.metrics import concordance_td
@@ -45,18 +46,7 @@ from ctsurv.train_batched import CohortTensors, Replica, train_replicas
 
 
 def _cpu() -> dict:
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
-    return {"processor": platform.processor() or platform.machine(),
-            "model": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                           if ln.startswith("model name")), "") if Path("/proc/cpuinfo").exists() else "",
-            **{f: f in flags.split() for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")}}
+    return {"processor": platform.processor() or platform.machine(), "model": cpu_name(), **cpu_flags()}
 
 
 def main() -> None:
