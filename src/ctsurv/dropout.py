@@ -40,12 +40,26 @@ class MaskStream:
 
     def keep(self, shape, p: float) -> Tensor:
         """``(shape)`` bool: True where kept (probability ``1 - p`` to within 2**-17)."""
-        n = math.prod(shape)
-        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1,
-                                                                        generator=self.generator)
-        lanes = words.view(torch.int16)[:n]  # four uniform 16-bit integers per 64-bit draw
-        threshold = round((1.0 - p) * 65536) - 32768
-        return (lanes < threshold).view(tuple(shape))
+        return self.keep_many([shape], [p])[0]
+
+    def keep_many(self, shapes, ps) -> list[Tensor]:
+        """The masks of consecutive :meth:`keep` calls, ``keep(shapes[0], ps[0])``, ... (the same
+        values: each mask uses its own ``ceil(n / 4)`` words of the stream, in order), from one
+        draw of the generator: a batched forward needs about ten masks per replica per step."""
+        sizes = [math.prod(s) for s in shapes]
+        n_words = [(n + 3) // 4 for n in sizes]
+        words = torch.empty(sum(n_words), dtype=torch.int64).random_(-(2**63), 2**63 - 1,
+                                                                     generator=self.generator)
+        lanes = words.view(torch.int16)  # four uniform 16-bit integers per 64-bit draw
+        thresholds = [round((1.0 - p) * 65536) - 32768 for p in ps]
+        if len(set(thresholds)) == 1:  # one comparison for every mask
+            lanes = lanes < thresholds[0]
+        out, start = [], 0
+        for shape, n, w, t in zip(shapes, sizes, n_words, thresholds):
+            seg = lanes[start: start + n]
+            out.append((seg if seg.dtype == torch.bool else seg < t).view(tuple(shape)))
+            start += 4 * w
+        return out
 
     def mask(self, shape, p: float) -> Tensor:
         """``(shape)`` float32 mask: ``1 / (1 - p)`` where kept, 0 where dropped."""

@@ -268,15 +268,37 @@ class FastNet:
         self.soft = isinstance(self.template.aggregator, SoftAttention)
         self.K = len(nets)
         self._buffers: dict[str, Tensor] = {}
+        self._head_dropouts = self._dropout_layout()
 
-    def _seq(self, seq: nn.Sequential, prefix: str, h: Tensor, rows: Tensor, n_rows, streams):
+    def _dropout_layout(self) -> list[tuple[str, float, int]]:
+        """``(name, p, width)`` of the head's dropout layers with ``p > 0``, in forward order
+        (the order the module draws their masks): a step draws each replica's masks at once."""
+        head, width = self.template.head, self.params[f"{self._lin}.weight"].shape[1]
+        layout = []
+
+        def walk(seq, prefix, w):
+            for i, m in enumerate(seq):
+                if isinstance(m, nn.Linear):
+                    w = m.out_features
+                elif isinstance(m, nn.Dropout) and m.p > 0:
+                    layout.append((f"{prefix}.{i}", float(m.p), w))
+            return w
+        shared = walk(head.shared, "head.shared", width)
+        if not isinstance(head, BinaryHead):
+            walk(head.cause, "head.cause", shared + width)
+        return layout
+
+    def _seq(self, seq: nn.Sequential, prefix: str, h: Tensor, masks: dict | None):
         for i, m in enumerate(seq):
             if isinstance(m, nn.Linear):
                 h = torch.baddbmm(self.params[f"{prefix}.{i}.bias"][:, None, :], h,
                                   self.params[f"{prefix}.{i}.weight"].transpose(1, 2))
             elif isinstance(m, nn.Dropout):
-                if streams is not None and m.p > 0:
-                    keep = self._row_keep(h.shape, n_rows, streams, m.p)
+                if masks is not None and m.p > 0:
+                    keep = masks[f"{prefix}.{i}"]
+                    if keep.shape != h.shape:  # the layout of _dropout_layout is wrong
+                        raise CtsurvError(f"dropout {prefix}.{i}: mask {tuple(keep.shape)} for "
+                                          f"input {tuple(h.shape)}")
                     h = h.masked_fill(~keep, 0.0) * (1.0 / (1.0 - m.p))
             else:
                 h = m(h)
@@ -288,15 +310,32 @@ class FastNet:
             return lambda shape: self._buffer(name, shape, dtype)
         buf = self._buffers.get(name)
         if buf is None or tuple(buf.shape) != tuple(shape):
-            buf = self._buffers[name] = torch.empty(shape, dtype=dtype)
+            buf = self._buffers[name] = torch.zeros(shape, dtype=dtype)
         return buf
 
-    def _row_keep(self, shape, n_rows, streams, p):
-        keep = torch.zeros(shape, dtype=torch.bool)
-        for k in range(shape[0]):
-            if n_rows[k]:
-                keep[k, : n_rows[k]] = streams[k].keep((n_rows[k], shape[2]), p)
-        return keep
+    def _draw_masks(self, streams, counts, n_rows, B):
+        """Every dropout mask of a step: the embedding's per replica (``(counts[k], F)``, its
+        real slices row-major; None when ``p = 0``) and each head layer's ``(K, B, width)``
+        (False on padding rows). Each replica draws its masks from its own stream in the
+        module's forward order, with one generator call (:meth:`MaskStream.keep_many`)."""
+        F = self.params[f"{self._lin}.weight"].shape[2]
+        emb = self.p_emb > 0
+        drawn = []
+        for k in range(self.K):
+            shapes = ([(counts[k], F)] if emb else []) + [(n_rows[k], w) for _, _, w in self._head_dropouts]
+            ps = ([self.p_emb] if emb else []) + [p for _, p, _ in self._head_dropouts]
+            drawn.append(streams[k].keep_many(shapes, ps))
+        first = 1 if emb else 0
+        full = all(n == B for n in n_rows)
+        head = {}
+        for j, (name, _, width) in enumerate(self._head_dropouts):
+            if full:
+                head[name] = torch.stack([d[first + j] for d in drawn])
+            else:
+                keep = head[name] = torch.zeros((self.K, B, width), dtype=torch.bool)
+                for k, d in enumerate(drawn):
+                    keep[k, : n_rows[k]] = d[first + j]
+        return ([d[0] for d in drawn] if emb else None), head
 
     def forward(self, x: Tensor, smask: Tensor, rows: Tensor, streams=None) -> Tensor:
         """Logits ``(K, B, L)``; ``x`` is ``(K, B, S, F)`` (zero on padding) or a callable
@@ -311,16 +350,19 @@ class FastNet:
         if callable(x):
             x = x(real, self._buffer("x", None))
         scale = 1.0
-        if streams is not None and self.p_emb > 0:
+        emb_masks, head_masks = None, None
+        if streams is not None:
+            emb_masks, head_masks = self._draw_masks(streams, real.sum(dim=(1, 2)).tolist(), n_rows, B)
+        if emb_masks is not None:
             # the masks of each replica's real slices, drawn in the order the module draws them
             # ((n_real, F), row-major over batch rows and slices), scattered into the padding
             F = x.shape[-1]
             pos = real.view(-1).nonzero()[:, 0]
-            counts = real.sum(dim=(1, 2)).tolist()
-            keep = self._buffer("keep", (K * B * S, F), torch.bool).fill_(True)  # padding is 0 already
-            keep.index_copy_(0, pos, torch.cat([streams[k].keep((counts[k], F), self.p_emb)
-                                                for k in range(K)]))
-            z = x.mul_(keep.view(K, B, S, F))
+            # padding rows keep any earlier value: their features are 0 already
+            keep = self._buffer("keep", (K * B * S, F), torch.bool)
+            keep.index_copy_(0, pos, torch.cat(emb_masks))
+            # masked_fill_, not mul_: a float product would first convert all K*B*S*F flags
+            z = x.masked_fill_(~keep.view(K, B, S, F), 0.0)
             scale = 1.0 / (1.0 - self.p_emb)
         else:
             z = x
@@ -330,16 +372,16 @@ class FastNet:
                                    P["aggregator.score.0.bias"][:, 0], z, smask, scale)
         else:
             h = _PoolProject.apply(W, b, None, None, z, smask, scale)
-        return self._head(h, rows, n_rows, streams)
+        return self._head(h, head_masks)
 
-    def _head(self, h: Tensor, rows: Tensor, n_rows, streams) -> Tensor:
+    def _head(self, h: Tensor, masks: dict | None) -> Tensor:
         """DeepHit logits ``(K, B, L)`` of pooled embeddings ``h (K, B, D)`` (a binary head:
-        its logit as ``(K, B, 1)``)."""
+        its logit as ``(K, B, 1)``); ``masks``: the head's dropout masks (None: evaluation)."""
         P, head = self.params, self.template.head
-        s = self._seq(head.shared, "head.shared", h, rows, n_rows, streams)
+        s = self._seq(head.shared, "head.shared", h, masks)
         if isinstance(head, BinaryHead):
             return torch.baddbmm(P["head.out.bias"][:, None, :], s, P["head.out.weight"].transpose(1, 2))
-        zc = self._seq(head.cause, "head.cause", torch.cat([s, h], dim=-1), rows, n_rows, streams)
+        zc = self._seq(head.cause, "head.cause", torch.cat([s, h], dim=-1), masks)
         return torch.baddbmm(P["head.out.bias"][:, None, :], zc, P["head.out.weight"].transpose(1, 2))
 
     @torch.no_grad()
@@ -363,7 +405,7 @@ class FastNet:
             w = (mask / mask.sum(dim=1, keepdim=True)).to(x0.dtype)[..., None].expand(N, S, self.K)
         pooled = torch.bmm(w.transpose(1, 2), x0).transpose(0, 1)  # (K, N, F)
         h = torch.baddbmm(b[:, None, :], pooled, W.transpose(1, 2))
-        return self._head(h, torch.ones((self.K, N), dtype=torch.bool), None, None)
+        return self._head(h, None)
 
     def state_dict(self, k: int) -> dict:
         """Replica ``k``'s parameters under the template's names."""
@@ -426,19 +468,28 @@ class _BatchedAdamW:
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}
         self.v = {n: torch.zeros_like(p) for n, p in params.items()}
         self.steps = {n: [torch.zeros((), dtype=torch.float32) for _ in range(K)] for n in params}
+        self._lists: dict[tuple, tuple] = {}  # per pattern of active replicas: the kernel's lists
+
+    def _tensor_lists(self, active: tuple[bool, ...]) -> tuple:
+        """Parameters, moments and step counts of the active replicas (views, so the lists
+        stay valid from step to step); gradients are gathered at each step."""
+        if active not in self._lists:
+            ks = [k for k, on in enumerate(active) if on]
+            names = list(self.params)
+            self._lists[active] = (
+                [(n, k) for n in names for k in ks],
+                [self.params[n].data[k] for n in names for k in ks],
+                [self.m[n][k] for n in names for k in ks],
+                [self.v[n][k] for n in names for k in ks],
+                [self.steps[n][k] for n in names for k in ks])
+        return self._lists[active]
 
     @torch.no_grad()
     def step(self, active: list[bool]) -> None:
-        ps, gs, ms, vs, ts = [], [], [], [], []
-        for n, p in self.params.items():
-            for k, on in enumerate(active):
-                if on:
-                    ps.append(p.data[k])
-                    gs.append(p.grad[k])
-                    ms.append(self.m[n][k])
-                    vs.append(self.v[n][k])
-                    self.steps[n][k] += 1
-                    ts.append(self.steps[n][k])
+        keys, ps, ms, vs, ts = self._tensor_lists(tuple(bool(a) for a in active))
+        grads = {n: p.grad for n, p in self.params.items()}
+        gs = [grads[n][k] for n, k in keys]
+        torch._foreach_add_(ts, 1.0)
         torch._fused_adamw_(ps, gs, ms, vs, [], ts, lr=self.lr, beta1=0.9, beta2=0.999,
                             weight_decay=self.wd, eps=1e-8, amsgrad=False, maximize=False)
         for p in self.params.values():
