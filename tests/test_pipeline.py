@@ -7,7 +7,9 @@ once for the module (about 5 minutes on 2 cores); the runs reuse its prepared fo
 cache. The signal run is seed 000's network, loss, optimiser and protocol (AdamW lr 1e-4, wd
 1e-2, batch 4, 100 epochs, selection on validation Ctd, 90/10 inner split) with two departures
 for test time: 5 folds instead of 10, and augmentation off (one trunk pass per slice). At this size the
-method is clearly above chance (measured: mean fold Ctd 0.617-0.634; permuted labels
+method is clearly above chance (measured on a 2-core AMD EPYC with AVX2: mean fold Ctd 0.599,
+folds 0.49-0.68; its label-permuted null replica 0.510; the 10-epoch permuted run 0.505; with
+three null replicas, i.e. two groups of ten replicas, on an Intel Xeon: 0.617-0.634 against
 0.483-0.522); at 80 patients it is not, and at 160 with 5 folds the margin was too thin for a test
 (0.582, one fold 0.49), which is why the cohort is this large (README, "How many patients the
 method needs").
@@ -33,7 +35,9 @@ from ctsurv.pipeline import TIME_COLUMNS, run_cv
 from ctsurv.synthetic import write_phantom_cohort
 
 N_PATIENTS = 240
-N_NULL = 3
+#: One label-permuted null replica beside the true run: 5 + 5 replicas train as one batched group
+#: (three replicas made two groups and doubled the module's training time).
+N_NULL = 1
 # The paper's network, loss, optimiser and protocol (100 epochs), with 5 folds instead of 10
 # and augmentation off so that one embedding pass serves every run.
 SETTINGS = {
@@ -62,7 +66,7 @@ def _config(root, **extra):
 @pytest.fixture(scope="module")
 def signal_run(phantom):
     out = phantom / "run"
-    # three label-permuted null replicas trained beside the true run (cv.null_replicas)
+    # a label-permuted null replica trained beside the true run (cv.null_replicas)
     return out, run_cv(_config(phantom, cv={"n_folds": 5, "null_replicas": N_NULL}), out, progress=False)
 
 
@@ -138,8 +142,9 @@ def test_true_run_beats_every_null_replica(signal_run):
     # the true run exceeds every label-permuted replica trained the same way
     assert real["ctd_mean"] > max(null["ctd_fold_mean"]), (real["ctd_mean"], null["ctd_fold_mean"])
     assert null["p_value_fold_mean"] == pytest.approx(1 / (N_NULL + 1))
-    # the per-fold mean of the null is at chance (each fold model ranks its own test patients)
-    assert abs(np.mean(null["ctd_fold_mean"]) - 0.5) < 0.05, null["ctd_fold_mean"]
+    # the per-fold mean of the null is at chance (each fold model ranks its own test patients;
+    # measured 0.510; the mean of 5 folds of 48 patients has a standard error near 0.04)
+    assert abs(np.mean(null["ctd_fold_mean"]) - 0.5) < 0.08, null["ctd_fold_mean"]
     # the pooled null sits at or below 0.5: pooling compares curves of different fold models,
     # whose baselines differ (README); it must not sit above chance
     assert np.mean(null["ctd_pooled"]) < 0.53, null["ctd_pooled"]
@@ -149,8 +154,8 @@ def test_method_beats_chance_and_permuted_labels_do_not(signal_run, permuted_run
     (_, real), (_, perm) = signal_run, permuted_run
     assert real["permute_labels"] is False and perm["permute_labels"] is True
     folds = np.array([f["ctd"] for f in real["per_fold"]])
-    # Measured with 2 torch threads: 0.617 +- 0.092 (folds 0.50-0.72) vs permuted 0.483 +- 0.057;
-    # with 1 thread: 0.634 +- 0.067 vs 0.522 +- 0.059. A single fold of 48 patients is too
+    # Measured (AMD EPYC, AVX2): 0.599 (folds 0.49-0.68) vs permuted 0.505; earlier, on an Intel
+    # Xeon with two groups of replicas: 0.617-0.634 vs 0.483-0.522. A single fold of 48 patients is too
     # noisy to threshold (sd about 0.08); the mean over 5 folds has a standard error near 0.04.
     assert real["ctd_mean"] > 0.57, folds
     assert abs(perm["ctd_mean"] - 0.5) < 0.08, perm["per_fold"]
