@@ -29,13 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _machine import cpu_flags, cpu_name  # bench/ is the script's folder
+from _machine import cpu_flags, cpu_name, git_commit  # bench/ is the script's folder
 from ctsurv.build import compute_features, get_kind, network_factory
 from ctsurv.cli import DEMO_N_PATIENTS, demo_config
 from ctsurv.metrics import concordance_td
@@ -140,8 +142,13 @@ def main() -> None:
     print(f"speed-up {res['speedup']:.2f}x; kept epochs agree {res['kept_epoch_agrees']}; largest survival "
           f"difference {max_diff:.2e}; cohort tensor {res['cohort_tensor_mb']} MB (LUNG1, 6 views, 72 slices: "
           f"{res['lung1_6_views_72_slices_mb']} MB)")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    res["command"] = shlex.join(["python", "bench/train.py", *sys.argv[1:]])
+    res["commit"] = git_commit()
+    out = Path(a.out)
+    if out.exists():  # the file's earlier measurement (another machine, another commit) stays
+        res["previous"] = json.loads(out.read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: res[k] for k in ("sequential_s", "batched_s", "speedup", "two_threads_speedup")}))
 
 
