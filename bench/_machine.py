@@ -20,8 +20,9 @@ def cpu_name(default: str = "") -> str:
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
-def cpu_flags() -> dict[str, bool]:
-    """Which of :data:`ISA_FLAGS` the CPU has (all False where ``/proc/cpuinfo`` is absent)."""
+def cpu_flags(names=ISA_FLAGS) -> dict[str, bool]:
+    """Which of ``names`` (:data:`ISA_FLAGS`) the CPU has (all False where ``/proc/cpuinfo`` is
+    absent)."""
     info = Path("/proc/cpuinfo")
     flags: set[str] = set()
     if info.exists():
@@ -29,7 +30,7 @@ def cpu_flags() -> dict[str, bool]:
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
-    return {f: f in flags for f in ISA_FLAGS}
+    return {f: f in flags for f in names}
 
 
 def git_commit(default: str = "") -> str:

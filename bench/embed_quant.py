@@ -77,6 +77,7 @@ import onnx
 import onnxruntime
 import torch
 
+from _machine import cpu_flags, cpu_name  # bench/ is the script's folder
 from ctsurv.embed import TrunkRunner
 
 HERE = Path(__file__).resolve().parent
@@ -86,18 +87,7 @@ COS_TARGET = 0.999
 
 # --------------------------------------------------------------------------- machine
 def _cpu_info() -> dict:
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "model name":
-                model = val.strip()
-            elif key.strip() == "flags":
-                flags = set(val.split())
-                break
-    except OSError:
-        pass
-    return {"model": model, "flags": {f: f in flags for f in FLAGS}}
+    return {"model": cpu_name(platform.processor()), "flags": cpu_flags(FLAGS)}
 
 
 # --------------------------------------------------------------------------- slices

@@ -38,17 +38,13 @@ from pathlib import Path
 
 import yaml
 
+from _machine import cpu_name  # bench/ is the script's folder
+
 HERE = Path(__file__).resolve().parent
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name(platform.processor() or platform.machine())
 
 
 def _ctsurv(*args: str) -> tuple[list[str], float]:
