@@ -39,6 +39,17 @@ def _no_ray_tokens():
         os.environ["RAY_AUTH_MODE"] = before
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance (2 CPUs) for the tests that run on a local instance: ``map_tasks``
+    uses an instance the process already has, so these tests start Ray once instead of at every
+    stage, and Ray reuses its worker processes between their tasks. Requested only after the
+    loopback test, which needs a process without Ray (its commands join their own head)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 def _bytes(prepared: Path) -> dict[str, str]:
     """sha256 of every artifact file of a prepared folder (the manifest's timings aside; a killed
     writer's uniquely named ``.*.tmp`` temporaries, which nothing reads, are not artifacts)."""
@@ -61,6 +72,8 @@ def test_commands_join_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_p
     ray_bin = Path(sys.executable).with_name("ray")
     if not ray_bin.exists():
         pytest.skip(f"the ray command is not beside {sys.executable}")
+    # a process already attached to Ray would run these commands there, not on the head
+    assert not ray.is_initialized(), "the loopback test must run before local_ray starts an instance"
     port = _free_port()
     start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
@@ -117,7 +130,7 @@ def test_commands_join_a_ray_head_on_loopback_through_the_cli(tiny_cohort, tmp_p
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
 
 
-def test_gpu_embedding_asks_ray_for_a_gpu_and_a_cluster_without_one_is_refused(tmp_path):
+def test_gpu_embedding_asks_ray_for_a_gpu_and_a_cluster_without_one_is_refused(tmp_path, local_ray):
     """``embed.device: cuda`` on Ray: every embedding task reserves one GPU; a cluster with none
     (this CPU-only local instance) is refused before any task is submitted (Ray would otherwise
     wait for a GPU forever), and a kind that embeds on the CPU is refused at once."""
@@ -138,7 +151,7 @@ def test_gpu_embedding_asks_ray_for_a_gpu_and_a_cluster_without_one_is_refused(t
         compute_features(cfg, None, tmp_path, ["P1"], executor="ray")
 
 
-def test_a_task_error_reaches_the_caller_and_bad_executors_are_refused():
+def test_a_task_error_reaches_the_caller_and_bad_executors_are_refused(local_ray):
     from ctsurv.executor import check_executor, map_tasks
 
     with pytest.raises(CtsurvError, match="unknown executor 'dask'"):
@@ -148,7 +161,7 @@ def test_a_task_error_reaches_the_caller_and_bad_executors_are_refused():
     assert list(map_tasks(check_executor, [("local",), ("ray",)], executor="ray", workers=1)) == [None, None]
 
 
-def test_radiomics_extract_gives_one_table_wherever_the_patients_ran(tiny_cohort, tmp_path):
+def test_radiomics_extract_gives_one_table_wherever_the_patients_ran(tiny_cohort, tmp_path, local_ray):
     pytest.importorskip("radiomics", reason="the features come from PyRadiomics")
     import pandas as pd
 
@@ -168,7 +181,7 @@ def test_radiomics_extract_gives_one_table_wherever_the_patients_ran(tiny_cohort
         pd.testing.assert_frame_equal(man, manifest, obj=name)
 
 
-def test_a_study_on_ray_compares_as_the_sequential_study_does(tiny_cohort, tmp_path):
+def test_a_study_on_ray_compares_as_the_sequential_study_does(tiny_cohort, tmp_path, local_ray):
     import pandas as pd
 
     from ctsurv.study import run_study
@@ -195,7 +208,7 @@ def test_a_study_on_ray_compares_as_the_sequential_study_does(tiny_cohort, tmp_p
     pd.testing.assert_frame_equal(sequential[cols], on_ray[cols])
 
 
-def test_a_run_embedded_and_trained_on_ray_is_the_local_run(tiny_cohort, tmp_path):
+def test_a_run_embedded_and_trained_on_ray_is_the_local_run(tiny_cohort, tmp_path, local_ray):
     import json
 
     import pandas as pd
