@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -84,6 +85,30 @@ def _ray_task(fn, initializer, args):
     return fn(*args)
 
 
+def _host_port(address: str) -> tuple[str, str]:
+    host, _, port = address.rpartition(":")
+    try:
+        return socket.gethostbyname(host), port
+    except OSError:
+        return host, port
+
+
+def _check_attached_to(ray, address: str) -> None:
+    """A process already attached to Ray runs its tasks there: refuse when ``address``
+    (``host:port``) names another cluster instead of silently running on the wrong one.
+    ``"auto"`` and ``ray://`` addresses cannot be compared and are trusted."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    try:
+        current = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - client mode and older Rays: nothing to compare
+        return
+    if current and _host_port(current) != _host_port(address):
+        raise CtsurvError(f"this process is already attached to the Ray cluster at {current}, not to "
+                          f"{address}; call ray.shutdown() first, or leave the address out to use "
+                          "the attached cluster")
+
+
 def _ray_map(fn, tasks, workers: int, address: str | None, initializer, cpus_per_task: int = 1,
              gpus_per_task: float = 0) -> Iterator[Any]:
     import ray
@@ -92,6 +117,8 @@ def _ray_map(fn, tasks, workers: int, address: str | None, initializer, cpus_per
     if started:
         kw = {"address": address} if address else {"num_cpus": max(1, int(workers), int(cpus_per_task))}
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
+    elif address:
+        _check_attached_to(ray, address)
     try:
         if gpus_per_task > 0:
             have = float(ray.cluster_resources().get("GPU", 0))
