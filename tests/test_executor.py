@@ -161,10 +161,10 @@ def test_a_task_error_reaches_the_caller_and_bad_executors_are_refused(local_ray
     assert list(map_tasks(check_executor, [("local",), ("ray",)], executor="ray", workers=1)) == [None, None]
     # attached to one cluster, a task list addressed to another is refused, not run here
     here = ray.get_runtime_context().gcs_address
-    port = int(here.rpartition(":")[2])
-    host = here.rpartition(":")[0]
-    with pytest.raises(CtsurvError, match=f"already attached to the Ray cluster at {here}, not to {host}:{port + 1}"):
-        list(map_tasks(check_executor, [("local",)], executor="ray", address=f"{host}:{port + 1}"))
+    host, _, port = here.rpartition(":")
+    other = f"{host}:{int(port) + 1}"
+    with pytest.raises(CtsurvError, match=f"already attached to the Ray cluster at {here}, not to {other}"):
+        list(map_tasks(check_executor, [("local",)], executor="ray", address=other))
     # the attached cluster's own address runs there
     assert list(map_tasks(check_executor, [("local",)], executor="ray", address=here)) == [None]
 

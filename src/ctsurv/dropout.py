@@ -52,12 +52,12 @@ class MaskStream:
                                                                      generator=self.generator)
         lanes = words.view(torch.int16)  # four uniform 16-bit integers per 64-bit draw
         thresholds = [round((1.0 - p) * 65536) - 32768 for p in ps]
-        if len(set(thresholds)) == 1:  # one comparison for every mask
-            lanes = lanes < thresholds[0]
+        one_rate = len(set(thresholds)) == 1
+        kept = lanes < thresholds[0] if one_rate else None  # one comparison for every mask
         out, start = [], 0
         for shape, n, w, t in zip(shapes, sizes, n_words, thresholds):
-            seg = lanes[start: start + n]
-            out.append((seg if seg.dtype == torch.bool else seg < t).view(tuple(shape)))
+            seg = kept[start: start + n] if one_rate else lanes[start: start + n] < t
+            out.append(seg.view(tuple(shape)))
             start += 4 * w
         return out
 
